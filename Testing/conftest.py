@@ -1,0 +1,60 @@
+"""Shared fixtures: the real CT data in ../shared/data and small synthetic volumes.
+
+Tests that need the data are skipped when it is absent, unless URSAM_REQUIRE_DATA=1
+(as in .ci/run), which turns a missing data folder into a failure.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("URSAM_DATA", ROOT.parent / "shared" / "data"))
+ABDOMEN = DATA / "abdomen-ts"
+HEAD_NECK = DATA / "hn-openkbp"
+DCMQI = DATA / "ct3slice-dcmqi"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        message = f"real data not found at {path} (set URSAM_DATA)"
+        if os.environ.get("URSAM_REQUIRE_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def abdomen() -> Path:
+    return _require(ABDOMEN)
+
+
+@pytest.fixture(scope="session")
+def head_neck() -> Path:
+    return _require(HEAD_NECK)
+
+
+@pytest.fixture(scope="session")
+def dcmqi() -> Path:
+    return _require(DCMQI)
+
+
+def synthetic_ct(shape=(6, 40, 48), spacing=(0.8, 0.9, 2.5), direction=None, origin=(10.0, -20.0, 30.0),
+                 seed=0) -> sitk.Image:
+    """A small CT-like image (int16 HU) with a bright box 'organ', on any grid.
+
+    shape is the numpy shape (k, j, i); spacing/origin/direction are SimpleITK's (i, j, k).
+    """
+    rng = np.random.default_rng(seed)
+    array = rng.normal(-100, 20, size=shape).astype(np.int16)
+    array[1:5, 10:25, 12:30] = 60
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(np.asarray(direction, dtype=float).ravel().tolist())
+    return image

@@ -1,0 +1,179 @@
+"""URSAMLib.io: reading every format in ../shared/data, axial slicing for any direction, grids."""
+import itertools
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import synthetic_ct
+from URSAMLib import io
+from URSAMLib.errors import URSAMError
+
+
+def signed_permutations():
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            matrix = np.zeros((3, 3))
+            for column, (row, sign) in enumerate(zip(perm, signs)):
+                matrix[row, column] = sign
+            yield matrix
+
+
+def rotation(degrees_about_z):
+    a = np.radians(degrees_about_z)
+    return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+
+
+def assert_axial_orientation(image):
+    """Axial x, y, z steps must point (mostly) to patient left, posterior, superior."""
+    axial, frame = io.axial_array(image)
+    stored = sitk.GetArrayFromImage(image)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        zyx = np.array([rng.integers(0, n - 1) for n in axial.shape])
+        ijk = frame.index_to_stored(zyx)
+        assert axial[tuple(zyx)] == stored[tuple(ijk[::-1].astype(int))]
+        here = np.array(image.TransformContinuousIndexToPhysicalPoint(ijk.tolist()))
+        for axis, physical in ((2, 0), (1, 1), (0, 2)):  # axial x → L, y → P, z → S
+            step = zyx.copy()
+            step[axis] += 1
+            there = np.array(image.TransformContinuousIndexToPhysicalPoint(frame.index_to_stored(step).tolist()))
+            delta = there - here
+            assert np.argmax(np.abs(delta)) == physical and delta[physical] > 0
+
+
+@pytest.mark.parametrize("direction", list(signed_permutations()), ids=lambda d: str(d.astype(int).tolist()))
+def test_axial_array_is_oriented_for_every_axis_permutation_and_flip(direction):
+    assert_axial_orientation(synthetic_ct(direction=direction))
+
+
+def test_axial_array_of_an_oblique_image_uses_the_closest_axes():
+    image = synthetic_ct(direction=rotation(25) @ np.diag([1, -1, 1]))
+    assert_axial_orientation(image)
+
+
+def test_a_45_degree_image_is_refused_with_a_clear_message():
+    with pytest.raises(URSAMError, match="oblique"):
+        io.AxialFrame.of(synthetic_ct(direction=rotation(45)))
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), np.diag([-1, -1, 1]), rotation(20) @ np.diag([1, -1, -1]),
+                                       np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]])])
+def test_image_from_axial_restores_the_exact_voxels_and_grid(direction):
+    image = synthetic_ct(direction=direction)
+    axial, _ = io.axial_array(image, np.int16)
+    back = io.image_from_axial(axial, image)
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+    assert back.GetOrigin() == image.GetOrigin() and back.GetDirection() == image.GetDirection()
+    assert back.GetSpacing() == image.GetSpacing()
+
+
+@pytest.mark.parametrize("name", ["ct_small.nii.gz", "labels_small.nii.gz", "dicom"])
+def test_round_trip_of_real_abdomen_data_through_the_axial_frame(abdomen, tmp_path, name):
+    image = io.read_image(abdomen / name)
+    axial, frame = io.axial_array(image, np.int32)
+    assert axial.shape == frame.shape and len(frame.shape) == 3
+    out = tmp_path / "out.nii.gz"
+    io.write_image(io.image_from_axial(axial, image), out)
+    again = sitk.ReadImage(str(out))
+    assert np.array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(image).astype(np.int32))
+    assert np.allclose(again.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    assert np.allclose(again.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    assert np.allclose(again.GetDirection(), image.GetDirection(), atol=1e-6)
+
+
+def test_nifti_in_ras_is_flipped_to_the_radiological_view(abdomen):
+    image = io.read_ct(abdomen / "ct_small.nii.gz")  # direction diag(-1, -1, 1)
+    frame = io.AxialFrame.of(image)
+    assert frame.flips == (False, True, True) and frame.shape == (30, 101, 122)
+    assert frame.spacing == (3.0, 3.0, 3.0)
+
+
+def test_dicom_series_reads_in_hounsfield_units_with_its_geometry(abdomen):
+    image = io.read_ct(abdomen / "dicom")
+    assert image.GetSize() == (512, 512, 20)
+    assert np.allclose(image.GetSpacing(), (0.9765625, 0.9765625, 2.0))
+    values = sitk.GetArrayViewFromImage(image)
+    assert values.min() < -900 and 900 < values.max()  # air and bone, rescaled to HU
+
+
+def test_label_map_written_from_dicom_with_flipped_rows_is_reindexed_exactly(abdomen):
+    ct = io.read_ct(abdomen / "dicom")
+    raw = sitk.ReadImage(str(abdomen / "dicom_labels.nii.gz"))
+    assert raw.GetDirection() != ct.GetDirection()  # stored with the y axis reversed
+    on_ct = io.read_label_map(abdomen / "dicom_labels.nii.gz", ct)
+    assert on_ct.GetSize() == ct.GetSize() and on_ct.GetDirection() == ct.GetDirection()
+    # Same physical voxels: the axial arrays of the raw and re-indexed maps agree.
+    assert np.array_equal(io.axial_array(on_ct, np.int32)[0], io.axial_array(raw, np.int32)[0])
+    liver = io.axial_array(on_ct, np.int32)[0] == 5
+    hu = io.axial_array(ct)[0]
+    assert 20 < np.median(hu[liver]) < 200  # the liver label sits on liver-like tissue
+
+
+def test_dcmqi_dicom_slices_and_nrrd_masks_share_a_grid(dcmqi, tmp_path):
+    ct = io.read_ct(dcmqi)
+    assert ct.GetSize() == (512, 512, 3)
+    for mask_name in ("liver_seg.nrrd", "spine_seg.nrrd", "heart_seg.nrrd", "liver_spine_seg.nrrd"):
+        mask = io.read_label_map(dcmqi / mask_name, ct)
+        axial, _ = io.axial_array(mask, np.uint16)
+        assert axial.any()
+        io.write_image(io.image_from_axial(axial, ct), tmp_path / "m.nrrd")
+        again = io.read_label_map(tmp_path / "m.nrrd", ct)
+        assert np.array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(mask))
+    liver_spine = io.axial_array(io.read_label_map(dcmqi / "liver_spine_seg.nrrd", ct), np.uint16)[0]
+    spine = io.axial_array(io.read_label_map(dcmqi / "spine_seg.nrrd", ct), np.uint16)[0]
+    hu = io.axial_array(ct)[0]
+    assert np.median(hu[spine > 0]) > np.median(hu[liver_spine == 1])  # bone brighter than liver
+
+
+def test_label_map_on_another_grid_is_refused(abdomen):
+    ct = io.read_ct(abdomen / "ct_small.nii.gz")
+    with pytest.raises(URSAMError, match="another grid"):
+        io.read_label_map(abdomen / "labels.nii.gz", ct)  # 112 slices vs 30
+
+
+def test_unreadable_files_give_one_clear_error(tmp_path):
+    fake = tmp_path / "ct.nii.gz"
+    fake.write_text("this is not an image\n")
+    with pytest.raises(URSAMError, match="Could not read"):
+        io.read_ct(fake)
+    with pytest.raises(URSAMError, match="does not exist"):
+        io.read_ct(tmp_path / "missing.nii.gz")
+    with pytest.raises(URSAMError, match="no DICOM series"):
+        io.read_ct(tmp_path)
+
+
+def test_two_dimensional_and_constant_images_are_refused(tmp_path):
+    png = tmp_path / "slice.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)), str(png))
+    with pytest.raises(URSAMError, match="2-D image"):
+        io.read_ct(png)
+    zero = tmp_path / "zero.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 32, 32), np.int16)), str(zero))
+    with pytest.raises(URSAMError, match="constant"):
+        io.read_ct(zero)
+
+
+def test_nan_and_bad_spacing_are_refused():
+    image = sitk.GetImageFromArray(np.full((4, 32, 32), np.nan, np.float32))
+    with pytest.raises(URSAMError, match="NaN"):
+        io.check_volume(image, "x")
+    image = synthetic_ct()
+    image.SetSpacing((1.0, 1.0, 80.0))  # ITK itself refuses zero spacing when it reads a file
+    with pytest.raises(URSAMError, match="spacing"):
+        io.check_volume(image, "x")
+
+
+def test_class_maps_are_validated(tmp_path, abdomen):
+    classes = io.read_classes(abdomen / "classes.json")
+    assert classes[1] == "spleen" and classes[52] == "aorta"
+    bad = tmp_path / "c.json"
+    bad.write_text('{"one": "spleen"}')
+    with pytest.raises(URSAMError, match="not an integer"):
+        io.read_classes(bad)
+    bad.write_text("{not json")
+    with pytest.raises(URSAMError, match="not valid JSON"):
+        io.read_classes(bad)
+    bad.write_text('{"1": "liver", "2": "liver"}')
+    with pytest.raises(URSAMError, match="twice"):
+        io.read_classes(bad)
