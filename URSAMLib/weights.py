@@ -1,0 +1,129 @@
+"""Model weights: integrity checks, safe loading and a verified, resumable download.
+
+A ``.pth`` file is a pickle, and unpickling arbitrary data can run code. URSAM therefore
+checks size and SHA-256 against the catalogue before use whenever the catalogue knows the
+file, and always loads with ``torch.load(weights_only=True)``, which refuses anything but
+tensors and plain containers.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import URSAMError
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """What the catalogue knows about one checkpoint file (any field may be unknown)."""
+
+    filename: str
+    sha256: str | None = None
+    size: int | None = None
+    url: str | None = None
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: str | os.PathLike, expected: WeightsFile) -> None:
+    """Raise :class:`URSAMError` unless ``path`` has the expected size and SHA-256."""
+    path = Path(path)
+    if not path.is_file():
+        raise URSAMError(f"Checkpoint {path} does not exist; check the path given with --checkpoint.")
+    size = path.stat().st_size
+    if expected.size is not None and size != expected.size:
+        raise URSAMError(f"Checkpoint {path} has {size:,} bytes, expected {expected.size:,} for "
+                         f"{expected.filename}: it is truncated or another file. Download it again.")
+    if expected.sha256 is not None and sha256_of(path) != expected.sha256:
+        raise URSAMError(f"Checkpoint {path} fails its SHA-256 check for {expected.filename}: the file "
+                         "is corrupt or was altered. Download it again from the official source.")
+
+
+def load_state_dict(path: str | os.PathLike, expected: WeightsFile | None = None) -> dict:
+    """Verify (when ``expected`` is given) and load a checkpoint's state dict on the CPU.
+
+    Accepts a bare state dict or one wrapped as ``{"model": ...}`` / ``{"state_dict": ...}``.
+    """
+    import torch
+
+    if expected is not None:
+        verify(path, expected)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise URSAMError(f"Checkpoint {path} does not exist; check the path given with --checkpoint.") from None
+    except Exception as error:  # unpickling errors have many types; all mean "not a safe checkpoint"
+        raise URSAMError(f"Could not load {path} as model weights ({type(error).__name__}): it is not a "
+                         "PyTorch checkpoint, is damaged, or contains code objects.") from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state:
+        raise URSAMError(f"{path} holds no model weights (no state dict found).")
+    return state
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded checkpoints live: ``$URSAM_CACHE`` or ``~/.cache/ursam``."""
+    return Path(os.environ.get("URSAM_CACHE", Path.home() / ".cache" / "ursam"))
+
+
+def download(expected: WeightsFile, cache_dir: str | os.PathLike | None = None,
+             retries: int = 3, timeout: float = 60.0) -> Path:
+    """Return a verified local copy of ``expected``, downloading it if needed.
+
+    An existing verified file is returned without touching the network. A partial
+    download (``<name>.part``) is resumed with an HTTP range request; failures are retried
+    ``retries`` times; the file is renamed into place only after its SHA-256 matched.
+    """
+    if not expected.url:
+        raise URSAMError(f"{expected.filename} has no download address; get it from its project and pass "
+                         "its path with --checkpoint.")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / expected.filename
+    if target.exists():
+        verify(target, expected)
+        return target
+    partial = target.with_name(target.name + ".part")
+    last_error: Exception | None = None
+    for attempt in range(retries + 1):
+        try:
+            if not (expected.size and partial.exists() and partial.stat().st_size >= expected.size):
+                _fetch(expected.url, partial, timeout)
+            break
+        except (urllib.error.URLError, OSError, TimeoutError) as error:
+            last_error = error
+            time.sleep(min(2**attempt, 10) * 0.1)
+    else:
+        raise URSAMError(f"Could not download {expected.filename} from {expected.url} ({last_error}); "
+                         f"check the connection, or download it yourself and pass --checkpoint.")
+    try:
+        verify(partial, expected)
+    except URSAMError:
+        partial.unlink(missing_ok=True)  # a bad file must not be resumed into a worse one
+        raise
+    os.replace(partial, target)
+    return target
+
+
+def _fetch(url: str, partial: Path, timeout: float) -> None:
+    """Append the rest of ``url`` to ``partial`` (resuming from its current size)."""
+    start = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        resumed = start and response.status == 206
+        with open(partial, "ab" if resumed else "wb") as handle:
+            while block := response.read(1 << 20):
+                handle.write(block)
