@@ -1,0 +1,139 @@
+"""URSAMLib.pipeline: slice bookkeeping, crops, label maps, cancel and progress.
+
+The SAM-specific parts are tested with the real LiteMedSAM in test_cli.py; here a small
+geometric stand-in (it marks the bright pixels inside each box) makes every expected voxel
+computable by hand.
+"""
+import numpy as np
+import pytest
+
+from URSAMLib.errors import Cancelled, URSAMError
+from URSAMLib.pipeline import Settings, segment
+from URSAMLib.prompts import OrganPrompt, augment_box, augmentation_rng
+
+
+class BrightInBox:
+    """Probability 0.9 for bright (windowed > 0.5) pixels inside the box, 0.1 elsewhere."""
+
+    name, device, window = "bright-in-box", "cpu", (-160.0, 240.0)
+
+    def __init__(self):
+        self.embedded = []
+
+    def embed(self, slices):
+        self.embedded.append(len(slices))
+        return np.asarray(slices)
+
+    def decode(self, embedding, boxes, slice_shape):
+        rows, cols = np.mgrid[:slice_shape[0], :slice_shape[1]]
+        maps = []
+        for x0, y0, x1, y1 in boxes:
+            inside = (cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1)
+            maps.append(np.where(inside & (embedding[0] > 0.5), 0.9, 0.1))
+        return np.array(maps, np.float32)
+
+
+def volume():
+    ct = np.full((6, 30, 40), -100.0, np.float32)
+    ct[1:4, 5:12, 5:15] = 100  # organ A
+    ct[2:6, 15:25, 20:35] = 100  # organ B
+    return ct
+
+
+def prompts():
+    a = OrganPrompt("a", 1, {z: np.array([4.0, 4.0, 15.0, 12.0]) for z in (1, 2, 3)})
+    b = OrganPrompt("b", 2, {z: np.array([19.0, 14.0, 35.0, 25.0]) for z in (2, 3, 4, 5)})
+    return [a, b]
+
+
+def test_each_needed_slice_is_embedded_once_and_organs_land_in_place():
+    backbone = BrightInBox()
+    result = segment(volume(), prompts(), backbone, Settings(num_aug=3, ratio=0.0))
+    assert sum(backbone.embedded) == 5  # slices 1..5, shared by both organs and all 3 boxes
+    labels = result.label_map("ensemble")
+    expected = np.zeros(volume().shape, np.uint16)
+    expected[1:4, 5:12, 5:15] = 1
+    expected[2:6, 15:25, 20:35] = 2
+    assert np.array_equal(labels, expected)
+    assert result.timings["slices"] == 5 and result.timings["boxes"] == 3 * (3 + 4)
+
+
+def test_crops_hold_probabilities_and_uncertainty_only_around_the_boxes():
+    result = segment(volume(), prompts(), BrightInBox(), Settings(num_aug=1))
+    a = result.organs[0]
+    assert a.region == (slice(1, 4), slice(4, 13), slice(4, 16))
+    assert a.ensemble.shape == (3, 9, 12) and a.box_region.all()
+    assert np.isclose(a.ensemble.max(), 0.9) and np.isclose(a.ensemble.min(), 0.1)
+    u = result.uncertainty_map()
+    assert u[0].max() == 0 and u[1, 4:13, 4:16].min() > 0  # slice 0 has no organ
+    assert a.mean_uncertainty == pytest.approx(float(a.uncertainty.mean()))
+
+
+def test_augmented_boxes_disagree_at_the_border_and_make_it_uncertain():
+    settings = Settings(num_aug=5, ratio=0.1, seed=3)
+    result = segment(volume(), prompts()[:1], BrightInBox(), settings)
+    a = result.organs[0]
+    # Reproduce the stand-in's ensemble on slice 2 from the same seeded boxes.
+    boxes = augment_box(np.array([4.0, 4.0, 15.0, 12.0]), 5, 0.1, (30, 40), augmentation_rng(3, 1, 2))
+    rows, cols = np.mgrid[:30, :40]
+    bright = volume()[2] > 0
+    maps = [np.where((cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1) & bright, 0.9, 0.1)
+            for x0, y0, x1, y1 in boxes]
+    _, ys, xs = a.region
+    assert np.allclose(a.ensemble[1], np.mean(maps, axis=0)[ys, xs])
+    assert a.uncertainty.max() > 0.5  # boxes that cut the organ disagree
+
+
+def test_overlaps_go_to_the_organ_with_the_higher_ensemble_probability():
+    ct = np.full((2, 20, 20), 100.0, np.float32)
+    a = OrganPrompt("a", 1, {0: np.array([0.0, 0.0, 9.0, 19.0])})
+    b = OrganPrompt("b", 2, {0: np.array([5.0, 0.0, 19.0, 19.0])})
+
+    class Weighted(BrightInBox):
+        def decode(self, embedding, boxes, slice_shape):
+            maps = super().decode(embedding, boxes, slice_shape)
+            maps[boxes[:, 0] == 5] *= 0.8  # b is less sure (0.72) than a (0.9)
+            return maps
+
+    labels = segment(ct, [a, b], Weighted(), Settings(num_aug=1)).label_map()
+    assert (labels[0, :, :10] == 1).all() and (labels[0, :, 10:] == 2).all()
+
+
+def test_rerectify_changes_only_the_rectification():
+    backbone = BrightInBox()
+    result = segment(volume(), prompts(), backbone, Settings(num_aug=3, ratio=0.05))
+    calls = list(backbone.embedded)
+    ensemble_before = result.organs[0].ensemble.copy()
+    result.rerectify(method="unc-fnc")
+    assert backbone.embedded == calls and result.settings.method == "unc-fnc"
+    assert np.array_equal(result.organs[0].ensemble, ensemble_before)
+    assert np.array_equal(result.organs[0].mask,
+                          result.organs[0].ensemble_mask | result.organs[0].rectification.uncertain)
+    with pytest.raises(URSAMError):
+        result.rerectify(num_aug=0)
+
+
+def test_same_seed_same_result_bit_for_bit():
+    runs = [segment(volume(), prompts(), BrightInBox(), Settings(num_aug=4, ratio=0.05, seed=11))
+            for _ in range(2)]
+    assert np.array_equal(runs[0].uncertainty_map(), runs[1].uncertainty_map())
+    assert np.array_equal(runs[0].label_map(), runs[1].label_map())
+
+
+def test_progress_reaches_one_and_cancel_stops_between_slices():
+    seen = []
+    segment(volume(), prompts(), BrightInBox(), progress=lambda f, m: seen.append(f))
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == 5
+    backbone = BrightInBox()
+    with pytest.raises(Cancelled):
+        segment(volume(), prompts(), backbone, cancel=lambda: len(backbone.embedded) >= 2)
+    assert len(backbone.embedded) == 2
+
+
+def test_invalid_settings_and_empty_prompts_are_user_errors():
+    with pytest.raises(URSAMError, match="augmented"):
+        segment(volume(), prompts(), BrightInBox(), Settings(num_aug=0))
+    with pytest.raises(URSAMError, match="ratio"):
+        segment(volume(), prompts(), BrightInBox(), Settings(ratio=2))
+    with pytest.raises(URSAMError, match="No organ"):
+        segment(volume(), [OrganPrompt("a", 1, {})], BrightInBox())
