@@ -177,3 +177,39 @@ def test_the_installed_command_reports_errors_without_traceback(tmp_path, abdome
                           capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and "Could not read" in done.stderr
+
+
+def test_sample_data_manifest_matches_the_shared_files(abdomen):
+    from URSAMLib.resources import load_json
+    from URSAMLib.weights import KnownFile, verify
+
+    sample = load_json("sample_data.json")["abdomen-ts"]
+    for name, info in sample["files"].items():
+        verify(abdomen / name, KnownFile(name, info["sha256"], info["size"]))  # raises if it differs
+    shared = io.read_classes(abdomen / "classes.json")
+    assert all(shared[int(v)] == n for v, n in sample["classes"].items())
+
+
+def test_sample_data_command_downloads_verifies_and_writes_classes(abdomen, tmp_path, capsys, monkeypatch):
+    import functools
+    import http.server
+    import threading
+
+    from URSAMLib import resources
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(abdomen))
+    handler.log_message = lambda *a: None
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    real = resources.load_json("sample_data.json")
+    local = {"abdomen-ts": {**real["abdomen-ts"], "files": {
+        name: {**info, "url": f"http://127.0.0.1:{server.server_address[1]}/{name}"}
+        for name, info in real["abdomen-ts"]["files"].items()}}}
+    monkeypatch.setattr(resources, "load_json", lambda name: local)
+    try:
+        code, out, _ = run(capsys, "sample-data", "-o", tmp_path / "sample")
+    finally:
+        server.shutdown()
+    assert code == 0 and "Sample CT" in out
+    assert (tmp_path / "sample/ct_small.nii.gz").read_bytes() == (abdomen / "ct_small.nii.gz").read_bytes()
+    assert io.read_classes(tmp_path / "sample/classes.json")[5] == "liver"

@@ -82,6 +82,8 @@ def test_augmented_boxes_disagree_at_the_border_and_make_it_uncertain():
     _, ys, xs = a.region
     assert np.allclose(a.ensemble[1], np.mean(maps, axis=0)[ys, xs])
     assert a.uncertainty.max() > 0.5  # boxes that cut the organ disagree
+    assert np.allclose(a.plain[1], maps[0][ys, xs])  # the un-augmented box alone
+    assert np.array_equal(result.label_map("plain")[2], np.where(maps[0] > 0.5, 1, 0))
 
 
 def test_overlaps_go_to_the_organ_with_the_higher_ensemble_probability():

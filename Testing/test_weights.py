@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from URSAMLib.errors import URSAMError
-from URSAMLib.weights import WeightsFile, download, load_state_dict, sha256_of, verify
+from URSAMLib.weights import KnownFile, download, load_state_dict, sha256_of, verify
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
-PAYLOAD_FILE = WeightsFile("model.pth", hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD))
+PAYLOAD_FILE = KnownFile("model.pth", hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD))
 
 
 class Server:
@@ -62,7 +62,7 @@ def server(request):
 
 
 def with_url(url):
-    return WeightsFile(PAYLOAD_FILE.filename, PAYLOAD_FILE.sha256, PAYLOAD_FILE.size, url)
+    return KnownFile(PAYLOAD_FILE.filename, PAYLOAD_FILE.sha256, PAYLOAD_FILE.size, url)
 
 
 def test_sha256_and_verify(tmp_path):
@@ -156,4 +156,4 @@ def test_present_weights_never_touch_the_network(tmp_path, monkeypatch):
 
 def test_weights_without_a_known_address_are_not_downloadable(tmp_path):
     with pytest.raises(URSAMError, match="no download address"):
-        download(WeightsFile("medsam_vit_b.pth"), tmp_path)
+        download(KnownFile("medsam_vit_b.pth"), tmp_path)

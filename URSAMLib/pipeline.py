@@ -75,6 +75,8 @@ class OrganResult:
     """Ensemble probability ŷ (Eq. 1), float32."""
     uncertainty: np.ndarray
     """Predictive entropy of ŷ in nats (Eq. 2), float32."""
+    plain: np.ndarray
+    """Probability from the un-augmented box alone: plain SAM, the paper's baseline."""
     rectification: Rectification | None = None
 
     @property
@@ -113,18 +115,20 @@ class SegmentationResult:
             organ.rectify(self.settings)
 
     def label_map(self, which: str = "rectified") -> np.ndarray:
-        """Multi-organ label map ``[z, y, x]`` (uint16) of the rectified or the ensemble masks.
+        """Multi-organ label map ``[z, y, x]`` (uint16) of the ``rectified``, ``ensemble`` or
+        ``plain`` (un-augmented box) masks.
 
-        A voxel claimed by several organs goes to the one with the highest ensemble probability.
+        A voxel claimed by several organs goes to the one with the highest probability.
         """
         labels = np.zeros(self.shape, np.uint16)
         best = np.full(self.shape, -1.0, np.float32)
         for organ in self.organs:
-            mask = organ.mask if which == "rectified" else organ.ensemble_mask
+            probability = organ.plain if which == "plain" else organ.ensemble
+            mask = {"rectified": organ.mask, "ensemble": organ.ensemble_mask, "plain": organ.plain > 0.5}[which]
             organ_labels, organ_best = labels[organ.region], best[organ.region]
-            wins = mask & (organ.ensemble > organ_best)
+            wins = mask & (probability > organ_best)
             organ_labels[wins] = organ.label
-            organ_best[wins] = organ.ensemble[wins]
+            organ_best[wins] = probability[wins]
         return labels
 
     def uncertainty_map(self) -> np.ndarray:
@@ -183,6 +187,7 @@ def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
     intensity = window_ct(ct, backbone.window)
     plans = [_plan(p, settings, ct.shape) for p in prompts]
     sums = [np.zeros(tuple(s.stop - s.start for s in plan.region), np.float32) for plan in plans]
+    plains = [np.zeros_like(total) for total in sums]
     needed = sorted({z for plan in plans for z in plan.augmented})
     batch = settings.slice_batch or (1 if backbone.device == "cpu" else 8)
     timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "boxes": 0}
@@ -206,6 +211,7 @@ def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
                 _, ys, xs = plans[k].region
                 rows = probabilities[j * settings.num_aug:(j + 1) * settings.num_aug, ys, xs]
                 sums[k][z - plans[k].region[0].start] = rows.sum(axis=0)
+                plains[k][z - plans[k].region[0].start] = rows[0]  # row 0: the original box
         timings["decode_s"] += time.perf_counter() - tick
         if progress is not None:
             progress(min(first + batch, len(needed)) / len(needed),
@@ -213,11 +219,11 @@ def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
 
     tick = time.perf_counter()
     organs = []
-    for plan, total in zip(plans, sums):
+    for plan, total, plain in zip(plans, sums, plains):
         ensemble = total / settings.num_aug  # Eq. 1
         organ = OrganResult(plan.prompt.name, plan.prompt.label, plan.region, plan.prompt.boxes,
                             _box_region(plan, ensemble.shape), intensity[plan.region].copy(),
-                            ensemble, predictive_entropy(ensemble))
+                            ensemble, predictive_entropy(ensemble), plain)
         organ.rectify(settings)
         organs.append(organ)
     timings["rectify_s"] = time.perf_counter() - tick

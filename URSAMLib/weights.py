@@ -1,4 +1,4 @@
-"""Model weights: integrity checks, safe loading and a verified, resumable download.
+"""Model weights (and other fetched files): integrity checks, safe loading, verified downloads.
 
 A ``.pth`` file is a pickle, and unpickling arbitrary data can run code. URSAM therefore
 checks size and SHA-256 against the catalogue before use whenever the catalogue knows the
@@ -19,8 +19,10 @@ from .errors import URSAMError
 
 
 @dataclass(frozen=True)
-class WeightsFile:
-    """What the catalogue knows about one checkpoint file (any field may be unknown)."""
+class KnownFile:
+    """What is known about a file URSAM checks or fetches: weights or sample data.
+
+    Any field but the name may be unknown (None)."""
 
     filename: str
     sha256: str | None = None
@@ -36,21 +38,21 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify(path: str | os.PathLike, expected: WeightsFile) -> None:
+def verify(path: str | os.PathLike, expected: KnownFile) -> None:
     """Raise :class:`URSAMError` unless ``path`` has the expected size and SHA-256."""
     path = Path(path)
     if not path.is_file():
-        raise URSAMError(f"Checkpoint {path} does not exist; check the path given with --checkpoint.")
+        raise URSAMError(f"{path} does not exist; check the path.")
     size = path.stat().st_size
     if expected.size is not None and size != expected.size:
-        raise URSAMError(f"Checkpoint {path} has {size:,} bytes, expected {expected.size:,} for "
+        raise URSAMError(f"{path} has {size:,} bytes, expected {expected.size:,} for "
                          f"{expected.filename}: it is truncated or another file. Download it again.")
     if expected.sha256 is not None and sha256_of(path) != expected.sha256:
-        raise URSAMError(f"Checkpoint {path} fails its SHA-256 check for {expected.filename}: the file "
+        raise URSAMError(f"{path} fails its SHA-256 check for {expected.filename}: the file "
                          "is corrupt or was altered. Download it again from the official source.")
 
 
-def load_state_dict(path: str | os.PathLike, expected: WeightsFile | None = None) -> dict:
+def load_state_dict(path: str | os.PathLike, expected: KnownFile | None = None) -> dict:
     """Verify (when ``expected`` is given) and load a checkpoint's state dict on the CPU.
 
     Accepts a bare state dict or one wrapped as ``{"model": ...}`` / ``{"state_dict": ...}``.
@@ -79,7 +81,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("URSAM_CACHE", Path.home() / ".cache" / "ursam"))
 
 
-def download(expected: WeightsFile, cache_dir: str | os.PathLike | None = None,
+def download(expected: KnownFile, cache_dir: str | os.PathLike | None = None,
              retries: int = 3, timeout: float = 60.0) -> Path:
     """Return a verified local copy of ``expected``, downloading it if needed.
 
@@ -89,7 +91,7 @@ def download(expected: WeightsFile, cache_dir: str | os.PathLike | None = None,
     """
     if not expected.url:
         raise URSAMError(f"{expected.filename} has no download address; get it from its project and pass "
-                         "its path with --checkpoint.")
+                         "its path (--checkpoint for weights).")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / expected.filename
@@ -108,7 +110,7 @@ def download(expected: WeightsFile, cache_dir: str | os.PathLike | None = None,
             time.sleep(min(2**attempt, 10) * 0.1)
     else:
         raise URSAMError(f"Could not download {expected.filename} from {expected.url} ({last_error}); "
-                         f"check the connection, or download it yourself and pass --checkpoint.")
+                         "check the internet connection and try again (partial downloads resume).")
     try:
         verify(partial, expected)
     except URSAMError:
