@@ -213,3 +213,66 @@ def test_sample_data_command_downloads_verifies_and_writes_classes(abdomen, tmp_
     assert code == 0 and "Sample CT" in out
     assert (tmp_path / "sample/ct_small.nii.gz").read_bytes() == (abdomen / "ct_small.nii.gz").read_bytes()
     assert io.read_classes(tmp_path / "sample/classes.json")[5] == "liver"
+
+
+# --- automatic prompts from a template ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hn_template_dir(head_neck, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("template") / "hn"
+    ct, labels = (head_neck / "train" / f"pt_4_{kind}.nii.gz" for kind in ("ct", "oar"))
+    assert main(["build-template", "--images", str(ct), "--labels", str(labels), "--classes",
+                 str(head_neck / "classes.json"), "-o", str(folder), "--organs", "Brainstem,Mandible",
+                 "--region", "head-and-neck"]) == 0
+    return folder
+
+
+def test_segment_with_a_template_localizes_and_writes_boxes(head_neck, hn_template_dir, tmp_path, capsys):
+    from URSAMLib.localize import box_iou
+    from URSAMLib.prompts import Box3D
+
+    ct = head_neck / "validation/pt_201_ct.nii.gz"
+    reference = head_neck / "validation/pt_201_oar.nii.gz"
+    out = tmp_path / "auto"
+    code, stdout, err = run(capsys, "segment", ct, "-o", out, "--template", hn_template_dir, "--organs", "Brainstem",
+                            "--reference", reference, "--num-aug", 1)
+    assert code == 0, err
+    boxes = json.loads((out / "boxes.json").read_text())
+    brainstem = boxes["organs"]["Brainstem"]
+    assert brainstem["found"] and 0 < brainstem["agreement"] <= 1 and len(brainstem["extreme_points_mm"]) == 6
+    truth, _ = io.axial_array(io.read_label_map(reference, io.read_ct(ct)), np.uint16)
+    assert box_iou(Box3D(*brainstem["box_axial_zyx"]), Box3D.from_mask(truth == 1)) > 0.2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input"]["localizer"] == "registration" and "boxes.json" in summary["outputs"]
+    assert "dice_vs_reference" in summary["organs"]["Brainstem"]
+    assert same_grid(sitk.ReadImage(str(out / "rectified.nii.gz")), sitk.ReadImage(str(ct)))
+
+
+def test_organs_not_found_are_listed_and_the_others_go_on(head_neck, hn_template_dir, tmp_path, capsys,
+                                                          monkeypatch):
+    from URSAMLib import localize
+    from URSAMLib.prompts import Box3D
+
+    def fake(ct, template, organs, progress=None):
+        points = np.array([[0, 0, 0], [1, 1, 1]] * 3, float)
+        return {"Brainstem": localize.Localization("Brainstem", 1, points, box=Box3D(60, 61, 60, 64, 60, 64),
+                                                   agreement=1.0),
+                "Mandible": localize.Localization("Mandible", 7, points, reason="its box lies outside the image")}
+
+    monkeypatch.setitem(localize.LOCALIZERS, "registration", fake)
+    out = tmp_path / "partial"
+    code, stdout, _ = run(capsys, "segment", head_neck / "validation/pt_201_ct.nii.gz", "-o", out,
+                          "--template", hn_template_dir, "--num-aug", 1)
+    assert code == 0 and "Mandible" in stdout and "not found" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["not_found"] == {"Mandible": "its box lies outside the image"}
+    assert list(summary["organs"]) == ["Brainstem"]
+    assert json.loads((out / "boxes.json").read_text())["organs"]["Mandible"]["found"] is False
+
+
+def test_template_and_labels_are_exclusive_prompt_sources(capsys, args, hn_template_dir):
+    out, make = args
+    assert_user_error(capsys, out, make() + ["--template", hn_template_dir], "exactly one prompt source")
+    assert_user_error(capsys, out, ["segment", make()[1], "-o", out], "exactly one prompt source")
+    assert_user_error(capsys, out, ["segment", make()[1], "-o", out, "--template", out.parent],
+                      "not an URSAM template")

@@ -7,8 +7,10 @@ User mistakes end with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,15 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
                               "uncertainty estimation and uncertainty rectification.")
     seg.add_argument("ct", help="CT volume: .nii/.nii.gz/.nrrd/.mha file or a DICOM series folder")
     seg.add_argument("-o", "--output", required=True, help="output folder (created)")
-    seg.add_argument("--prompt-labels", required=True, metavar="LABELS",
-                     help="label map on the CT's grid from which the box prompts are made")
-    seg.add_argument("--classes", required=True, metavar="CLASSES.json",
+    source = seg.add_argument_group("prompt source (exactly one)")
+    source.add_argument("--prompt-labels", metavar="LABELS",
+                        help="label map on the CT's grid from which the box prompts are made (needs --classes)")
+    source.add_argument("--template", metavar="TEMPLATE_DIR",
+                        help="automatic prompts: localize organs with a template ('ursam build-template')")
+    seg.add_argument("--classes", metavar="CLASSES.json",
                      help='label value → organ name, e.g. {"1": "spleen"}')
+    seg.add_argument("--localizer", choices=("registration",), default="registration",
+                     help="how --template localizes organs (default: registration)")
+    seg.add_argument("--reference", metavar="LABELS",
+                     help="label map to score the result against (DSC in summary.json; same label values)")
+    seg.add_argument("--box-margin", type=_margin, default=(2, 10, 10), metavar="Z,Y,X",
+                     help="voxels added to each side of a 3-D box (default 2,10,10: the paper's)")
     seg.add_argument("--prompt-mode", choices=("slice", "box3d"), default="slice",
                      help="slice: a box per slice from the labels (manual prompting); box3d: the labels' "
                      "3-D box extended by [2, 10, 10] voxels on every slice (perfect localization)")
-    seg.add_argument("--organs", help="comma-separated organ names from CLASSES.json "
-                     "(default: every class present in the labels)")
+    seg.add_argument("--organs", help="comma-separated organ names (default: every class present in the "
+                     "labels, or every organ of the template)")
     seg.add_argument("--box-jitter", type=_non_negative_int, default=0, metavar="PX",
                      help="slice mode: widen each box side by a random 0..PX pixels (default 0)")
     seg.add_argument("--backbone", default="litemedsam", help="litemedsam (default), sam-vit-b, medsam-vit-b")
@@ -85,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--cache", help="folder for weights (default $URSAM_CACHE or ~/.cache/ursam)")
     download.set_defaults(handler=_run_download)
 
+    build = commands.add_parser("build-template", help="make a template of labelled support CTs for --template",
+                                description="Build a template for automatic prompting from a few labelled CT "
+                                "scans (the paper uses 5) of the same body region.")
+    build.add_argument("--images", nargs="+", required=True, metavar="CT", help="support CT volumes")
+    build.add_argument("--labels", nargs="+", required=True, metavar="LABELS", help="their label maps, same order")
+    build.add_argument("--classes", required=True, metavar="CLASSES.json", help="label value → organ name")
+    build.add_argument("-o", "--output", required=True, metavar="TEMPLATE_DIR")
+    build.add_argument("--organs", help="comma-separated organ names (default: those present in every support)")
+    build.add_argument("--region", default="", help="body region, e.g. head-and-neck (recorded in the template)")
+    build.add_argument("--overwrite", action="store_true", help="replace a template already in TEMPLATE_DIR")
+    build.set_defaults(handler=_run_build_template)
+
     sample = commands.add_parser("sample-data", help="download the public sample CT (SHA-256 verified)",
                                  description="Download TotalSegmentator's 30-slice abdomen CT and its labels, "
                                  "the same files as ../shared/data/abdomen-ts/ct_small.nii.gz and "
@@ -99,6 +122,16 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def _margin(text: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give three whole numbers of voxels, e.g. 2,10,10") from None
+    if len(values) != 3 or min(values) < 0:
+        raise argparse.ArgumentTypeError("give three non-negative whole numbers, e.g. 2,10,10")
+    return values
 
 
 def _window(text: str) -> tuple[float, float]:
@@ -130,75 +163,157 @@ def select_organs(classes: dict[int, str], requested: str | None, present: set[i
     return {by_name[n]: n for n in names}
 
 
+@dataclass
+class _Prompting:
+    """Where a run's prompts came from, and what to score the result against."""
+
+    prompts: list
+    missing: dict[str, str]
+    description: dict
+    reference: np.ndarray | None = None
+    """Axial label map for the DSC in summary.json (None: no score)."""
+    reference_key: str = "dice_vs_reference"
+    boxes_json: dict | None = None
+
+
+def _prompts_from_label_map(args, ct_image) -> _Prompting:
+    from . import io
+    from .prompts import prompts_from_labels
+
+    if not args.classes:
+        raise URSAMError("--prompt-labels needs --classes CLASSES.json (label value → organ name).")
+    classes = io.read_classes(args.classes)
+    labels, _ = io.axial_array(io.read_label_map(args.prompt_labels, ct_image), np.uint16)
+    organs = select_organs(classes, args.organs, set(np.unique(labels).tolist()), args.classes)
+    prompts, missing = prompts_from_labels(labels, organs, args.prompt_mode, margin=args.box_margin,
+                                           jitter=args.box_jitter, seed=args.seed)
+    if not prompts:
+        raise URSAMError(f"None of the requested organs has voxels in {args.prompt_labels}; "
+                         "nothing to prompt with.")
+    return _Prompting(prompts, missing, {"prompt_labels": str(args.prompt_labels), "classes": str(args.classes),
+                                         "prompt_mode": args.prompt_mode, "box_jitter": args.box_jitter},
+                      labels, "dice_vs_prompt_labels")
+
+
+def _prompts_from_template(args, template, organs, ct_image, frame, progress) -> _Prompting:
+    from .localize import LOCALIZERS
+
+    localizations = LOCALIZERS[args.localizer](ct_image, template, organs, progress=progress)
+    prompts = [loc.prompt(frame.shape, args.box_margin) for loc in localizations.values() if loc.box]
+    missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
+    if not prompts:
+        raise URSAMError(f"No organ of the template was found in {args.ct}: "
+                         f"{'; '.join(f'{n}: {r}' for n, r in missing.items())}.")
+    return _Prompting(prompts, missing, {"template": str(args.template), "localizer": args.localizer,
+                                         "body_region": template.body_region},
+                      boxes_json=_boxes_json(localizations, frame, ct_image, args.box_margin))
+
+
+def _template_organs(args):
+    from .template import Template
+
+    template = Template.load(args.template)
+    organs = [n.strip() for n in args.organs.split(",") if n.strip()] if args.organs else list(template.organs)
+    unknown = [o for o in organs if o not in template.organs]
+    if unknown:
+        raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
+    return template, organs
+
+
+def _boxes_json(localizations, frame, ct_image, margin) -> dict:
+    """Per organ: fused extreme points in voxels (i, j, k) and LPS mm, the extended box, agreement."""
+    entries = {}
+    for name, loc in localizations.items():
+        ijk = frame.index_to_stored(loc.points)
+        entry = {"label": loc.label, "found": loc.box is not None, "reason": loc.reason,
+                 "agreement": round(loc.agreement, 4),
+                 "extreme_points_ijk": np.round(ijk, 2).tolist(),
+                 "extreme_points_mm": [list(ct_image.TransformContinuousIndexToPhysicalPoint(p.tolist()))
+                                       for p in ijk]}
+        if loc.box is not None:
+            box = loc.box.extended(margin, frame.shape)
+            entry["box_axial_zyx"] = loc.box.as_list()
+            entry["extended_box_axial_zyx"] = box.as_list()
+        entries[name] = entry
+    return {"point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)", "-z (inferior)",
+                            "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
+
+
 def _run_segment(args) -> int:
     from . import io, metrics, outputs
     from .backbones import load_backbone
     from .overview import save_overview
     from .pipeline import Settings, segment
-    from .prompts import prompts_from_labels
 
     started = time.perf_counter()
     outdir = Path(args.output)
     outputs.check_output_dir(outdir, args.overwrite)
+    if bool(args.prompt_labels) == bool(args.template):
+        raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
+                         "--template TEMPLATE_DIR (automatic localization).")
     settings = Settings(num_aug=args.num_aug, ratio=args.ratio, seed=args.seed, method=args.method,
                         alpha_h=args.alpha_h, lower_bound=args.lower_bound).validate()
     ct_image = io.read_ct(args.ct)
-    classes = io.read_classes(args.classes)
-    labels, _ = io.axial_array(io.read_label_map(args.prompt_labels, ct_image), np.uint16)
-    organs = select_organs(classes, args.organs, set(np.unique(labels).tolist()), args.classes)
-    prompts, missing = prompts_from_labels(labels, organs, args.prompt_mode, jitter=args.box_jitter,
-                                           seed=args.seed)
-    if not prompts:
-        raise URSAMError(f"None of the requested organs has voxels in {args.prompt_labels}; "
-                         "nothing to prompt with.")
     hu, frame = io.axial_array(ct_image)
+    if args.prompt_labels:
+        prompting = _prompts_from_label_map(args, ct_image)
+    else:
+        template, organs = _template_organs(args)  # checked before any progress bar starts
+        prompting = _with_progress_bar(args.quiet, "Localizing", lambda progress: _prompts_from_template(
+            args, template, organs, ct_image, frame, progress))
+    if args.reference:
+        prompting.reference = io.axial_array(io.read_label_map(args.reference, ct_image), np.uint16)[0]
+        prompting.reference_key = "dice_vs_reference"
     backbone = load_backbone(args.backbone, args.checkpoint, args.device)
     if args.window:
         backbone.window = args.window
     loaded = time.perf_counter()
 
-    result = _with_progress_bar(args.quiet, lambda progress: segment(hu, prompts, backbone, settings,
-                                                                      progress=progress))
+    result = _with_progress_bar(args.quiet, "UR-SAM", lambda progress: segment(
+        hu, prompting.prompts, backbone, settings, progress=progress))
     summary = {
         "input": {"ct": str(args.ct), "size_ijk": list(ct_image.GetSize()),
-                  "spacing_mm": list(ct_image.GetSpacing()), "prompt_labels": str(args.prompt_labels),
-                  "classes": str(args.classes), "prompt_mode": args.prompt_mode,
-                  "box_jitter": args.box_jitter},
+                  "spacing_mm": list(ct_image.GetSpacing()), **prompting.description,
+                  "box_margin_zyx": list(args.box_margin), "reference": args.reference},
         "backbone": {"name": backbone.name, "weights": backbone.weights, "device": backbone.device,
                      "window_hu": list(backbone.window)},
         "parameters": {k: getattr(settings, k) for k in
                        ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
         "organs": {},
-        "not_found": missing,
+        "not_found": prompting.missing,
     }
     rectified, ensemble = result.label_map("rectified"), result.label_map("ensemble")
     for organ in result.organs:
         entry = outputs.organ_summary(organ, frame, ct_image)
-        reference = labels == organ.label  # the labels the prompts came from
-        entry["dice_vs_prompt_labels"] = {
-            "ensemble": round(metrics.dice(ensemble == organ.label, reference), 4),
-            "rectified": round(metrics.dice(rectified == organ.label, reference), 4)}
+        if prompting.reference is not None:
+            reference = prompting.reference == organ.label
+            entry[prompting.reference_key] = {
+                "ensemble": round(metrics.dice(ensemble == organ.label, reference), 4),
+                "rectified": round(metrics.dice(rectified == organ.label, reference), 4)}
         summary["organs"][organ.name] = entry
+    files = list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
     with outputs.staged_output(outdir, args.overwrite) as staging:
         outputs.write_results(staging, result, ct_image)
         save_overview(staging / "overview.png", hu, rectified, result.uncertainty_map(),
                       {o.label: o.name for o in result.organs}, frame.spacing)
+        if prompting.boxes_json:
+            (staging / "boxes.json").write_text(json.dumps(prompting.boxes_json, indent=1) + "\n")
         summary["timings_s"] = {**{k: round(v, 3) for k, v in result.timings.items()},
-                                "load_s": round(loaded - started, 3),
+                                "load_and_localize_s": round(loaded - started, 3),
                                 "all_s": round(time.perf_counter() - started, 3)}
-        summary["outputs"] = list(outputs.OUTPUT_FILES)
+        summary["outputs"] = files
         outputs.write_summary(staging / "summary.json", summary)
     if not args.quiet:
-        _print_table(summary, outdir)
+        _print_table(summary, outdir, prompting.reference_key if prompting.reference is not None else None)
     return 0
 
 
-def _with_progress_bar(quiet: bool, run):
+def _with_progress_bar(quiet: bool, title: str, run):
     if quiet:
         return run(None)
     from tqdm import tqdm
 
-    with tqdm(total=1.0, desc="UR-SAM", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
+    with tqdm(total=1.0, desc=title, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
               " {postfix}", file=sys.stderr) as bar:
         def progress(fraction: float, message: str) -> None:
             bar.n = fraction
@@ -207,17 +322,19 @@ def _with_progress_bar(quiet: bool, run):
         return run(progress)
 
 
-def _print_table(summary: dict, outdir: Path) -> None:
-    print(f"{'organ':24s} {'volume mL':>10s} {'mean unc.':>10s} {'DSC ens.':>9s} {'DSC rect.':>9s}")
+def _print_table(summary: dict, outdir: Path, dice_key: str | None) -> None:
+    header = f"{'organ':24s} {'volume mL':>10s} {'mean unc.':>10s}"
+    print(header + (f" {'DSC ens.':>9s} {'DSC rect.':>9s}" if dice_key else ""))
     for name, entry in summary["organs"].items():
-        dsc = entry["dice_vs_prompt_labels"]
-        print(f"{name:24s} {entry['volume_ml']['rectified']:10.1f} {entry['mean_uncertainty_in_box']:10.4f} "
-              f"{dsc['ensemble']:9.3f} {dsc['rectified']:9.3f}")
+        line = f"{name:24s} {entry['volume_ml']['rectified']:10.1f} {entry['mean_uncertainty_in_box']:10.4f}"
+        if dice_key:
+            line += f" {entry[dice_key]['ensemble']:9.3f} {entry[dice_key]['rectified']:9.3f}"
+        print(line)
     for name, reason in summary["not_found"].items():
         print(f"{name:24s} not found: {reason}")
-    means = [np.mean([e["dice_vs_prompt_labels"][k] for e in summary["organs"].values()])
-             for k in ("ensemble", "rectified")]
-    print(f"{'mean':24s} {'':10s} {'':10s} {means[0]:9.3f} {means[1]:9.3f}")
+    if dice_key:
+        means = [np.mean([e[dice_key][k] for e in summary["organs"].values()]) for k in ("ensemble", "rectified")]
+        print(f"{'mean DSC':24s} {'':10s} {'':10s} {means[0]:9.3f} {means[1]:9.3f}")
     print(f"Wrote {', '.join(summary['outputs'])} to {outdir} in {summary['timings_s']['all_s']:.0f} s.")
 
 
@@ -247,9 +364,19 @@ def _run_download(args) -> int:
     return 0
 
 
-def _run_sample_data(args) -> int:
-    import json
+def _run_build_template(args) -> int:
+    from .io import read_classes
+    from .template import build_template
 
+    organs = [n.strip() for n in args.organs.split(",") if n.strip()] if args.organs else None
+    template = build_template(args.images, args.labels, read_classes(args.classes), args.output, organs,
+                              args.region, args.overwrite)
+    print(f"Template with {len(template.supports)} supports and organs {', '.join(template.organs)} "
+          f"in {template.folder}.")
+    return 0
+
+
+def _run_sample_data(args) -> int:
     from .resources import load_json
     from .weights import KnownFile, download
 

@@ -151,6 +151,15 @@ class AxialFrame:
         stored[..., list(self.axes)] = unflipped  # stored array axes [k, j, i]
         return stored[..., ::-1]
 
+    def index_from_stored(self, ijk: np.ndarray) -> np.ndarray:
+        """SimpleITK (continuous) indices ``(..., 3)`` as ``(i, j, k)`` → axial ``(..., 3)`` as ``(z, y, x)``.
+
+        The inverse of :meth:`index_to_stored`.
+        """
+        kji = np.asarray(ijk, dtype=float)[..., ::-1]
+        zyx = kji[..., list(self.axes)]
+        return np.where(self.flips, np.array(self.shape) - 1 - zyx, zyx)
+
 
 def axial_array(image: sitk.Image, dtype=np.float32) -> tuple[np.ndarray, AxialFrame]:
     """The image's voxels as a contiguous axial array ``[z, y, x]`` of ``dtype``, and its frame."""

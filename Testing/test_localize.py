@@ -1,0 +1,72 @@
+"""URSAMLib.localize: box geometry, and registration-based localization on real head-and-neck CT."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from URSAMLib import io
+from URSAMLib.localize import _clipped_box, box_iou, localize_by_registration
+from URSAMLib.prompts import Box3D
+from URSAMLib.template import build_template
+
+
+def test_box_iou_by_hand():
+    a, b = Box3D(0, 1, 0, 1, 0, 1), Box3D(1, 2, 0, 1, 0, 1)  # 8 voxels each, 4 shared
+    assert box_iou(a, b) == pytest.approx(4 / 12)
+    assert box_iou(a, a) == 1.0 and box_iou(a, Box3D(5, 6, 5, 6, 5, 6)) == 0.0
+
+
+def test_boxes_outside_or_collapsed_are_not_found_with_a_reason():
+    shape = (10, 20, 20)
+    box, reason = _clipped_box(np.array([[2.2, 3.0, 4.0], [5.0, 8.6, 9.0]]), shape)
+    assert box == Box3D(2, 5, 3, 9, 4, 9) and reason is None
+    box, _ = _clipped_box(np.array([[-3.0, 3.0, 4.0], [5.0, 8.6, 25.0]]), shape)
+    assert box == Box3D(0, 5, 3, 9, 4, 19)  # clipped to the image
+    box, reason = _clipped_box(np.array([[20.0, 3, 4], [25, 8, 9]]), shape)
+    assert box is None and "outside the image" in reason
+    box, reason = _clipped_box(np.array([[-5.0, 3, 4], [0, 8, 9]]), shape)
+    assert box is None and "collapses" in reason
+
+
+def pair(head_neck, number, split="train"):
+    ct = head_neck / split / f"pt_{number}_ct.nii.gz"
+    return str(ct), str(ct).replace("_ct.nii.gz", "_oar.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def hn_template(head_neck, tmp_path_factory):
+    images, labels = zip(*(pair(head_neck, n) for n in (4, 13)))
+    return build_template(list(images), list(labels), io.read_classes(head_neck / "classes.json"),
+                          tmp_path_factory.mktemp("t") / "hn", organs=["Brainstem", "Mandible", "RightParotid"])
+
+
+def test_a_support_moved_in_space_is_found_where_its_labels_are(head_neck, hn_template, tmp_path):
+    # Query = support pt_4 itself with a shifted origin: registration must undo the shift exactly
+    # (a mapping in the wrong direction would show twice the shift).
+    ct_path, label_path = pair(head_neck, 4)
+    moved = sitk.ReadImage(ct_path)
+    moved.SetOrigin((25.0, -15.0, 30.0))
+    support_only = type(hn_template)(hn_template.folder, hn_template.organs, "", hn_template.supports[:1])
+    found = localize_by_registration(moved, support_only)
+    labels, _ = io.axial_array(sitk.ReadImage(label_path), np.uint16)
+    for organ, value in hn_template.organs.items():
+        assert box_iou(found[organ].box, Box3D.from_mask(labels == value)) > 0.8, organ
+        assert found[organ].agreement == pytest.approx(1.0)
+
+
+def test_organs_of_an_unseen_patient_are_localized(head_neck, hn_template):
+    ct_path, label_path = pair(head_neck, 201, "validation")
+    ct = io.read_ct(ct_path)
+    labels, _ = io.axial_array(io.read_label_map(label_path, ct), np.uint16)
+    found = localize_by_registration(ct, hn_template)
+    for organ, value in hn_template.organs.items():
+        reference = Box3D.from_mask(labels == value)
+        assert found[organ].box is not None and 0 < found[organ].agreement <= 1
+        # Affine registration from 2 supports: boxes overlap the truth clearly, not perfectly.
+        assert box_iou(found[organ].box, reference) > 0.25, organ
+        extended = found[organ].box.extended((2, 10, 10), labels.shape)
+        assert box_iou(extended, reference) > 0 and _contains_most(extended, labels == value)
+
+
+def _contains_most(box: Box3D, mask: np.ndarray) -> bool:
+    inside = mask[box.z0:box.z1 + 1, box.y0:box.y1 + 1, box.x0:box.x1 + 1].sum()
+    return inside / mask.sum() > 0.8  # the extended box holds most of the organ

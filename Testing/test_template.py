@@ -1,0 +1,91 @@
+"""URSAMLib.template: extreme points, building and loading templates from real head-and-neck CT."""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from URSAMLib import io
+from URSAMLib.errors import URSAMError
+from URSAMLib.template import Template, build_template, extreme_points
+
+
+def test_extreme_points_lie_on_the_organ_in_a_fixed_order():
+    mask = np.zeros((5, 6, 7), bool)
+    mask[1:4, 2:5, 1:6] = True
+    mask[2, 5, 3] = True  # a lone voxel at the posterior edge
+    points = extreme_points(mask)
+    assert points.shape == (6, 3)
+    assert np.allclose(points[0], [2, 3, 1]) and np.allclose(points[1], [2, 3, 5])  # -x, +x
+    assert np.allclose(points[3], [2, 5, 3])  # +y: the lone voxel
+    assert np.allclose(points[4], [1, 3, 3]) and np.allclose(points[5], [3, 3, 3])  # -z, +z
+    u_shape = np.zeros((1, 5, 7), bool)
+    u_shape[0, :, [0, 6]] = True
+    u_shape[0, 4, :] = True
+    assert mask[tuple(extreme_points(mask).astype(int).T)].all()
+    assert u_shape[tuple(extreme_points(u_shape).astype(int).T)].all()  # never between the arms
+
+
+def pair(head_neck, number, split="train"):
+    ct = head_neck / split / f"pt_{number}_ct.nii.gz"
+    return str(ct), str(ct).replace("_ct.nii.gz", "_oar.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def template(head_neck, tmp_path_factory):
+    images, labels = zip(*(pair(head_neck, n) for n in (4, 13)))
+    classes = io.read_classes(head_neck / "classes.json")
+    return build_template(list(images), list(labels), classes, tmp_path_factory.mktemp("t") / "hn",
+                          body_region="head-and-neck")
+
+
+def test_template_records_points_on_each_support_organ(template, head_neck):
+    manifest = json.loads((template.folder / "template.json").read_text())
+    assert manifest["format"] == "ursam-template" and manifest["version"] == 1
+    assert set(template.organs) == {"Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus",
+                                    "Larynx", "Mandible"}
+    assert len(template.supports) == 2 and template.body_region == "head-and-neck"
+    ct_path, label_path = pair(head_neck, 4)
+    labels = sitk.ReadImage(label_path)
+    for organ, value in template.organs.items():
+        for point in template.supports[0].points_mm[organ]:
+            index = labels.TransformPhysicalPointToIndex(point.tolist())
+            assert labels[index] == value, (organ, point)  # the point is a voxel of its organ
+    support = template.supports[0].read()
+    assert np.allclose(support.GetSpacing(), 3.0)
+    assert np.allclose(support.GetOrigin(), sitk.ReadImage(ct_path).GetOrigin())
+
+
+def test_right_parotid_is_on_the_patients_right(template):
+    for support in template.supports:
+        right, left = support.points_mm["RightParotid"], support.points_mm["LeftParotid"]
+        assert right[:, 0].mean() < left[:, 0].mean()  # LPS: x grows to the patient's left
+
+
+def test_loading_checks_the_manifest(tmp_path, template):
+    with pytest.raises(URSAMError, match="no template.json"):
+        Template.load(tmp_path)
+    (tmp_path / "template.json").write_text('{"format": "ursam-template", "version": 99}')
+    with pytest.raises(URSAMError, match="version-1"):
+        Template.load(tmp_path)
+    assert Template.load(template.folder).organs == template.organs
+
+
+def test_build_errors_name_the_file(head_neck, tmp_path):
+    classes = io.read_classes(head_neck / "classes.json")
+    ct4, lab4 = pair(head_neck, 4)
+    ct202, lab202 = pair(head_neck, 202, "validation")  # has no Esophagus and no Larynx
+    with pytest.raises(URSAMError, match="pt_202_oar.nii.gz has no voxels of Esophagus, Larynx"):
+        build_template([ct4, ct202], [lab4, lab202], classes, tmp_path / "t", organs=list(classes.values()))
+    with pytest.raises(URSAMError, match="one label map per image"):
+        build_template([ct4, ct202], [lab4], classes, tmp_path / "t")
+    _, lab201 = pair(head_neck, 201, "validation")  # 5.4 mm pixels, pt_4 has 3.9 mm
+    with pytest.raises(URSAMError, match="pt_201_oar.nii.gz is on another grid"):
+        build_template([ct4], [lab201], classes, tmp_path / "t")
+    with pytest.raises(URSAMError, match="not in the class map"):
+        build_template([ct4], [lab4], classes, tmp_path / "t", organs=["Heart"])
+    # Without --organs the template keeps what every support has.
+    template = build_template([ct4, ct202], [lab4, lab202], classes, tmp_path / "t")
+    assert "Esophagus" not in template.organs and "Brainstem" in template.organs
+    with pytest.raises(URSAMError, match="already holds a template"):
+        build_template([ct4], [lab4], classes, tmp_path / "t")

@@ -1,0 +1,170 @@
+"""Templates: a few labelled support scans from which organs are localized in a new CT.
+
+A template is a folder::
+
+    TEMPLATE_DIR/
+      template.json           manifest (format "ursam-template", version 1)
+      supports/<name>.nii.gz  each support CT resampled to 3 mm isotropic (HU, int16)
+
+The manifest lists the organs (name → label value in the supports' label maps), the body
+region, and per support its extreme points: for every organ the six voxels of the mask
+that lie furthest along -x, +x, -y, +y, -z, +z, in LPS millimetres and in the support's
+voxel indices (i, j, k). The localizers (:mod:`URSAMLib.localize`) need nothing else.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import __version__
+from .errors import URSAMError
+from .io import axial_array, read_ct, read_label_map, write_image
+
+TEMPLATE_FORMAT = "ursam-template"
+TEMPLATE_VERSION = 1
+TEMPLATE_SPACING_MM = 3.0  # the paper's localization resolution
+
+
+def extreme_points(mask: np.ndarray) -> np.ndarray:
+    """The six extreme points of a mask ``[z, y, x]``: ``6 x 3`` voxel coordinates ``(z, y, x)``.
+
+    Row order: min x, max x, min y, max y, min z, max z. Each point is the organ voxel on that
+    extreme plane nearest to the plane's centroid: it lies on the organ (not on a box corner,
+    nor between the arms of a U-shaped organ such as the mandible).
+    """
+    coords = np.argwhere(mask)
+    points = []
+    for axis in (2, 1, 0):
+        for pick in (coords[:, axis].min(), coords[:, axis].max()):
+            plane = coords[coords[:, axis] == pick]
+            points.append(plane[np.argmin(((plane - plane.mean(axis=0)) ** 2).sum(axis=1))])
+    return np.array(points, dtype=float)
+
+
+def resample_isotropic(image: sitk.Image, spacing: float = TEMPLATE_SPACING_MM,
+                       default: float = -1024.0) -> sitk.Image:
+    """The CT resampled (linear) to ``spacing`` mm isotropic voxels, same origin and direction."""
+    size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    return sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), (spacing,) * 3,
+                         image.GetDirection(), default, sitk.sitkInt16)
+
+
+@dataclass
+class Support:
+    """One labelled support scan of a template."""
+
+    name: str
+    image: Path
+    """The support CT at 3 mm (absolute path)."""
+    points_mm: dict[str, np.ndarray]
+    """Organ → ``6 x 3`` extreme points in LPS mm (row order of :func:`extreme_points`)."""
+
+    def read(self) -> sitk.Image:
+        return sitk.ReadImage(str(self.image), sitk.sitkFloat32)
+
+
+@dataclass
+class Template:
+    folder: Path
+    organs: dict[str, int]
+    body_region: str
+    supports: list[Support]
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "Template":
+        folder = Path(folder)
+        manifest_path = folder / "template.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except FileNotFoundError:
+            raise URSAMError(f"{folder} is not an URSAM template (no template.json); build one with "
+                             "'ursam build-template'.") from None
+        except json.JSONDecodeError as error:
+            raise URSAMError(f"{manifest_path} is damaged ({error}); rebuild the template.") from None
+        if manifest.get("format") != TEMPLATE_FORMAT or manifest.get("version") != TEMPLATE_VERSION:
+            raise URSAMError(f"{manifest_path} is not a version-{TEMPLATE_VERSION} URSAM template; "
+                             "rebuild it with this version of 'ursam build-template'.")
+        supports = []
+        for entry in manifest["supports"]:
+            image = folder / entry["image"]
+            if not image.is_file():
+                raise URSAMError(f"Template file {image} is missing; rebuild the template.")
+            supports.append(Support(entry["name"], image,
+                                    {organ: np.array(p["mm"]) for organ, p in entry["extreme_points"].items()}))
+        return cls(folder, dict(manifest["organs"]), manifest.get("body_region", ""), supports)
+
+
+def build_template(images: list[str], labels: list[str], classes: dict[int, str], folder: str | os.PathLike,
+                   organs: list[str] | None = None, body_region: str = "", overwrite: bool = False) -> Template:
+    """Build a template from labelled CTs (the paper uses 5).
+
+    images/labels: paths, pairwise on the same grid. classes: label value → organ name.
+    organs: the organs to include (default: all of ``classes`` found in every support).
+    Every included organ must be present in every support; errors name the file.
+    """
+    if len(images) != len(labels):
+        raise URSAMError(f"Give one label map per image ({len(images)} images, {len(labels)} label maps).")
+    if not images:
+        raise URSAMError("A template needs at least one labelled support scan (the paper uses 5).")
+    folder = Path(folder)
+    if (folder / "template.json").exists() and not overwrite:
+        raise URSAMError(f"{folder} already holds a template; choose another folder or add --overwrite.")
+    names = [Path(p).name.split(".")[0] for p in images]
+    if len(set(names)) != len(names):
+        names = [f"support{i + 1}_{n}" for i, n in enumerate(names)]
+    wanted = _wanted_organs(classes, organs)
+
+    loaded = []
+    for image_path, label_path in zip(images, labels):
+        ct = read_ct(image_path)
+        label_image = read_label_map(label_path, ct)
+        label_array, frame = axial_array(label_image, np.uint16)
+        present = {name for value, name in wanted.items() if (label_array == value).any()}
+        loaded.append((ct, label_array, frame, present, label_path))
+    if organs is None:  # default: what every support has
+        common = set.intersection(*(p for *_, p, _ in loaded))
+        wanted = {v: n for v, n in wanted.items() if n in common}
+        if not wanted:
+            raise URSAMError("No organ of the class map is present in every support scan; check the labels.")
+    for *_, present, label_path in loaded:
+        missing = [n for n in wanted.values() if n not in present]
+        if missing:
+            raise URSAMError(f"{label_path} has no voxels of {', '.join(missing)}; every support must contain "
+                             "every template organ (choose other supports or fewer --organs).")
+
+    (folder / "supports").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, (ct, label_array, frame, _, label_path), image_path in zip(names, loaded, images):
+        points = {}
+        for value, organ in wanted.items():
+            zyx = extreme_points(label_array == value)
+            ijk = frame.index_to_stored(zyx)
+            mm = np.array([ct.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in ijk])
+            points[organ] = {"mm": np.round(mm, 3).tolist(), "voxel_ijk": np.round(ijk, 2).tolist()}
+        relative = f"supports/{name}.nii.gz"
+        write_image(resample_isotropic(ct), folder / relative)
+        entries.append({"name": name, "image": relative, "source_image": str(Path(image_path).resolve()),
+                        "source_labels": str(Path(label_path).resolve()), "spacing_mm": list(ct.GetSpacing()),
+                        "extreme_points": points})
+    manifest = {"format": TEMPLATE_FORMAT, "version": TEMPLATE_VERSION, "ursam_version": __version__,
+                "body_region": body_region, "spacing_mm": TEMPLATE_SPACING_MM,
+                "point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)",
+                                "-z (inferior)", "+z (superior)"],
+                "organs": {name: value for value, name in wanted.items()}, "supports": entries}
+    (folder / "template.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return Template.load(folder)
+
+
+def _wanted_organs(classes: dict[int, str], organs: list[str] | None) -> dict[int, str]:
+    if organs is None:
+        return dict(classes)
+    by_name = {n: v for v, n in classes.items()}
+    unknown = [o for o in organs if o not in by_name]
+    if unknown:
+        raise URSAMError(f"{', '.join(unknown)} not in the class map; it names: {', '.join(by_name)}.")
+    return {by_name[o]: o for o in organs}
