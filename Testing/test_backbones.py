@@ -136,3 +136,14 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(URSAMError, match="not available"):
             backbones.resolve_device("cuda")
+
+
+def test_bfloat16_autocast_gives_nearly_the_same_probabilities(tiny_checkpoint):
+    backbone = load_backbone("sam-vit-b", checkpoint=tiny_checkpoint, device="cpu", vit_config=TINY_VIT)
+    slices = np.random.default_rng(2).random((1, 64, 64)).astype(np.float32)
+    box = np.array([[10, 10, 50, 40]])
+    full = backbone.decode(backbone.embed(slices), box, (64, 64))
+    backbone.precision = "bfloat16"
+    half = backbone.decode(backbone.embed(slices), box, (64, 64))
+    assert half.dtype == np.float32 and not np.array_equal(full, half)  # it really ran in bfloat16
+    assert np.abs(full - half).max() < 0.1

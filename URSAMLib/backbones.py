@@ -91,6 +91,8 @@ class SamBackbone:
     window: tuple[float, float] = DEFAULT_WINDOW
     weights: str = ""
     """Where the weights came from (path and SHA-256), for reports."""
+    precision: str = "float32"
+    """``float32``, or ``bfloat16``: the networks run under autocast (weights stay float32)."""
 
     def __post_init__(self):
         self.model = self.model.eval().to(self.device)
@@ -105,7 +107,7 @@ class SamBackbone:
         import torch.nn.functional as F
 
         prep = self.preprocessing
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             x = torch.as_tensor(np.asarray(slices, dtype=np.float32), device=self.device)[:, None]
             x = F.interpolate(x, size=prep.resized_shape(*x.shape[-2:]), mode="bilinear",
                               align_corners=False, antialias=True)
@@ -129,7 +131,7 @@ class SamBackbone:
         import torch
 
         model = self.model
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             model_boxes = self.preprocessing.boxes_to_model(boxes, slice_shape)
             box_tensor = torch.as_tensor(model_boxes, dtype=torch.float32, device=self.device)[:, None]
             sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
@@ -138,8 +140,17 @@ class SamBackbone:
                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                 multimask_output=False,
             )
-            logits = self._to_slice(low_res, slice_shape)
+            logits = self._to_slice(low_res.float(), slice_shape)
             return torch.sigmoid(logits)[:, 0].float().cpu().numpy()
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=getattr(torch, self.precision))
 
     def _to_slice(self, low_res: "torch.Tensor", slice_shape: tuple[int, int]) -> "torch.Tensor":
         """Low-resolution logits (N x 1 x 256 x 256) → logits at slice resolution."""

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rectification lower bound: (I_t + I_b)/2 (default) or the paper's (I_t - I_b)/2")
     seg.add_argument("--seed", type=int, default=0)
     seg.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    seg.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                     help="bfloat16 runs the networks under autocast: about 2x faster encoding on CPUs with "
+                     "AVX512-BF16/AMX and on GPUs, same DSC on abdomen-ts (default float32)")
     seg.add_argument("--overwrite", action="store_true",
                      help="replace URSAM's files in an existing output folder")
     seg.add_argument("--quiet", action="store_true", help="no progress bar or table")
@@ -267,6 +270,7 @@ def _run_segment(args) -> int:
     backbone = load_backbone(args.backbone, args.checkpoint, args.device)
     if args.window:
         backbone.window = args.window
+    backbone.precision = args.precision
     loaded = time.perf_counter()
 
     result = _with_progress_bar(args.quiet, "UR-SAM", lambda progress: segment(
@@ -276,7 +280,7 @@ def _run_segment(args) -> int:
                   "spacing_mm": list(ct_image.GetSpacing()), **prompting.description,
                   "box_margin_zyx": list(args.box_margin), "reference": args.reference},
         "backbone": {"name": backbone.name, "weights": backbone.weights, "device": backbone.device,
-                     "window_hu": list(backbone.window)},
+                     "precision": backbone.precision, "window_hu": list(backbone.window)},
         "parameters": {k: getattr(settings, k) for k in
                        ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
         "organs": {},
