@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="automatic prompts: localize organs with a template ('ursam build-template')")
     seg.add_argument("--classes", metavar="CLASSES.json",
                      help='label value → organ name, e.g. {"1": "spleen"}')
-    seg.add_argument("--localizer", choices=("registration",), default="registration",
-                     help="how --template localizes organs (default: registration)")
+    seg.add_argument("--localizer", default="registration",
+                     help="how --template localizes organs: registration (default, no training) or medlam "
+                     "(the paper's learned landmark model, needs --localizer-weights)")
+    seg.add_argument("--localizer-weights", metavar="WEIGHTS", help="weights of a learned localizer")
     seg.add_argument("--reference", metavar="LABELS",
                      help="label map to score the result against (DSC in summary.json; same label values)")
     seg.add_argument("--box-margin", type=_margin, default=(2, 10, 10), metavar="Z,Y,X",
@@ -201,7 +203,8 @@ def _prompts_from_label_map(args, ct_image) -> _Prompting:
 def _prompts_from_template(args, template, organs, ct_image, frame, progress) -> _Prompting:
     from .localize import LOCALIZERS
 
-    localizations = LOCALIZERS[args.localizer](ct_image, template, organs, progress=progress)
+    options = {"weights": args.localizer_weights} if args.localizer_weights else {}
+    localizations = LOCALIZERS[args.localizer](ct_image, template, organs, progress=progress, **options)
     prompts = [loc.prompt(frame.shape, args.box_margin) for loc in localizations.values() if loc.box]
     missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
     if not prompts:
@@ -213,8 +216,11 @@ def _prompts_from_template(args, template, organs, ct_image, frame, progress) ->
 
 
 def _template_organs(args):
+    from .localize import LOCALIZERS
     from .template import Template
 
+    if args.localizer not in LOCALIZERS:
+        raise URSAMError(f"Unknown localizer {args.localizer!r}; choose one of: {', '.join(LOCALIZERS)}.")
     template = Template.load(args.template)
     organs = [n.strip() for n in args.organs.split(",") if n.strip()] if args.organs else list(template.organs)
     unknown = [o for o in organs if o not in template.organs]

@@ -115,8 +115,10 @@ def _clipped_box(points: np.ndarray, shape: tuple[int, int, int]) -> tuple[Box3D
 
 
 def localize_by_registration(ct: sitk.Image, template: Template, organs: list[str] | None = None,
-                             progress: Progress | None = None) -> dict[str, Localization]:
+                             progress: Progress | None = None, **options) -> dict[str, Localization]:
     """Localize ``organs`` (default: all of the template's) in ``ct`` by affine registration."""
+    if options:
+        raise URSAMError(f"The registration localizer takes no {', '.join(options)}.")
     organs = list(template.organs) if organs is None else organs
     unknown = [o for o in organs if o not in template.organs]
     if unknown:
@@ -150,3 +152,5 @@ def localize_by_registration(ct: sitk.Image, template: Template, organs: list[st
 LOCALIZERS: dict[str, Callable[..., dict[str, Localization]]] = {
     "registration": localize_by_registration,
 }
+"""Localizer name → function ``(ct, template, organs, progress=None, **options)`` returning
+``{organ: Localization}``; options come from the command line (e.g. ``weights``)."""
