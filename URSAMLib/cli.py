@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,172 +147,19 @@ def _window(text: str) -> tuple[float, float]:
     return low, high
 
 
-def select_organs(classes: dict[int, str], requested: str | None, present: set[int],
-                  classes_path: str) -> dict[int, str]:
-    """The organs to segment: ``requested`` names (all must be in the class map), or every
-    class with voxels in the prompt labels."""
-    if not requested:
-        chosen = {label: name for label, name in classes.items() if label in present}
-        if not chosen:
-            raise URSAMError(f"None of the labels in {classes_path} occur in the prompt label map; "
-                             "check that the class map belongs to these labels.")
-        return chosen
-    by_name = {name: label for label, name in classes.items()}
-    names = [n.strip() for n in requested.split(",") if n.strip()]
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise URSAMError(f"{', '.join(unknown)} not in {classes_path}; it names: "
-                         f"{', '.join(list(by_name)[:30])}{' ...' if len(by_name) > 30 else ''}.")
-    return {by_name[n]: n for n in names}
-
-
-@dataclass
-class _Prompting:
-    """Where a run's prompts came from, and what to score the result against."""
-
-    prompts: list
-    missing: dict[str, str]
-    description: dict
-    reference: np.ndarray | None = None
-    """Axial label map for the DSC in summary.json (None: no score)."""
-    reference_key: str = "dice_vs_reference"
-    boxes_json: dict | None = None
-
-
-def _prompts_from_label_map(args, ct_image) -> _Prompting:
-    from . import io
-    from .prompts import prompts_from_labels
-
-    if not args.classes:
-        raise URSAMError("--prompt-labels needs --classes CLASSES.json (label value → organ name).")
-    classes = io.read_classes(args.classes)
-    labels, _ = io.axial_array(io.read_label_map(args.prompt_labels, ct_image), np.uint16)
-    organs = select_organs(classes, args.organs, set(np.unique(labels).tolist()), args.classes)
-    prompts, missing = prompts_from_labels(labels, organs, args.prompt_mode, margin=args.box_margin,
-                                           jitter=args.box_jitter, seed=args.seed)
-    if not prompts:
-        raise URSAMError(f"None of the requested organs has voxels in {args.prompt_labels}; "
-                         "nothing to prompt with.")
-    return _Prompting(prompts, missing, {"prompt_labels": str(args.prompt_labels), "classes": str(args.classes),
-                                         "prompt_mode": args.prompt_mode, "box_jitter": args.box_jitter},
-                      labels, "dice_vs_prompt_labels")
-
-
-def _prompts_from_template(args, template, organs, ct_image, frame, progress) -> _Prompting:
-    from .localize import LOCALIZERS
-
-    options = {"weights": args.localizer_weights} if args.localizer_weights else {}
-    localizations = LOCALIZERS[args.localizer](ct_image, template, organs, progress=progress, **options)
-    prompts = [loc.prompt(frame.shape, args.box_margin) for loc in localizations.values() if loc.box]
-    missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
-    if not prompts:
-        raise URSAMError(f"No organ of the template was found in {args.ct}: "
-                         f"{'; '.join(f'{n}: {r}' for n, r in missing.items())}.")
-    return _Prompting(prompts, missing, {"template": str(args.template), "localizer": args.localizer,
-                                         "body_region": template.body_region},
-                      boxes_json=_boxes_json(localizations, frame, ct_image, args.box_margin))
-
-
-def _template_organs(args):
-    from .localize import LOCALIZERS
-    from .template import Template
-
-    if args.localizer not in LOCALIZERS:
-        raise URSAMError(f"Unknown localizer {args.localizer!r}; choose one of: {', '.join(LOCALIZERS)}.")
-    template = Template.load(args.template)
-    organs = [n.strip() for n in args.organs.split(",") if n.strip()] if args.organs else list(template.organs)
-    unknown = [o for o in organs if o not in template.organs]
-    if unknown:
-        raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
-    return template, organs
-
-
-def _boxes_json(localizations, frame, ct_image, margin) -> dict:
-    """Per organ: fused extreme points in voxels (i, j, k) and LPS mm, the extended box, agreement."""
-    entries = {}
-    for name, loc in localizations.items():
-        ijk = frame.index_to_stored(loc.points)
-        entry = {"label": loc.label, "found": loc.box is not None, "reason": loc.reason,
-                 "agreement": round(loc.agreement, 4),
-                 "extreme_points_ijk": np.round(ijk, 2).tolist(),
-                 "extreme_points_mm": [list(ct_image.TransformContinuousIndexToPhysicalPoint(p.tolist()))
-                                       for p in ijk]}
-        if loc.box is not None:
-            box = loc.box.extended(margin, frame.shape)
-            entry["box_axial_zyx"] = loc.box.as_list()
-            entry["extended_box_axial_zyx"] = box.as_list()
-        entries[name] = entry
-    return {"point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)", "-z (inferior)",
-                            "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
-
-
 def _run_segment(args) -> int:
-    from . import io, metrics, outputs
-    from .backbones import load_backbone
-    from .overview import save_overview
-    from .pipeline import Settings, segment
+    from dataclasses import fields
 
-    started = time.perf_counter()
-    outdir = Path(args.output)
-    outputs.check_output_dir(outdir, args.overwrite)
-    if bool(args.prompt_labels) == bool(args.template):
-        raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
-                         "--template TEMPLATE_DIR (automatic localization).")
+    from .job import SegmentJob, run_segment_job
+    from .pipeline import Settings
+
     settings = Settings(num_aug=args.num_aug, ratio=args.ratio, seed=args.seed, method=args.method,
-                        alpha_h=args.alpha_h, lower_bound=args.lower_bound).validate()
-    ct_image = io.read_ct(args.ct)
-    hu, frame = io.axial_array(ct_image)
-    if args.prompt_labels:
-        prompting = _prompts_from_label_map(args, ct_image)
-    else:
-        template, organs = _template_organs(args)  # checked before any progress bar starts
-        prompting = _with_progress_bar(args.quiet, "Localizing", lambda progress: _prompts_from_template(
-            args, template, organs, ct_image, frame, progress))
-    if args.reference:
-        prompting.reference = io.axial_array(io.read_label_map(args.reference, ct_image), np.uint16)[0]
-        prompting.reference_key = "dice_vs_reference"
-    backbone = load_backbone(args.backbone, args.checkpoint, args.device)
-    if args.window:
-        backbone.window = args.window
-    backbone.precision = args.precision
-    loaded = time.perf_counter()
-
-    result = _with_progress_bar(args.quiet, "UR-SAM", lambda progress: segment(
-        hu, prompting.prompts, backbone, settings, progress=progress))
-    summary = {
-        "input": {"ct": str(args.ct), "size_ijk": list(ct_image.GetSize()),
-                  "spacing_mm": list(ct_image.GetSpacing()), **prompting.description,
-                  "box_margin_zyx": list(args.box_margin), "reference": args.reference},
-        "backbone": {"name": backbone.name, "weights": backbone.weights, "device": backbone.device,
-                     "precision": backbone.precision, "window_hu": list(backbone.window)},
-        "parameters": {k: getattr(settings, k) for k in
-                       ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
-        "organs": {},
-        "not_found": prompting.missing,
-    }
-    rectified, ensemble = result.label_map("rectified"), result.label_map("ensemble")
-    for organ in result.organs:
-        entry = outputs.organ_summary(organ, frame, ct_image)
-        if prompting.reference is not None:
-            reference = prompting.reference == organ.label
-            entry[prompting.reference_key] = {
-                "ensemble": round(metrics.dice(ensemble == organ.label, reference), 4),
-                "rectified": round(metrics.dice(rectified == organ.label, reference), 4)}
-        summary["organs"][organ.name] = entry
-    files = list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
-    with outputs.staged_output(outdir, args.overwrite) as staging:
-        outputs.write_results(staging, result, ct_image)
-        save_overview(staging / "overview.png", hu, rectified, result.uncertainty_map(),
-                      {o.label: o.name for o in result.organs}, frame.spacing)
-        if prompting.boxes_json:
-            (staging / "boxes.json").write_text(json.dumps(prompting.boxes_json, indent=1) + "\n")
-        summary["timings_s"] = {**{k: round(v, 3) for k, v in result.timings.items()},
-                                "load_and_localize_s": round(loaded - started, 3),
-                                "all_s": round(time.perf_counter() - started, 3)}
-        summary["outputs"] = files
-        outputs.write_summary(staging / "summary.json", summary)
+                        alpha_h=args.alpha_h, lower_bound=args.lower_bound)
+    job = SegmentJob(**{f.name: getattr(args, f.name) for f in fields(SegmentJob) if f.name != "settings"},
+                     settings=settings)
+    summary = run_segment_job(job, lambda title, run: _with_progress_bar(args.quiet, title, run))
     if not args.quiet:
-        _print_table(summary, outdir, prompting.reference_key if prompting.reference is not None else None)
+        _print_table(summary, Path(args.output))
     return 0
 
 
@@ -332,7 +177,9 @@ def _with_progress_bar(quiet: bool, title: str, run):
         return run(progress)
 
 
-def _print_table(summary: dict, outdir: Path, dice_key: str | None) -> None:
+def _print_table(summary: dict, outdir: Path) -> None:
+    first = next(iter(summary["organs"].values()))
+    dice_key = next((key for key in first if key.startswith("dice_vs_")), None)
     header = f"{'organ':24s} {'volume mL':>10s} {'mean unc.':>10s}"
     print(header + (f" {'DSC ens.':>9s} {'DSC rect.':>9s}" if dice_key else ""))
     for name, entry in summary["organs"].items():

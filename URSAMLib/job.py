@@ -1,0 +1,218 @@
+"""One `ursam segment` job: files in, an output folder out.
+
+The command line builds a :class:`SegmentJob` from its arguments and calls
+:func:`run_segment_job`; anything else that segments files (a batch runner, a script)
+can do the same. Every check of user input happens before any model runs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import io, metrics, outputs
+from .errors import URSAMError
+from .pipeline import Settings
+from .prompts import BOX_MARGIN
+
+ProgressBar = Callable[[str, Callable], object]
+"""``progress_bar(title, run)`` calls ``run(progress)`` with a progress callback and returns its result."""
+
+
+def _no_bar(title: str, run: Callable):
+    return run(None)
+
+
+@dataclass
+class SegmentJob:
+    """Everything `ursam segment` needs (see its --help for each field)."""
+
+    ct: str
+    output: str
+    prompt_labels: str | None = None
+    classes: str | None = None
+    template: str | None = None
+    localizer: str = "registration"
+    localizer_weights: str | None = None
+    reference: str | None = None
+    prompt_mode: str = "slice"
+    organs: str | None = None
+    box_jitter: int = 0
+    box_margin: tuple[int, int, int] = BOX_MARGIN
+    backbone: str = "litemedsam"
+    checkpoint: str | None = None
+    window: tuple[float, float] | None = None
+    precision: str = "float32"
+    device: str = "auto"
+    overwrite: bool = False
+    settings: Settings = field(default_factory=Settings)
+
+
+def select_organs(classes: dict[int, str], requested: str | None, present: set[int],
+                  classes_path: str) -> dict[int, str]:
+    """The organs to segment: ``requested`` names (all must be in the class map), or every
+    class with voxels in the prompt labels."""
+    if not requested:
+        chosen = {label: name for label, name in classes.items() if label in present}
+        if not chosen:
+            raise URSAMError(f"None of the labels in {classes_path} occur in the prompt label map; "
+                             "check that the class map belongs to these labels.")
+        return chosen
+    by_name = {name: label for label, name in classes.items()}
+    names = [n.strip() for n in requested.split(",") if n.strip()]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise URSAMError(f"{', '.join(unknown)} not in {classes_path}; it names: "
+                         f"{', '.join(list(by_name)[:30])}{' ...' if len(by_name) > 30 else ''}.")
+    return {by_name[n]: n for n in names}
+
+
+@dataclass
+class _Prompting:
+    """Where a run's prompts came from, and what to score the result against."""
+
+    prompts: list
+    missing: dict[str, str]
+    description: dict
+    reference: np.ndarray | None = None
+    """Axial label map for the DSC in summary.json (None: no score)."""
+    reference_key: str = "dice_vs_reference"
+    boxes_json: dict | None = None
+
+
+def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
+    from . import io
+    from .prompts import prompts_from_labels
+
+    if not job.classes:
+        raise URSAMError("--prompt-labels needs --classes CLASSES.json (label value → organ name).")
+    classes = io.read_classes(job.classes)
+    labels, _ = io.axial_array(io.read_label_map(job.prompt_labels, ct_image), np.uint16)
+    organs = select_organs(classes, job.organs, set(np.unique(labels).tolist()), job.classes)
+    prompts, missing = prompts_from_labels(labels, organs, job.prompt_mode, margin=job.box_margin,
+                                           jitter=job.box_jitter, seed=job.settings.seed)
+    if not prompts:
+        raise URSAMError(f"None of the requested organs has voxels in {job.prompt_labels}; "
+                         "nothing to prompt with.")
+    return _Prompting(prompts, missing, {"prompt_labels": str(job.prompt_labels), "classes": str(job.classes),
+                                         "prompt_mode": job.prompt_mode, "box_jitter": job.box_jitter},
+                      labels, "dice_vs_prompt_labels")
+
+
+def _prompts_from_template(job: SegmentJob, template, organs, ct_image, frame, progress) -> _Prompting:
+    from .localize import LOCALIZERS
+
+    options = {"weights": job.localizer_weights} if job.localizer_weights else {}
+    localizations = LOCALIZERS[job.localizer](ct_image, template, organs, progress=progress, **options)
+    prompts = [loc.prompt(frame.shape, job.box_margin) for loc in localizations.values() if loc.box]
+    missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
+    if not prompts:
+        raise URSAMError(f"No organ of the template was found in {job.ct}: "
+                         f"{'; '.join(f'{n}: {r}' for n, r in missing.items())}.")
+    return _Prompting(prompts, missing, {"template": str(job.template), "localizer": job.localizer,
+                                         "body_region": template.body_region},
+                      boxes_json=_boxes_json(localizations, frame, ct_image, job.box_margin))
+
+
+def _template_organs(job: SegmentJob):
+    from .localize import LOCALIZERS
+    from .template import Template
+
+    if job.localizer not in LOCALIZERS:
+        raise URSAMError(f"Unknown localizer {job.localizer!r}; choose one of: {', '.join(LOCALIZERS)}.")
+    template = Template.load(job.template)
+    organs = [n.strip() for n in job.organs.split(",") if n.strip()] if job.organs else list(template.organs)
+    unknown = [o for o in organs if o not in template.organs]
+    if unknown:
+        raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
+    return template, organs
+
+
+def _boxes_json(localizations, frame, ct_image, margin) -> dict:
+    """Per organ: fused extreme points in voxels (i, j, k) and LPS mm, the extended box, agreement."""
+    entries = {}
+    for name, loc in localizations.items():
+        ijk = frame.index_to_stored(loc.points)
+        entry = {"label": loc.label, "found": loc.box is not None, "reason": loc.reason,
+                 "agreement": round(loc.agreement, 4),
+                 "extreme_points_ijk": np.round(ijk, 2).tolist(),
+                 "extreme_points_mm": [list(ct_image.TransformContinuousIndexToPhysicalPoint(p.tolist()))
+                                       for p in ijk]}
+        if loc.box is not None:
+            box = loc.box.extended(margin, frame.shape)
+            entry["box_axial_zyx"] = loc.box.as_list()
+            entry["extended_box_axial_zyx"] = box.as_list()
+        entries[name] = entry
+    return {"point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)", "-z (inferior)",
+                            "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
+
+
+def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dict:
+    """Run one job and write its outputs; returns the summary written to summary.json."""
+    from .backbones import load_backbone
+    from .overview import save_overview
+    from .pipeline import segment
+
+    started = time.perf_counter()
+    outdir = Path(job.output)
+    outputs.check_output_dir(outdir, job.overwrite)
+    if bool(job.prompt_labels) == bool(job.template):
+        raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
+                         "--template TEMPLATE_DIR (automatic localization).")
+    settings = job.settings.validate()
+    ct_image = io.read_ct(job.ct)
+    hu, frame = io.axial_array(ct_image)
+    if job.prompt_labels:
+        prompting = _prompts_from_label_map(job, ct_image)
+    else:
+        template, organs = _template_organs(job)  # checked before any progress bar starts
+        prompting = progress_bar("Localizing", lambda progress: _prompts_from_template(
+            job, template, organs, ct_image, frame, progress))
+    if job.reference:
+        prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
+        prompting.reference_key = "dice_vs_reference"
+    backbone = load_backbone(job.backbone, job.checkpoint, job.device)
+    if job.window:
+        backbone.window = job.window
+    backbone.precision = job.precision
+    loaded = time.perf_counter()
+
+    result = progress_bar("UR-SAM", lambda progress: segment(
+        hu, prompting.prompts, backbone, settings, progress=progress))
+    summary = {
+        "input": {"ct": str(job.ct), "size_ijk": list(ct_image.GetSize()),
+                  "spacing_mm": list(ct_image.GetSpacing()), **prompting.description,
+                  "box_margin_zyx": list(job.box_margin), "reference": job.reference},
+        "backbone": {"name": backbone.name, "weights": backbone.weights, "device": backbone.device,
+                     "precision": backbone.precision, "window_hu": list(backbone.window)},
+        "parameters": {k: getattr(settings, k) for k in
+                       ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
+        "organs": {},
+        "not_found": prompting.missing,
+    }
+    rectified, ensemble = result.label_map("rectified"), result.label_map("ensemble")
+    for organ in result.organs:
+        entry = outputs.organ_summary(organ, frame, ct_image)
+        if prompting.reference is not None:
+            reference = prompting.reference == organ.label
+            entry[prompting.reference_key] = {
+                "ensemble": round(metrics.dice(ensemble == organ.label, reference), 4),
+                "rectified": round(metrics.dice(rectified == organ.label, reference), 4)}
+        summary["organs"][organ.name] = entry
+    files = list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
+    with outputs.staged_output(outdir, job.overwrite) as staging:
+        outputs.write_results(staging, result, ct_image)
+        save_overview(staging / "overview.png", hu, rectified, result.uncertainty_map(),
+                      {o.label: o.name for o in result.organs}, frame.spacing)
+        if prompting.boxes_json:
+            (staging / "boxes.json").write_text(json.dumps(prompting.boxes_json, indent=1) + "\n")
+        summary["timings_s"] = {**{k: round(v, 3) for k, v in result.timings.items()},
+                                "load_and_localize_s": round(loaded - started, 3),
+                                "all_s": round(time.perf_counter() - started, 3)}
+        summary["outputs"] = files
+        outputs.write_summary(staging / "summary.json", summary)
+    return summary
