@@ -7,6 +7,7 @@ readers (vtkSlicerVolumesLogic), so that the geometry under test is Slicer's, no
 """
 from __future__ import annotations
 
+import importlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -14,15 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MODULE_DIR  # noqa: F401  (conftest also puts it on the path)
 
 
 def require(module: str):
-    """Import a test dependency; skip without it, but fail in CI (URSAM_REQUIRE_DATA=1), where
-    every test must run."""
-    if os.environ.get("URSAM_REQUIRE_DATA") == "1":
-        return __import__(module)
-    return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[test]')")
+    """Import a test dependency (slicer-core, PySide6); skip when it is missing or its system libraries
+    are (see .ci/qt_system_libs.py), but fail in CI (URSAM_REQUIRE_DATA=1), where every test must run."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        if os.environ.get("URSAM_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip(f"{module} cannot be imported ({error}); run 'pip install -e .[test]' and "
+                    "'python .ci/qt_system_libs.py'")
 
 
 @lru_cache(maxsize=None)
@@ -136,3 +140,43 @@ def indices_of_points(image, lps: np.ndarray) -> np.ndarray:
     rounded = np.rint(continuous)
     assert np.abs(continuous - rounded).max(initial=0) < 1e-3, "a segment voxel is not on the CT's grid"
     return rounded.astype(int)
+
+
+def rotation(degrees: float) -> np.ndarray:
+    """A rotation about the S axis (LPS z), 3 x 3."""
+    a = np.radians(degrees)
+    return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+
+
+def build_oblique_case(scene, folder: Path):
+    """An oblique CT (20 degrees about S, rows flipped) with two bright 'organs', written as NRRD and
+    loaded by Slicer, and a segmentation of them that Slicer imported from a label map NRRD, its
+    segments named 'liver' and 'Gallbladder' as a user would. Files: oblique.nrrd, oblique_labels.nrrd
+    (labels 1 and 2) in ``folder``. Returns (CT node, prompt segmentation node)."""
+    import SimpleITK as sitk
+
+    from conftest import synthetic_ct
+
+    slicer = require("slicer")
+    ct = synthetic_ct(shape=(6, 40, 48), direction=rotation(20) @ np.diag([1, -1, 1]))
+    array = sitk.GetArrayFromImage(ct)
+    array[2:6, 28:36, 32:44] = 90  # a second organ beside synthetic_ct's bright block
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(ct)
+    labels = np.zeros(array.shape, np.uint8)
+    labels[1:5, 10:25, 12:30] = 1
+    labels[2:6, 28:36, 32:44] = 2
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(ct)
+    sitk.WriteImage(image, str(folder / "oblique.nrrd"))
+    sitk.WriteImage(label_image, str(folder / "oblique_labels.nrrd"))
+
+    ct_node = load_volume(scene, folder / "oblique.nrrd", "Oblique")
+    label_node = load_volume(scene, folder / "oblique_labels.nrrd", "Oblique labels", labelmap=True)
+    prompts = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Prompts")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label_node, prompts)
+    scene.RemoveNode(label_node)
+    segmentation = prompts.GetSegmentation()
+    segmentation.GetNthSegment(0).SetName("liver")
+    segmentation.GetNthSegment(1).SetName("Gallbladder")
+    return ct_node, prompts

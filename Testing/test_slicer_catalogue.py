@@ -89,7 +89,8 @@ def test_terminology_entries_are_read_back_by_slicers_own_parser():
         assert entry.GetCategoryObject().GetCodeValue() == "123037004"
         assert entry.GetTypeObject().GetCodeValue() == organ.type.value
         assert entry.GetTypeObject().GetCodingSchemeDesignator() == "SCT"
-        assert (entry.GetTypeModifierObject().GetCodeValue() or None) == (organ.modifier.value if organ.modifier else None)
+        modifier = entry.GetTypeModifierObject().GetCodeValue() or None
+        assert modifier == (organ.modifier.value if organ.modifier else None)
         assert logic.SerializeTerminologyEntry(entry) == text  # the exact string Slicer itself writes
         assert catalogue.match_terminology(text) is organ
 

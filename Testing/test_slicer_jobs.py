@@ -10,11 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from slicer_scene import MODULE_DIR
+from conftest import MODULE_DIR
 from URSAMLib.pipeline import Settings
 from URSAMLib.prompts import OrganPrompt
 from URSAMSlicerLib import jobs
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box
+
+STAND_IN = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
 
 
 def small_job(**settings) -> jobs.Job:
@@ -68,7 +70,7 @@ def test_the_in_process_job_reports_progress_and_its_result():
 
 
 def test_the_background_job_computes_the_same_result_in_another_process():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box"))
+    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
     assert job.job is None  # the volume went to the worker, no second copy is kept
     status = job.wait(timeout=120)
@@ -78,7 +80,7 @@ def test_the_background_job_computes_the_same_result_in_another_process():
 
 
 def test_the_background_job_reports_progress_while_it_runs(tmp_path):
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box"))
+    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
     seen = set()
     while not job.poll().finished:
