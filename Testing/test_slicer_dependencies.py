@@ -53,7 +53,7 @@ def missing(monkeypatch):
     monkeypatch.setattr(dependencies, "torch_installed", lambda: True)
 
 
-def test_every_runtime_dependency_of_urlsamlib_is_accounted_for():
+def test_every_runtime_dependency_of_ursamlib_is_accounted_for():
     block = re.search(r"^dependencies = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.S | re.M).group(1)
     declared = re.findall(r'"([^"]+)"', block)
     assert len(declared) >= 5
