@@ -48,9 +48,10 @@ def qt_binaries() -> list[Path]:
     if spec is None or spec.origin is None:
         return []
     root = Path(spec.origin).parent
-    names = ["QtCore", "QtGui", "QtWidgets", "QtUiTools", "QtDBus", "QtOpenGL", "QtNetwork"]
-    found = [root / "Qt" / "lib" / f"libQt6{name}.so.6" for name in names]
-    found += list(root.glob("Qt*.abi3.so")) + list((root / "Qt" / "plugins" / "platforms").glob("libqoffscreen.so"))
+    modules = ["Core", "Gui", "Widgets", "UiTools"]
+    found = [root / "Qt" / "lib" / f"libQt6{name}.so.6" for name in modules + ["DBus", "OpenGL"]]
+    found += [root / f"Qt{name}.abi3.so" for name in modules]
+    found.append(root / "Qt" / "plugins" / "platforms" / "libqoffscreen.so")
     return [path for path in found if path.exists()]
 
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Installing " + " ".join(packages))
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True,
                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    still = missing_libraries()
+    still = [name for name in missing_libraries() if name in PACKAGES]
     if still:
         print(f"Still missing after installation: {', '.join(still)}", file=sys.stderr)
         return 1
