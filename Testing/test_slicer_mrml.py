@@ -317,3 +317,16 @@ def test_heatmap_overlay_and_centring_on_uncertain_regions(ursam, oblique_scene)
     for slice_node, _ in views:
         to_ras = slice_node.GetSliceToRAS()
         assert np.allclose([to_ras.GetElement(r, 3) for r in range(3)], ras)
+
+
+def test_a_result_for_a_ct_removed_meanwhile_writes_nothing(ursam, oblique_scene):
+    scene, ct_node, prompts, _ = oblique_scene
+    logic = in_process_logic(ursam)
+    request = ursam.URSAMRequest(ct_node, promptNode=prompts)
+    prepared = logic.prepare(request)
+    job = logic.start(prepared)
+    scene.RemoveNode(ct_node)  # while the background process computed
+    before = scene_snapshot(scene)
+    with pytest.raises(URSAMError, match="removed from the scene"):
+        logic.apply(prepared, job.result())
+    assert scene_snapshot(scene) == before

@@ -332,6 +332,9 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         request = prepared.request
         volume = request.inputVolume
         scene = volume.GetScene()
+        if scene is None:  # the scene may change while a background run computes
+            raise URSAMError(f"{volume.GetName()} was removed from the scene during the segmentation; "
+                             "nothing was written.")
         frame = prepared.frame
         created = []
 
@@ -342,7 +345,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         baseName = f"{volume.GetName()} URSAM"
         try:
             segmentation = request.outputSegmentation
-            if segmentation is None:
+            if segmentation is None or segmentation.GetScene() is None:
                 segmentation = new(mrml.new_segmentation(scene, baseName, volume))
             ensemble = segmentation.GetNodeReference(mrml.REFERENCE_ENSEMBLE)
             if ensemble is None:
@@ -600,7 +603,8 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if status.state == "failed":
             self.ui.statusLabel.text = _("Failed: {error}").format(error=status.error)
-            slicer.util.errorDisplay(status.error, windowTitle=_("URSAM"), detailedText=status.details or None)
+            details = {"detailedText": status.details} if status.details else {}  # a bug: its log, for support
+            slicer.util.errorDisplay(status.error, windowTitle=_("URSAM"), **details)
             return
         try:
             self.outputs = self.logic.apply(prepared, job.result())
