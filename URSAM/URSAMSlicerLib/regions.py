@@ -6,11 +6,12 @@ All indices are URSAMLib's axial ``(z, y, x)`` (see :mod:`URSAMLib.io`).
 voxels — those its rectification looked at, ``u > T`` inside the prompt boxes (Eq. 4) — ranked
 by their summed uncertainty, so the first regions are where a reviewer's time is best spent.
 
-The *reliability flag* is a heuristic, not a calibrated test: an organ is flagged for review
-when its mean uncertainty in the prompt boxes (the paper's per-organ reliability score) exceeds
-:data:`REVIEW_ABOVE`. Each augmented box that agrees with the others gives a sharp, near-zero
-entropy; SAM's own soft borders already cost about 0.02-0.05 nats over a box, so a mean above
-0.1 nats (14% of the maximum, ln 2) means the boxes disagree over a sizeable part of the organ.
+The *reliability flag* is a rule of thumb, not a calibrated test: an organ is flagged for review
+when its mean uncertainty over its prompt boxes (the per-organ reliability score of
+:attr:`URSAMLib.pipeline.OrganResult.mean_uncertainty`) exceeds :data:`REVIEW_ABOVE`, 0.1 nats
+(14% of the maximum, ln 2). Where the augmented boxes agree the entropy is near zero, so a mean
+that high needs disagreement over a sizeable part of the box. The limit has not been measured
+against segmentation quality; the table shows the value itself next to the flag.
 """
 from __future__ import annotations
 
