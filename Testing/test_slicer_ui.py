@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import MODULE_DIR
+from conftest import MODULE_DIR, ROOT
 from slicer_scene import require
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -166,3 +166,22 @@ def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders(
     assert len(constants["DEVICES"]) == len(COMBOS["deviceComboBox"])
     assert len(constants["THRESHOLD_MODES"]) == len(COMBOS["thresholdModeComboBox"])
     assert constants["THRESHOLD_MODES"] == ("ursam", "fixed") and constants["PROMPT_MODES"] == ("slice", "box3d")
+
+
+def test_the_readme_workflow_names_only_controls_that_exist():
+    """Every control the README's workflow names in italics (or bold) is spelled as in the .ui."""
+    readme = (ROOT / "README.md").read_text()
+    workflow = readme.split("### The clinician's workflow")[1].split("### Testing the module")[0]
+    workflow = re.sub(r"\s*\n\s*", " ", workflow)
+    named = set(re.findall(r"(?<![*\w])\*([^*\s][^*]*?)\*(?![*\w])", workflow))
+    named |= {b.rstrip(".") for b in re.findall(r"\*\*([^*]+)\*\*", workflow)}
+    texts = {t.text.rstrip(":") for t in ET.parse(UI).iter("string") if t.text}
+    texts |= {"Any organ in the prompts", "Cancel", "Review", "OK"}  # set by URSAM.py
+    steps = {"Load the CT", "Mark the organs roughly", "Open URSAM", "Read the result", "Go where it is unsure",
+             "Tune, then correct", "Auto-segment organs"}
+    not_controls = {"to URSAM's segments", "α_h", "Next / Previous uncertain region"}
+    assert {"Next uncertain region", "Previous uncertain region"} <= texts
+    unknown = {phrase for phrase in named - steps - not_controls
+               if not any(text == phrase or text.startswith(phrase + " (") for text in texts)}
+    assert not unknown, f"the README names controls the .ui does not have: {unknown}"
+    assert len(named) > 20
