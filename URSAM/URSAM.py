@@ -39,10 +39,11 @@ except ImportError:  # Slicer before 5.4
 
 def _addSourceTreeToPath() -> None:
     """In a source checkout URSAMLib sits beside URSAM/ rather than beside URSAM.py (as it does in
-    a Slicer build), so put the checkout on the path before importing it."""
+    a Slicer build), so put the checkout on the path before importing it — first, so that the
+    module always runs with the URSAMLib of its own checkout."""
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "URSAMLib").is_dir() and str(checkout) not in sys.path:
-        sys.path.append(str(checkout))
+        sys.path.insert(0, str(checkout))
 
 
 _addSourceTreeToPath()
