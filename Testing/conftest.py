@@ -6,6 +6,7 @@ Tests that need the data are skipped when it is absent, unless URSAM_REQUIRE_DAT
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ import pytest
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parent.parent
+MODULE_DIR = ROOT / "URSAM"
+if str(MODULE_DIR) not in sys.path:
+    sys.path.insert(0, str(MODULE_DIR))  # URSAMSlicerLib, as Slicer puts a module's folder on the path
 DATA = Path(os.environ.get("URSAM_DATA", ROOT.parent / "shared" / "data"))
 ABDOMEN = DATA / "abdomen-ts"
 HEAD_NECK = DATA / "hn-openkbp"

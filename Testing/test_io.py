@@ -132,6 +132,20 @@ def test_label_map_on_another_grid_is_refused(abdomen):
         io.read_label_map(abdomen / "labels.nii.gz", ct)  # 112 slices vs 30
 
 
+def test_label_map_in_memory_is_checked_and_reindexed_like_a_file():
+    ct = synthetic_ct(direction=np.diag([1, -1, 1]))
+    labels = sitk.GetImageFromArray((sitk.GetArrayFromImage(ct) > 0).astype(np.uint8)[:, ::-1])
+    labels.SetSpacing(ct.GetSpacing())
+    labels.SetOrigin(ct.TransformIndexToPhysicalPoint((0, ct.GetSize()[1] - 1, 0)))
+    # same voxel centres, rows stored the other way round: re-indexed, not resampled
+    on_ct = io.label_map_on_grid(labels, ct, "in-memory labels")
+    assert np.array_equal(sitk.GetArrayFromImage(on_ct), (sitk.GetArrayFromImage(ct) > 0).astype(np.uint16))
+    shifted = sitk.Image(labels)
+    shifted.SetOrigin((0.0, 0.0, 0.0))
+    with pytest.raises(URSAMError, match="in-memory labels is on another grid"):
+        io.label_map_on_grid(shifted, ct, "in-memory labels")
+
+
 def test_unreadable_files_give_one_clear_error(tmp_path):
     fake = tmp_path / "ct.nii.gz"
     fake.write_text("this is not an image\n")

@@ -186,16 +186,22 @@ def read_label_map(path: str | os.PathLike, reference: sitk.Image) -> sitk.Image
     NIfTI written from a DICOM series) is re-indexed exactly; any other grid is an error,
     because resampling labels silently would move organ borders.
     """
-    labels = read_image(path)
+    return label_map_on_grid(read_image(path), reference, str(path))
+
+
+def label_map_on_grid(labels: sitk.Image, reference: sitk.Image, name: str) -> sitk.Image:
+    """A label map already in memory (e.g. from a 3D Slicer scene) on ``reference``'s grid,
+    with the same checks and exact re-indexing as :func:`read_label_map`; ``name`` is used
+    in error messages."""
     if labels.GetDimension() != 3 or labels.GetNumberOfComponentsPerPixel() != 1:
-        raise URSAMError(f"{path} is not a 3-D label map (one integer label per voxel).")
+        raise URSAMError(f"{name} is not a 3-D label map (one integer label per voxel).")
     if sitk.GetArrayViewFromImage(labels).dtype.kind == "f":
         values = sitk.GetArrayViewFromImage(labels)
         if not np.array_equal(values, np.round(values)):
-            raise URSAMError(f"{path} holds non-integer values; give a label map of integer labels.")
+            raise URSAMError(f"{name} holds non-integer values; give a label map of integer labels.")
     if not same_voxel_centres(labels, reference):
         raise URSAMError(
-            f"{path} is on another grid than the CT (size {labels.GetSize()} vs {reference.GetSize()}, "
+            f"{name} is on another grid than the CT (size {labels.GetSize()} vs {reference.GetSize()}, "
             f"spacing {_fmt(labels.GetSpacing())} vs {_fmt(reference.GetSpacing())} mm); "
             "give labels drawn on this CT, or resample them onto it first."
         )

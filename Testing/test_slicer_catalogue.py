@@ -1,0 +1,102 @@
+"""URSAMSlicerLib.catalogue and Resources/organs.json: names, colours and SNOMED CT terminology."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slicer_scene import require
+from URSAMSlicerLib import catalogue
+
+FLARE22 = ("spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
+           "adrenal_gland_right", "adrenal_gland_left", "esophagus", "duodenum", "aorta", "inferior_vena_cava")
+
+# Transcribed by hand from Slicer/Slicer (commit 583e9b37d5) Modules/Loadable/Terminologies/Resources/
+# SegmentationCategoryTypeModifier-SlicerGeneralAnatomy.json (DICOM-Master.json for the IVC and the parotid
+# gland) and lassoan/SlicerTotalSegmentator's totalsegmentator_snomed_mapping.csv for the brainstem:
+# organ → (type code, type meaning, modifier code).
+SNOMED = {
+    "spleen": ("78961009", "Spleen", None), "kidney_right": ("64033007", "Kidney", "24028007"),
+    "kidney_left": ("64033007", "Kidney", "7771000"), "gallbladder": ("28231008", "Gallbladder", None),
+    "liver": ("10200004", "Liver", None), "stomach": ("69695003", "Stomach", None),
+    "pancreas": ("15776009", "Pancreas", None), "adrenal_gland_right": ("23451007", "Adrenal gland", "24028007"),
+    "adrenal_gland_left": ("23451007", "Adrenal gland", "7771000"), "esophagus": ("32849002", "Esophagus", None),
+    "duodenum": ("38848004", "Duodenum", None), "aorta": ("15825003", "Aorta", None),
+    "inferior_vena_cava": ("64131007", "Inferior vena cava", None), "brainstem": ("15926001", "Brainstem", None),
+    "spinal_cord": ("2748008", "Spinal cord", None), "parotid_right": ("45289007", "Parotid gland", "24028007"),
+    "parotid_left": ("45289007", "Parotid gland", "7771000"), "larynx": ("4596009", "Larynx", None),
+    "mandible": ("91609006", "Mandible", None),
+}
+
+
+def test_the_catalogue_holds_the_13_flare22_organs_and_the_7_head_and_neck_oars():
+    organs = catalogue.organs()
+    assert set(organs) == set(SNOMED)
+    assert set(catalogue.organ_sets()["abdomen"].organs) == set(FLARE22)
+    assert len(catalogue.organ_sets()["head_neck"].organs) == 7
+    for organ_set in catalogue.organ_sets().values():
+        assert set(organ_set.organs) <= set(organs)
+
+
+@pytest.mark.parametrize("key", sorted(SNOMED))
+def test_terminology_codes_are_the_ones_slicer_lists(key):
+    organ = catalogue.organs()[key]
+    type_code, meaning, modifier = SNOMED[key]
+    assert organ.category == catalogue.Code("SCT", "123037004", "Anatomical Structure")
+    assert organ.type == catalogue.Code("SCT", type_code, meaning)
+    if modifier is None:
+        assert organ.modifier is None
+    else:
+        assert organ.modifier == catalogue.Code("SCT", modifier, {"24028007": "Right", "7771000": "Left"}[modifier])
+        assert organ.name.split()[0] == organ.modifier.meaning  # "Right kidney" carries the Right modifier
+    assert organ.context.startswith("Segmentation category and type - ")
+    assert all(0.0 <= c <= 1.0 for c in organ.color) and len(organ.color) == 3
+
+
+def test_class_names_of_the_shared_data_map_onto_the_catalogue(abdomen, head_neck):
+    abdomen_classes = json.loads((abdomen / "classes.json").read_text())
+    for key in FLARE22:
+        assert key in abdomen_classes.values()
+        assert catalogue.match_name(key).key == key
+    expected = {"Brainstem": "brainstem", "SpinalCord": "spinal_cord", "RightParotid": "parotid_right",
+                "LeftParotid": "parotid_left", "Esophagus": "esophagus", "Larynx": "larynx", "Mandible": "mandible"}
+    head_neck_classes = json.loads((head_neck / "classes.json").read_text())
+    assert set(head_neck_classes.values()) == set(expected)
+    for name, key in expected.items():
+        assert catalogue.match_name(name).key == key
+    # Slicer's and FLARE22's spellings too; unknown names stay unknown
+    assert catalogue.match_name("Right Kidney").key == "kidney_right"
+    assert catalogue.match_name("left adrenal gland").key == "adrenal_gland_left"
+    assert catalogue.match_name("Inferior Vena Cava").key == "inferior_vena_cava"
+    assert catalogue.match_name("heart") is None and catalogue.match_name("") is None
+
+
+def test_aliases_never_name_two_organs():
+    seen = {}
+    for organ in catalogue.organs().values():
+        for alias in (organ.key, organ.name, *organ.aliases):
+            assert seen.setdefault(catalogue.normalise(alias), organ.key) == organ.key, alias
+
+
+def test_terminology_entries_are_read_back_by_slicers_own_parser():
+    slicer = require("slicer")
+    logic = slicer.vtkSlicerTerminologiesModuleLogic
+    for organ in catalogue.organs().values():
+        text = catalogue.terminology_entry(organ)
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(text, entry)
+        assert entry.GetTerminologyContextName() == organ.context
+        assert entry.GetCategoryObject().GetCodeValue() == "123037004"
+        assert entry.GetTypeObject().GetCodeValue() == organ.type.value
+        assert entry.GetTypeObject().GetCodingSchemeDesignator() == "SCT"
+        modifier = entry.GetTypeModifierObject().GetCodeValue() or None
+        assert modifier == (organ.modifier.value if organ.modifier else None)
+        assert logic.SerializeTerminologyEntry(entry) == text  # the exact string Slicer itself writes
+        assert catalogue.match_terminology(text) is organ
+
+
+def test_a_terminology_of_another_structure_matches_nothing():
+    heart = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+             "~SCT^80891009^Heart~^^~Anatomic codes - DICOM master list~^^~^^")
+    assert catalogue.match_terminology(heart) is None
+    assert catalogue.match_terminology("garbage") is None

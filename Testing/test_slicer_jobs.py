@@ -1,0 +1,158 @@
+"""URSAMSlicerLib.jobs: the module's run in this process or a background process, and its files."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import MODULE_DIR
+from URSAMLib.pipeline import Settings
+from URSAMLib.prompts import OrganPrompt
+from URSAMSlicerLib import jobs
+from URSAMSlicerLib.testing import BrightInBox, bright_in_box
+
+STAND_IN = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
+
+
+def small_job(**settings) -> jobs.Job:
+    hu = np.full((6, 30, 40), -100.0, np.float32)
+    hu[1:4, 5:12, 5:15] = 100
+    hu[2:6, 15:25, 20:35] = 100
+    prompts = [OrganPrompt("a", 1, {z: np.array([4.0, 4.0, 15.0, 12.0]) for z in (1, 2, 3)}),
+               OrganPrompt("b", 7, {z: np.array([19.0, 14.0, 35.0, 25.0]) for z in (2, 3, 4, 5)})]
+    return jobs.Job(hu, prompts, Settings(**{"num_aug": 4, "ratio": 0.1, "seed": 3, **settings}), "bright")
+
+
+def assert_same_result(a, b):
+    assert a.shape == b.shape and a.settings == b.settings
+    for x, y in zip(a.organs, b.organs):
+        assert (x.name, x.label, x.region) == (y.name, y.label, y.region)
+        assert x.boxes.keys() == y.boxes.keys() and all(np.array_equal(x.boxes[z], y.boxes[z]) for z in x.boxes)
+        for name in ("box_region", "intensity", "ensemble", "uncertainty", "plain", "mask"):
+            assert np.array_equal(getattr(x, name), getattr(y, name)), name
+    for which in ("rectified", "ensemble", "plain"):
+        assert np.array_equal(a.label_map(which), b.label_map(which))
+    assert np.array_equal(a.uncertainty_map(), b.uncertainty_map())
+
+
+def test_job_files_round_trip(tmp_path):
+    job = small_job()
+    jobs.save_job(job, tmp_path)
+    again = jobs.load_job(tmp_path)
+    assert np.array_equal(again.hu, job.hu) and again.settings == job.settings
+    assert [(p.name, p.label) for p in again.prompts] == [("a", 1), ("b", 7)]
+    assert all(np.array_equal(a.boxes[z], b.boxes[z]) for a, b in zip(again.prompts, job.prompts) for z in a.boxes)
+    assert (again.backbone, again.checkpoint, again.device) == ("bright", None, "auto")
+
+
+def test_a_saved_result_is_the_same_result_and_rerectifies_the_same(tmp_path):
+    result = jobs.compute(small_job(), loader=bright_in_box)
+    jobs.save_result(result, tmp_path / "result.npz")
+    loaded = jobs.load_result(tmp_path / "result.npz")
+    assert_same_result(loaded, result)
+    for changes in ({"alpha_h": 1.0}, {"method": "fixed"}, {"method": "unc-fpc"}):
+        result.rerectify(**changes)
+        loaded.rerectify(**changes)
+        assert np.array_equal(loaded.label_map(), result.label_map())
+
+
+def test_the_in_process_job_reports_progress_and_its_result():
+    job = jobs.InProcessJob(small_job(), bright_in_box)
+    job.start()
+    status = job.poll()
+    assert status.state == "done" and status.fraction == 1.0 and status.finished
+    assert_same_result(job.result(), jobs.compute(small_job(), loader=bright_in_box))
+
+
+def test_the_background_job_computes_the_same_result_in_another_process():
+    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job.start()
+    assert job.job is None  # the volume went to the worker, no second copy is kept
+    status = job.wait(timeout=120)
+    assert status.state == "done", (status.error, status.details)
+    assert not job.folder.exists()  # the private folder is removed
+    assert_same_result(job.result(), jobs.compute(small_job(), loader=bright_in_box))
+
+
+def test_the_background_job_reports_progress_while_it_runs(tmp_path):
+    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job.start()
+    seen = set()
+    while not job.poll().finished:
+        seen.add(job.poll().message)
+        time.sleep(0.01)
+    seen.add(job.poll().message)
+    assert "Done" in seen and job.poll().fraction == 1.0
+
+
+def test_a_user_error_in_the_worker_becomes_one_line_for_a_dialog():
+    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
+                                                           "URSAMSlicerLib.testing:failing_loader"))
+    job.start()
+    status = job.wait(timeout=120)
+    assert status.state == "failed" and "does not exist" in status.error and "\n" not in status.error
+    assert status.details == ""
+
+
+def test_a_crash_in_the_worker_is_reported_with_its_traceback():
+    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:no_such"))
+    job.start()
+    status = job.wait(timeout=120)
+    assert status.state == "failed" and "stopped unexpectedly" in status.error
+    assert "AttributeError" in status.details and "no_such" in status.details
+
+
+def test_cancel_stops_the_worker_at_once_and_removes_its_files():
+    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"))
+    job.start()
+    time.sleep(0.5)
+    process = job._process
+    started = time.monotonic()
+    job.cancel()
+    assert time.monotonic() - started < 10
+    assert process.poll() is not None  # the worker is gone
+    assert job.poll().state == "cancelled" and not job.folder.exists()
+    with pytest.raises(RuntimeError):
+        job.result()
+
+
+def test_the_in_process_job_stops_between_slices_when_cancelled():
+    backbone = BrightInBox()
+    job = jobs.InProcessJob(small_job(), lambda *args: backbone)
+    job._cancelled = True  # as if Cancel was pressed before the first slice
+    job.start()
+    assert job.poll().state == "cancelled" and backbone.embedded == []
+
+
+def test_the_backbone_is_loaded_once_per_process():
+    loads = []
+
+    def loader(name, checkpoint, device):
+        loads.append(name)
+        return BrightInBox()
+
+    jobs.compute(small_job(), loader=loader)
+    jobs.compute(small_job(num_aug=2), loader=loader)
+    assert loads == ["bright"]
+
+
+def test_the_worker_imports_without_slicer_or_qt(tmp_path):
+    """The worker runs in a plain Python (PythonSlicer): it must need neither slicer nor qt."""
+    code = ("import sys, URSAMSlicerLib.jobs, URSAMSlicerLib.regions, URSAMSlicerLib.catalogue; "
+            "assert 'slicer' not in sys.modules and 'qt' not in sys.modules and 'torch' not in sys.modules")
+    environment = {**os.environ, "PYTHONPATH": jobs.worker_pythonpath()}
+    subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=tmp_path)
+    assert str(MODULE_DIR) in jobs.worker_pythonpath().split(os.pathsep)
+
+
+def test_settings_survive_the_trip_whatever_their_values(tmp_path):
+    settings = Settings(num_aug=7, ratio=0.123, seed=99, method="fixed", alpha_h=2.5, lower_bound="paper")
+    job = dataclasses.replace(small_job(), settings=settings, checkpoint="/w.pth", device="cuda:1")
+    jobs.save_job(job, tmp_path)
+    again = jobs.load_job(tmp_path)
+    assert again.settings == settings and (again.checkpoint, again.device) == ("/w.pth", "cuda:1")

@@ -1,0 +1,293 @@
+"""URSAM/URSAM.py imported with only the ScriptedLoadableModule/Qt layer replaced (fake_slicer_gui):
+the Widget hands what the controls show to the Logic, runs, cancels, reports errors in one dialog
+line and re-rectifies without SAM; URSAMTest (the in-Slicer self-test) runs here too.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fake_slicer_gui as fake
+from conftest import ROOT
+from slicer_scene import add_slice_views, build_oblique_case, require, scene_snapshot
+from URSAMLib.pipeline import Settings
+
+require("slicer")
+from URSAMSlicerLib import catalogue, mrml  # noqa: E402
+from URSAMSlicerLib.testing import BrightInBox  # noqa: E402
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """The module, its widget set up on a scene holding an oblique CT and prompt segments."""
+    slicer, dialogs = fake.install(monkeypatch)
+    module = fake.import_module(monkeypatch)
+    ct_node, prompts = build_oblique_case(slicer.mrmlScene, tmp_path)
+    widget = module.URSAMWidget()
+    widget.setup()
+    widget.ui.promptSegmentationSelector.setCurrentNode(prompts)
+    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: None)  # all installed here
+    yield module, widget, dialogs, slicer.mrmlScene, ct_node, prompts
+    widget.cleanup()
+
+
+def organ_items(widget):
+    items = widget.ui.organsListWidget.items
+    return [(item.text(), item.checkState() == fake.Qt.Checked, bool(item.flags() & fake.Qt.ItemIsEnabled))
+            for item in items]
+
+
+def test_module_description_cites_the_paper(monkeypatch):
+    fake.install(monkeypatch)
+    module = fake.import_module(monkeypatch)
+    parent = type("Parent", (), {})()
+    module.URSAM(parent)
+    assert parent.title == "URSAM" and parent.categories == ["Segmentation"]
+    assert "arXiv:2311.10529" in parent.acknowledgementText and "Zhang" in parent.acknowledgementText
+    assert "uncertain" in parent.helpText
+
+
+def test_setup_fills_the_organ_sets_models_and_checklist(env):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    ui = widget.ui
+    assert [data for _, data in ui.organSetComboBox.items] == ["any", "abdomen", "head_neck"]
+    assert [data for _, data in ui.backboneComboBox.items] == ["litemedsam", "sam-vit-b", "medsam-vit-b"]
+    assert ui.backboneComboBox.currentData == "litemedsam"
+    assert ui.inputVolumeSelector.currentNode() is ct_node  # the only CT in the scene
+    assert ui.outputSegmentationSelector.currentNode() is None  # "Create new segmentation"
+    # by default every organ in the prompts, ticked, under its catalogue name
+    assert organ_items(widget) == [("Liver", True, True), ("Gallbladder", True, True)]
+    ui.organSetComboBox.currentIndex = 1  # abdomen: the other FLARE22 organs listed without a prompt
+    items = organ_items(widget)
+    assert items[:2] == [("Liver", True, True), ("Gallbladder", True, True)]
+    assert len(items) == 13 and all(text.endswith("(no prompt)") and not enabled for text, _, enabled in items[2:])
+    ui.organSetComboBox.currentIndex = 2  # head and neck: neither prompt is an organ at risk
+    assert len(organ_items(widget)) == 7 and not any(enabled for *_, enabled in organ_items(widget))
+    assert ui.applyButton.text == "Auto-segment organs" and not ui.nextRegionButton.enabled
+
+
+def test_prompt_source_shows_its_own_controls(env):
+    module, widget, dialogs, *_ = env
+    ui = widget.ui
+    assert ui.promptSegmentationSelector.visible and not ui.promptLabelMapSelector.visible
+    assert not ui.templatePathLineEdit.visible and not ui.templateNoteLabel.visible
+    ui.promptSourceComboBox.currentIndex = 1
+    assert ui.promptLabelMapSelector.visible and ui.classesPathLineEdit.visible
+    assert not ui.promptSegmentationSelector.visible
+    ui.promptSourceComboBox.currentIndex = 2
+    assert ui.templatePathLineEdit.visible and ui.templateNoteLabel.visible and not ui.promptModeComboBox.enabled
+    assert organ_items(widget) == []
+    ui.organSetComboBox.currentIndex = 1  # a built-in set is listed, though nothing can be ticked yet
+    assert len(organ_items(widget)) == 13 and organ_items(widget)[0] == ("Liver (no prompt)", False, False)
+    ui.applyButton.click()
+    assert [text for text, _ in dialogs.errors] == ["Choose a template folder, or prompt with segments or a label map."]
+
+
+def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypatch):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    ui = widget.ui
+    ui.numAugSliderWidget.value = 7
+    ui.ratioSliderWidget.value = 0.05
+    ui.alphaHSliderWidget.value = 1.6
+    ui.thresholdModeComboBox.currentIndex = 1
+    ui.promptModeComboBox.currentIndex = 1
+    ui.deviceComboBox.currentIndex = 1
+    ui.backboneComboBox.currentIndex = ui.backboneComboBox.findData("sam-vit-b")
+    ui.checkpointPathLineEdit.currentPath = "/weights/sam.pth"
+    ui.organsListWidget.item(1).setCheckState(fake.Qt.Unchecked)  # only the liver
+
+    class Running:
+        cancelled = False
+
+        def poll(self):
+            state = "cancelled" if self.cancelled else "running"
+            return module.jobs.JobStatus(state, 0.25, "Segmented slice 1 of 4")
+
+        def cancel(self):
+            self.cancelled = True
+
+    started = []
+    monkeypatch.setattr(widget.logic, "start", lambda prepared: started.append(prepared) or Running())
+    before = scene_snapshot(scene)
+    ui.applyButton.click()
+    job = started[0].job
+    assert job.settings == Settings(num_aug=7, ratio=0.05, method="fixed", alpha_h=1.6)
+    assert (job.backbone, job.checkpoint, job.device) == ("sam-vit-b", "/weights/sam.pth", "cpu")
+    assert [p.name for p in job.prompts] == ["Liver"] and started[0].request.promptMode == "box3d"
+    assert len(job.prompts[0].boxes) == 6  # 3-D box mode: the 4 prompted slices + 2 margin slices (clipped)
+    assert ui.applyButton.text == "Cancel" and widget.timer.active and not ui.inputsCollapsibleButton.enabled
+    assert ui.progressBar.value == 25 and ui.statusLabel.text == "Segmented slice 1 of 4"
+    ui.applyButton.click()  # Cancel
+    assert ui.applyButton.text == "Auto-segment organs" and not widget.timer.active and widget.job is None
+    assert ui.statusLabel.text == "Cancelled; the scene was not changed." and ui.inputsCollapsibleButton.enabled
+    assert scene_snapshot(scene) == before and dialogs.errors == []
+
+
+def test_sliders_clamp_like_qt_to_the_ranges_of_the_ui(env):
+    module, widget, *_ = env
+    widget.ui.numAugSliderWidget.value = 50
+    widget.ui.ratioSliderWidget.value = -1
+    settings = widget.settingsFromGUI()
+    assert settings.num_aug == 10 and settings.ratio == 0.0
+
+
+def test_a_full_run_through_the_widget(env):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    views = add_slice_views(scene)
+    backbone = BrightInBox()
+    widget.logic.runInProcess = True
+    widget.logic.backboneLoader = lambda name, checkpoint, device: backbone
+    ui = widget.ui
+    ui.ratioSliderWidget.value = 0.1
+    ui.numAugSliderWidget.value = 5
+    ui.applyButton.click()
+    assert dialogs.errors == [] and widget.job is None and ui.applyButton.text == "Auto-segment organs"
+    outputs = widget.outputs
+    assert ui.outputSegmentationSelector.currentNode() is outputs.segmentation
+    assert ui.statusLabel.text.startswith("Segmented 2 organs in")
+    table = ui.organTableWidget
+    assert table.rowCount() == 2 and table.item(0, 0).text() == "Liver" and table.item(1, 0).text() == "Gallbladder"
+    assert float(table.item(0, 1).text()) == pytest.approx(outputs.statistics[0].volume_ml, abs=0.05)
+    assert table.item(0, 3).text() in ("OK", "Review")
+    assert all(c.GetForegroundVolumeID() == outputs.uncertainty.GetID() for _, c in views)
+    assert all(c.GetForegroundOpacity() == pytest.approx(0.5) for _, c in views)
+    assert not outputs.ensemble.GetDisplayNode().GetVisibility()
+
+    ui.showEnsembleCheckBox.checked = True
+    assert outputs.ensemble.GetDisplayNode().GetVisibility()
+    ui.heatmapOpacitySliderWidget.value = 0.8
+    assert all(c.GetForegroundOpacity() == pytest.approx(0.8) for _, c in views)
+
+    assert ui.nextRegionButton.enabled
+    ui.nextRegionButton.click()
+    first = outputs.regions[0]
+    centre = module.mrml.ras_of_axial_index(first.centre, outputs.frame, ct_node)
+    assert np.allclose([views[0][0].GetSliceToRAS().GetElement(r, 3) for r in range(3)], centre)
+    assert ui.statusLabel.text.startswith(f"Uncertain region 1 of {len(outputs.regions)}: {first.organ}")
+    ui.previousRegionButton.click()
+    assert ui.statusLabel.text.startswith(f"Uncertain region {len(outputs.regions)} of")
+    table.emit("cellClicked(int,int)", 1, 0)
+    assert ui.statusLabel.text == "Gallbladder: centred on its most uncertain region."
+
+    # α_h and the threshold mode re-rectify the kept result: no SAM, URSAM's segments updated
+    calls = list(backbone.embedded)
+    liver = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    ui.thresholdModeComboBox.currentIndex = 1
+    ui.alphaHSliderWidget.value = 1.05
+    assert backbone.embedded == calls
+    assert outputs.result.settings.method == "fixed" and outputs.result.settings.alpha_h == pytest.approx(1.05)
+    expected = outputs.frame.from_axial(outputs.result.label_map("rectified")) == 1
+    assert np.array_equal(mrml.segment_mask(outputs.segmentation, liver, ct_node), expected)
+    assert ui.statusLabel.text.startswith("Rectification updated (α_h = 1.05")
+
+    # a second run writes into the same segmentation, replacing only URSAM's segments
+    ui.applyButton.click()
+    assert widget.outputs.segmentation is outputs.segmentation
+    assert outputs.segmentation.GetSegmentation().GetNumberOfSegments() == 2
+    assert len([n for n in scene_snapshot(scene).values() if n[0] == "vtkMRMLSegmentationNode"]) == 3
+
+
+def test_bad_input_is_one_dialog_line_and_no_job(env):
+    module, widget, dialogs, scene, *_ = env
+    widget.ui.promptSegmentationSelector.setCurrentNode(None)
+    before = scene_snapshot(scene)
+    widget.ui.applyButton.click()
+    assert len(dialogs.errors) == 1
+    text, _ = dialogs.errors[0]
+    assert text == "Select the prompt segmentation: the organs drawn roughly on the input CT."
+    assert widget.job is None and widget.ui.applyButton.text == "Auto-segment organs"
+    assert scene_snapshot(scene) == before
+
+
+def test_a_failure_in_the_background_process_reaches_the_user_as_one_line(env):
+    module, widget, dialogs, scene, *_ = env
+    widget.logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:failing_loader")
+    widget.ui.checkpointPathLineEdit.currentPath = "/no/such.pth"
+    before = scene_snapshot(scene)
+    widget.ui.applyButton.click()
+    assert widget.ui.applyButton.text == "Cancel"
+    for _ in range(600):
+        if widget.job is None:
+            break
+        widget.timer.fire()
+        import time
+
+        time.sleep(0.05)
+    assert widget.job is None
+    assert dialogs.errors == [
+        ("Checkpoint /no/such.pth does not exist; check the path given with --checkpoint.", {})]  # no log
+    assert widget.ui.statusLabel.text.startswith("Failed: Checkpoint") and scene_snapshot(scene) == before
+
+
+def test_closing_the_scene_forgets_the_result(env):
+    module, widget, dialogs, scene, *_ = env
+    widget.logic.runInProcess = True
+    widget.logic.backboneLoader = lambda *args: BrightInBox()
+    widget.ui.applyButton.click()
+    assert widget.outputs is not None and widget.ui.organTableWidget.rowCount() == 2
+    scene.Clear(0)
+    assert widget.outputs is None and widget.ui.organTableWidget.rowCount() == 0
+    assert not widget.ui.nextRegionButton.enabled
+
+
+def test_the_in_slicer_self_test_passes_here_too(monkeypatch):
+    """The ScriptedLoadableModuleTest that Slicer's 'Reload and Test' runs, including the real LiteMedSAM
+    on a 6-slice synthetic volume when torch is installed."""
+    fake.install(monkeypatch)
+    module = fake.import_module(monkeypatch)
+    test = module.URSAMTest()
+    test.runTest()
+    passed = [m for m in test.displayed if m.startswith("Test passed")]
+    assert len(passed) == 4, test.displayed
+
+
+def test_importing_the_module_imports_no_torch_and_installs_nothing(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(ROOT / 'Testing')!r}, {str(ROOT)!r}]
+        from _pytest.monkeypatch import MonkeyPatch
+        import fake_slicer_gui as fake
+        patch = MonkeyPatch()
+        slicer, dialogs = fake.install(patch)
+        def forbidden(*args, **kwargs):
+            raise AssertionError("installed something at import")
+        patch.setattr(slicer.util, "pip_install", forbidden)
+        module = fake.import_module(patch)
+        assert hasattr(module, "URSAMWidget")
+        assert "torch" not in sys.modules, "URSAM.py imported torch"
+        assert dialogs.confirmations == []
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+
+
+def test_catalogue_organs_keep_their_terminology_when_prompted_by_name(env):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    organs = widget.logic.promptOrgans("segmentation", prompts, "any")
+    assert [o.output.key for o in organs] == ["liver", "gallbladder"]
+    assert organs[0].output.terminology == catalogue.terminology_entry(catalogue.organs()["liver"])
+    prompts.GetSegmentation().GetNthSegment(1).SetName("my lesion")  # not a catalogue organ
+    organs = widget.logic.promptOrgans("segmentation", prompts, "any")
+    assert organs[1].output.name == "my lesion" and organs[1].output.terminology == ""
+    assert organs[1].output.key == "prompt:mylesion"
+    prompts.GetSegmentation().GetNthSegment(1).SetName("Liver")  # two prompts of one organ: two segments
+    assert [o.output.key for o in widget.logic.promptOrgans("segmentation", prompts, "any")] == ["liver", "liver#2"]
+
+
+def test_label_map_prompts_are_named_by_the_class_map_not_by_a_generic_colour_table(env, abdomen):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    from slicer_scene import load_volume
+
+    labels = load_volume(scene, abdomen / "labels_small.nii.gz", "labels", labelmap=True)
+    labels.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeFileGenericAnatomyColors.txt")
+    organs = widget.logic.promptOrgans("labelmap", labels, "any")
+    assert organs[0].output.name == "Label 1"  # 'tissue' from the generic table would be wrong
+    organs = widget.logic.promptOrgans("labelmap", labels, "abdomen", str(abdomen / "classes.json"))
+    assert [o.output.key for o in organs if o.inPrompt] == ["spleen", "kidney_right", "kidney_left", "gallbladder",
+                                                            "liver", "stomach", "pancreas", "adrenal_gland_right",
+                                                            "adrenal_gland_left", "duodenum", "aorta",
+                                                            "inferior_vena_cava"]
+    assert [o.output.key for o in organs if not o.inPrompt] == ["esophagus"]  # not in this slab

@@ -1,0 +1,187 @@
+"""URSAM/Resources/UI/URSAM.ui loaded by Qt's own QUiLoader (PySide6, offscreen): every named control,
+its range and its default; and the glue in URSAM.py uses exactly these names and item orders.
+
+Slicer's custom widgets (ctk*, qMRML*) are unknown to plain Qt, so QUiLoader builds their declared
+base class and keeps their properties as dynamic properties; their class names are checked in the
+XML, their values through the loaded widgets.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import MODULE_DIR, ROOT
+from slicer_scene import require
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+UI = MODULE_DIR / "Resources" / "UI" / "URSAM.ui"
+
+SLIDERS = {  # name: (minimum, maximum, singleStep, decimals, default)
+    "numAugSliderWidget": (1, 10, 1, 0, 3),
+    "ratioSliderWidget": (0.0, 0.2, 0.005, 3, 0.01),
+    "alphaHSliderWidget": (1.0, 3.0, 0.05, 2, 1.2),
+    "heatmapOpacitySliderWidget": (0.0, 1.0, 0.05, 2, 0.5),
+}
+COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
+    "promptSourceComboBox": ["Segments in the scene", "Label map in the scene",
+                             "Template folder (needs a template; not available yet)"],
+    "promptModeComboBox": ["Per-slice boxes", "3-D box (+2/10/10 voxel margin)"],
+    "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
+    "thresholdModeComboBox": ["Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
+    "organSetComboBox": [],
+    "backboneComboBox": [],
+}
+NODE_SELECTORS = {  # name: (node type, none enabled, none display)
+    "inputVolumeSelector": ("vtkMRMLScalarVolumeNode", False, None),
+    "promptSegmentationSelector": ("vtkMRMLSegmentationNode", True, "Select segments drawn on this CT"),
+    "promptLabelMapSelector": ("vtkMRMLLabelMapVolumeNode", True, "Select a label map on this CT"),
+    "outputSegmentationSelector": ("vtkMRMLSegmentationNode", True, "Create new segmentation"),
+}
+PATHS = {"classesPathLineEdit": "Files", "templatePathLineEdit": "Dirs", "checkpointPathLineEdit": "Files"}
+COLLAPSIBLES = {"inputsCollapsibleButton": False, "advancedCollapsibleButton": True, "outputsCollapsibleButton": False}
+OTHERS = {"URSAM": "qMRMLWidget", "applyButton": "QPushButton", "progressBar": "QProgressBar", "statusLabel": "QLabel",
+          "showEnsembleCheckBox": "QCheckBox", "previousRegionButton": "QPushButton",
+          "nextRegionButton": "QPushButton", "organsListWidget": "QListWidget", "organTableWidget": "QTableWidget",
+          "templateNoteLabel": "QLabel"}
+LABELS = {"inputVolumeLabel", "promptSourceLabel", "promptSegmentationLabel", "promptLabelMapLabel", "classesLabel",
+          "templateLabel", "promptModeLabel", "organSetLabel", "organsLabel", "numAugLabel", "ratioLabel",
+          "backboneLabel", "checkpointLabel", "deviceLabel", "alphaHLabel", "thresholdModeLabel",
+          "outputSegmentationLabel", "heatmapOpacityLabel"}
+
+
+@pytest.fixture(scope="module")
+def ui():
+    widgets = require("PySide6.QtWidgets")
+    ui_tools = require("PySide6.QtUiTools")
+    app = widgets.QApplication.instance() or widgets.QApplication([])
+    loader = ui_tools.QUiLoader()
+    root = loader.load(str(UI))
+    assert root is not None and loader.errorString() == "", loader.errorString()
+    yield root
+    root.deleteLater()
+    del app
+
+
+def child(ui, name):
+    from PySide6.QtWidgets import QWidget
+
+    widget = ui if ui.objectName() == name else ui.findChild(QWidget, name)
+    assert widget is not None, f"{name} is not in URSAM.ui"
+    return widget
+
+
+def xml_classes() -> dict[str, str]:
+    return {w.get("name"): w.get("class") for w in ET.parse(UI).iter("widget")}
+
+
+def test_every_named_widget_is_expected_and_of_its_class():
+    classes = xml_classes()
+    expected = {**{n: "ctkSliderWidget" for n in SLIDERS}, **{n: "QComboBox" for n in COMBOS},
+                **{n: "qMRMLNodeComboBox" for n in NODE_SELECTORS}, **{n: "ctkPathLineEdit" for n in PATHS},
+                **{n: "ctkCollapsibleButton" for n in COLLAPSIBLES}, **OTHERS, **{n: "QLabel" for n in LABELS}}
+    assert classes == expected
+
+
+@pytest.mark.parametrize("name", sorted(SLIDERS))
+def test_slider_ranges_and_defaults(ui, name):
+    minimum, maximum, step, decimals, default = SLIDERS[name]
+    slider = child(ui, name)
+    assert slider.property("minimum") == pytest.approx(minimum)
+    assert slider.property("maximum") == pytest.approx(maximum)
+    assert slider.property("singleStep") == pytest.approx(step)
+    assert slider.property("decimals") == decimals
+    assert slider.property("value") == pytest.approx(default)
+
+
+def test_rectification_sliders_update_on_release_only(ui):
+    """α_h re-rectifies the whole result: do it once the handle is released, not on every pixel."""
+    assert child(ui, "alphaHSliderWidget").property("tracking") is False
+
+
+@pytest.mark.parametrize("name", sorted(COMBOS))
+def test_combo_box_items(ui, name):
+    combo = child(ui, name)
+    assert [combo.itemText(i) for i in range(combo.count())] == COMBOS[name]
+    assert combo.currentIndex() == (0 if COMBOS[name] else -1)
+
+
+@pytest.mark.parametrize("name", sorted(NODE_SELECTORS))
+def test_node_selectors(ui, name):
+    node_type, none_enabled, none_display = NODE_SELECTORS[name]
+    selector = child(ui, name)
+    assert selector.property("nodeTypes") == [node_type]
+    assert selector.property("noneEnabled") is none_enabled
+    assert selector.property("showChildNodeTypes") is False  # a label map is no CT
+    assert selector.property("addEnabled") is False
+    if none_display:
+        assert selector.property("noneDisplay") == none_display
+
+
+def test_every_node_selector_gets_the_scene():
+    receivers = {c.find("receiver").text for c in ET.parse(UI).iter("connection")
+                 if c.find("signal").text == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.find("slot").text == "setMRMLScene(vtkMRMLScene*)" and c.find("sender").text == "URSAM"}
+    assert receivers == set(NODE_SELECTORS)
+
+
+def test_path_editors_filter_files_or_folders():
+    for widget in ET.parse(UI).iter("widget"):
+        if widget.get("name") in PATHS:
+            filters = widget.find("property[@name='filters']/set").text
+            assert f"ctkPathLineEdit::{PATHS[widget.get('name')]}" in filters
+
+
+def test_buttons_table_progress_and_sections(ui):
+    apply = child(ui, "applyButton")
+    assert apply.text() == "Auto-segment organs" and apply.isEnabled()
+    for name in ("previousRegionButton", "nextRegionButton"):
+        assert not child(ui, name).isEnabled()  # nothing to step through before a result
+    assert not child(ui, "showEnsembleCheckBox").isChecked()
+    progress = child(ui, "progressBar")
+    assert (progress.minimum(), progress.maximum(), progress.value()) == (0, 100, 0)
+    table = child(ui, "organTableWidget")
+    assert [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())] == \
+        ["Organ", "Volume (mL)", "Mean uncertainty", "Reliability"]
+    from PySide6.QtWidgets import QAbstractItemView
+
+    assert table.editTriggers() == QAbstractItemView.EditTrigger.NoEditTriggers
+    assert table.selectionBehavior() == QAbstractItemView.SelectionBehavior.SelectRows
+    for name, collapsed in COLLAPSIBLES.items():
+        assert child(ui, name).property("collapsed") is collapsed
+
+
+def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders():
+    source = (MODULE_DIR / "URSAM.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    used |= {f"{prefix}Label" for prefix in re.findall(r'\("(\w+)", source == ', source)}
+    assert used and used <= set(xml_classes()), used - set(xml_classes())
+    constants = {name: ast.literal_eval(value) for name, value in  # the tuples mapping combo indices to values
+                 re.findall(r"^(PROMPT_SOURCES|PROMPT_MODES|DEVICES|THRESHOLD_MODES) = (\(.*?\))", source, re.M)}
+    assert len(constants["PROMPT_SOURCES"]) == len(COMBOS["promptSourceComboBox"])
+    assert len(constants["PROMPT_MODES"]) == len(COMBOS["promptModeComboBox"])
+    assert len(constants["DEVICES"]) == len(COMBOS["deviceComboBox"])
+    assert len(constants["THRESHOLD_MODES"]) == len(COMBOS["thresholdModeComboBox"])
+    assert constants["THRESHOLD_MODES"] == ("ursam", "fixed") and constants["PROMPT_MODES"] == ("slice", "box3d")
+
+
+def test_the_readme_workflow_names_only_controls_that_exist():
+    """Every control the README's workflow names in italics (or bold) is spelled as in the .ui."""
+    readme = (ROOT / "README.md").read_text()
+    workflow = readme.split("### The clinician's workflow")[1].split("### Testing the module")[0]
+    workflow = re.sub(r"\s*\n\s*", " ", workflow)
+    named = set(re.findall(r"(?<![*\w])\*([^*\s][^*]*?)\*(?![*\w])", workflow))
+    named |= {b.rstrip(".") for b in re.findall(r"\*\*([^*]+)\*\*", workflow)}
+    texts = {t.text.rstrip(":") for t in ET.parse(UI).iter("string") if t.text}
+    texts |= {"Any organ in the prompts", "Cancel", "Review", "OK"}  # set by URSAM.py
+    steps = {"Load the CT", "Mark the organs roughly", "Open URSAM", "Read the result", "Go where it is unsure",
+             "Tune, then correct", "Auto-segment organs"}
+    not_controls = {"to URSAM's segments", "α_h", "Next / Previous uncertain region"}
+    assert {"Next uncertain region", "Previous uncertain region"} <= texts
+    unknown = {phrase for phrase in named - steps - not_controls
+               if not any(text == phrase or text.startswith(phrase + " (") for text in texts)}
+    assert not unknown, f"the README names controls the .ui does not have: {unknown}"
+    assert len(named) > 20

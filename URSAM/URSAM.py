@@ -1,0 +1,828 @@
+"""URSAM: automatic organ segmentation in CT with Segment Anything and an uncertainty map.
+
+The module is glue: the algorithms are in URSAMLib (plain Python), the scene conversions and
+the background job in URSAMSlicerLib. :class:`URSAMLogic` works without the GUI::
+
+    logic = URSAMLogic()
+    request = URSAMRequest(ctNode, promptNode=segmentationNode, settings=Settings(num_aug=3, ratio=0.01))
+    outputs = logic.process(request)          # synchronous; the GUI runs it in a background process
+    logic.rerectify(outputs, alpha_h=1.5)     # no SAM recomputation
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+try:
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # Slicer before 5.4
+    def _(text):
+        return text
+
+    def translate(context, text):
+        return text
+
+
+def _addSourceTreeToPath() -> None:
+    """In a source checkout URSAMLib sits beside URSAM/ rather than beside URSAM.py (as it does in
+    a Slicer build), so put the checkout on the path before importing it — first, so that the
+    module always runs with the URSAMLib of its own checkout."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "URSAMLib").is_dir() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+
+
+_addSourceTreeToPath()
+
+from URSAMLib import io  # noqa: E402  (needs the path set above)
+from URSAMLib.backbones import DEFAULT_BACKBONE, catalogue as backboneCatalogue  # noqa: E402
+from URSAMLib.errors import URSAMError  # noqa: E402
+from URSAMLib.pipeline import SegmentationResult, Settings  # noqa: E402
+from URSAMLib.prompts import OrganPrompt, prompts_from_labels  # noqa: E402
+from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions  # noqa: E402
+
+PROMPT_SOURCES = ("segmentation", "labelmap", "template")
+"""Prompt sources, in the order of promptSourceComboBox's items."""
+PROMPT_MODES = ("slice", "box3d")
+"""URSAMLib prompt modes, in the order of promptModeComboBox's items."""
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""Devices, in the order of deviceComboBox's items."""
+THRESHOLD_MODES = ("ursam", "fixed")
+"""Rectification methods, in the order of thresholdModeComboBox's items: the class-specific
+threshold of Eq. 3, or the fixed ln(2)/2, each followed by Algorithm 1."""
+ANY_ORGAN = "any"
+"""Organ set of every structure found in the prompts."""
+POLL_INTERVAL_MS = 200
+
+
+#
+# URSAM
+#
+
+class URSAM(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("URSAM")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["URSAM contributors"]
+        self.parent.helpText = _(
+            "Segments organs in CT with Segment Anything models and shows where the result is uncertain. "
+            "Each organ is prompted with a box on every axial slice; each box is augmented into n shifted boxes, "
+            "their mean probability is the ensemble, its binary entropy the uncertainty heatmap, and uncertain "
+            "voxels are rectified by their intensity. The results are ordinary segments: correct them in the "
+            "Segment Editor, guided by the heatmap and the 'next uncertain region' button. "
+            "See <a href='https://github.com/ursam/ursam#3d-slicer-module'>the documentation</a>.")
+        self.parent.acknowledgementText = _(
+            "URSAM implements UR-SAM: Y. Zhang, S. Hu, S. Ren, C. Jiang, Y. Cheng, Y. Qi, 'Enhancing the "
+            "Reliability of Segment Anything Model for Auto-Prompting Medical Image Segmentation with "
+            "Uncertainty Rectification', arXiv:2311.10529 (2023). The default model is LiteMedSAM "
+            "(J. Ma et al., 'Segment anything in medical images', Nature Communications 15, 654, 2024).")
+
+
+#
+# Requests and outputs
+#
+
+@dataclass
+class URSAMRequest:
+    """What to segment and how; everything the GUI collects."""
+
+    inputVolume: object
+    """The CT: a vtkMRMLScalarVolumeNode in HU."""
+    promptSource: str = "segmentation"
+    """One of :data:`PROMPT_SOURCES`."""
+    promptNode: object = None
+    """A vtkMRMLSegmentationNode (source ``segmentation``) or vtkMRMLLabelMapVolumeNode (``labelmap``)."""
+    classesPath: str = ""
+    """Optional JSON class map naming the label values of a label map."""
+    templateFolder: str = ""
+    promptMode: str = "slice"
+    organSet: str = ANY_ORGAN
+    organLabels: list[int] | None = None
+    """The organs to segment (labels of :meth:`URSAMLogic.promptOrgans`); None: all of the organ set."""
+    settings: Settings = field(default_factory=Settings)
+    backbone: str = DEFAULT_BACKBONE
+    checkpoint: str | None = None
+    device: str = "auto"
+    outputSegmentation: object = None
+    """An existing segmentation to write into; None creates "<volume> URSAM"."""
+
+
+@dataclass
+class PromptOrgan:
+    """An organ the chosen prompt source can prompt."""
+
+    label: int
+    """Its label value in URSAMLib's label maps (the label value, or the segment's position + 1)."""
+    output: mrml.OrganOutput
+    source: str = ""
+    """Segment ID (source ``segmentation``) or '' (``labelmap``)."""
+    inPrompt: bool = True
+    """False for organs of a built-in set that the prompt source does not hold."""
+
+
+@dataclass
+class PreparedRun:
+    """A request turned into a job: read from the scene, checked, not yet computed."""
+
+    request: URSAMRequest
+    job: jobs.Job
+    frame: io.AxialFrame
+    organs: list[mrml.OrganOutput]
+    missing: dict[str, str]
+
+
+@dataclass
+class URSAMOutputs:
+    """The nodes of one run and the result behind them (kept for re-rectification)."""
+
+    inputVolume: object
+    segmentation: object
+    ensemble: object
+    uncertainty: object
+    result: SegmentationResult
+    frame: io.AxialFrame
+    organs: list[mrml.OrganOutput]
+    statistics: list[regions.OrganStatistics]
+    regions: list[regions.UncertainRegion]
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+#
+# URSAMLogic
+#
+
+class URSAMLogic(ScriptedLoadableModuleLogic):
+    """Runs URSAM on MRML nodes; usable from the Python console without the GUI."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        # Python for the background job: Slicer's launcher sets up its libraries; elsewhere, this Python.
+        self.python = shutil.which("PythonSlicer") or sys.executable
+        self.backboneLoader = None
+        """Replaces URSAMLib.backbones.load_backbone for in-process runs (self-tests)."""
+        self.workerArguments: tuple[str, ...] = ()
+        """Extra arguments for the background worker (self-tests: ``--backbone-factory``)."""
+        self.runInProcess = False
+        """Run jobs synchronously in this process instead of a background process."""
+
+    # -- dependencies -------------------------------------------------------------------
+
+    def ensureDependencies(self, ask: bool = True) -> None:
+        """Install torch and URSAMLib's packages after the user agrees (raises URSAMError otherwise)."""
+        dependencies.ensure(slicer, ask)
+
+    # -- prompts ------------------------------------------------------------------------
+
+    def promptOrgans(self, promptSource: str, promptNode, organSet: str = ANY_ORGAN,
+                     classesPath: str = "") -> list[PromptOrgan]:
+        """The organs ``promptNode`` can prompt, restricted to ``organSet`` (plus, greyed, the set's
+        organs it lacks). Labels are stable: a segment's position + 1, or the label value."""
+        if promptSource == "template" or promptNode is None:
+            found = []
+        elif promptSource == "segmentation":
+            found = self._segmentOrgans(promptNode)
+        elif promptSource == "labelmap":
+            found = self._labelMapOrgans(promptNode, classesPath)
+        else:
+            raise URSAMError(f"Unknown prompt source {promptSource!r}.")
+        seen = set()
+        for organ in found:  # two prompts of one organ (e.g. 'liver' and 'Liver') get a segment each
+            if organ.output.key in seen:
+                organ.output = replace(organ.output, key=f"{organ.output.key}#{organ.label}")
+            seen.add(organ.output.key)
+        if organSet == ANY_ORGAN:
+            return found
+        wanted = catalogue.organ_sets()[organSet].organs
+        inSet = [organ for organ in found if organ.output.key in wanted]
+        present = {organ.output.key for organ in inSet}
+        absent = [PromptOrgan(0, self._catalogueOutput(catalogue.organs()[key]), inPrompt=False)
+                  for key in wanted if key not in present]
+        return inSet + absent
+
+    @staticmethod
+    def _catalogueOutput(organ: catalogue.Organ) -> mrml.OrganOutput:
+        return mrml.OrganOutput(0, organ.key, organ.name, organ.color, catalogue.terminology_entry(organ))
+
+    def _describe(self, label: int, name: str, terminology: str, color) -> mrml.OrganOutput:
+        organ = catalogue.match_terminology(terminology) if terminology else None
+        organ = organ or catalogue.match_name(name)
+        if organ is None:
+            return mrml.OrganOutput(label, f"prompt:{catalogue.normalise(name) or label}", name,
+                                    tuple(color) if color is not None else (0.9, 0.6, 0.2))
+        return replace(self._catalogueOutput(organ), label=label)
+
+    def _segmentOrgans(self, segmentationNode) -> list[PromptOrgan]:
+        segmentation = segmentationNode.GetSegmentation()
+        organs = []
+        for segmentId, name in mrml.prompt_segments(segmentationNode):
+            label = segmentation.GetSegmentIndex(segmentId) + 1
+            output = self._describe(label, name, mrml.segment_terminology(segmentationNode, segmentId),
+                                    mrml.segment_color(segmentationNode, segmentId))
+            organs.append(PromptOrgan(label, output, segmentId))
+        return organs
+
+    def _labelMapOrgans(self, labelMapNode, classesPath: str) -> list[PromptOrgan]:
+        values = [int(v) for v in np.unique(mrml.voxel_array(labelMapNode)) if v > 0]
+        names = io.read_classes(classesPath) if classesPath else mrml.color_names(labelMapNode, values)
+        return [PromptOrgan(value, self._describe(value, names.get(value, f"Label {value}"), "",
+                                                  mrml.label_color(labelMapNode, value)))
+                for value in values]
+
+    def buildPrompts(self, request: URSAMRequest, image, frame: io.AxialFrame
+                     ) -> tuple[list[OrganPrompt], list[mrml.OrganOutput], dict[str, str]]:
+        """The box prompts of the requested organs, in URSAMLib's axial frame.
+
+        This is the one place prompts come from; a template source (automatic localization)
+        plugs in here. Returns the prompts, the organs they belong to and ``{name: reason}``
+        for requested organs without a prompt.
+        """
+        if request.promptSource == "template":
+            if not request.templateFolder:
+                raise URSAMError("Choose a template folder, or prompt with segments or a label map.")
+            raise URSAMError("Automatic localization from a template folder is not part of URSAM yet; prompt "
+                             "with segments or a label map drawn on this CT instead.")
+        if request.promptNode is None:
+            kind = "segmentation" if request.promptSource == "segmentation" else "label map"
+            raise URSAMError(f"Select the prompt {kind}: the organs drawn roughly on the input CT.")
+        available = [o for o in self.promptOrgans(request.promptSource, request.promptNode, request.organSet,
+                                                  request.classesPath) if o.inPrompt]
+        chosen = [o for o in available if request.organLabels is None or o.label in request.organLabels]
+        if not chosen:
+            raise URSAMError(f"No organ is chosen: {request.promptNode.GetName()} holds no organ of this organ set, "
+                             "or none is ticked.")
+        if request.promptSource == "segmentation":
+            prompts, missing = [], {}
+            for organ in chosen:
+                mask = frame.to_axial(mrml.segment_mask(request.promptNode, organ.source, request.inputVolume))
+                found, absent = prompts_from_labels(mask.astype(np.uint8), {1: organ.output.name},
+                                                    request.promptMode)
+                for prompt in found:
+                    prompts.append(OrganPrompt(prompt.name, organ.label, prompt.boxes))
+                missing.update({name: "its prompt segment is empty" for name in absent})
+        else:
+            labelImage = io.label_map_on_grid(mrml.image_from_volume_node(request.promptNode), image,
+                                              request.promptNode.GetName())
+            labels = io.axial_array(labelImage, np.uint16)[0]
+            prompts, missing = prompts_from_labels(labels, {o.label: o.output.name for o in chosen},
+                                                   request.promptMode)
+        outputs = [o.output for o in chosen if any(p.label == o.label for p in prompts)]
+        if not prompts:
+            raise URSAMError(f"None of the chosen organs has voxels in {request.promptNode.GetName()}; "
+                             "draw them on the input CT first.")
+        return prompts, outputs, missing
+
+    # -- running ------------------------------------------------------------------------
+
+    def prepare(self, request: URSAMRequest) -> PreparedRun:
+        """Read the volume and prompts from the scene and check everything; does not change the scene."""
+        volume = request.inputVolume
+        if volume is None:
+            raise URSAMError("Select the input CT volume.")
+        if volume.IsA("vtkMRMLLabelMapVolumeNode") or not volume.IsA("vtkMRMLScalarVolumeNode"):
+            raise URSAMError(f"{volume.GetName()} is not a grey-scale volume; select the CT to segment.")
+        if request.promptMode not in PROMPT_MODES:
+            raise URSAMError(f"Unknown prompt mode {request.promptMode!r}.")
+        settings = request.settings.validate()
+        image = mrml.image_from_volume_node(volume)
+        io.check_volume(image, volume.GetName())
+        hu, frame = io.axial_array(image)
+        prompts, organs, missing = self.buildPrompts(request, image, frame)
+        job = jobs.Job(hu, prompts, settings, request.backbone, request.checkpoint or None, request.device)
+        return PreparedRun(request, job, frame, organs, missing)
+
+    def start(self, prepared: PreparedRun):
+        """Start computing a prepared run; returns the job to poll (``poll()``, ``cancel()``, ``result()``)."""
+        if self.runInProcess:
+            job = jobs.InProcessJob(prepared.job, self.backboneLoader)
+        else:
+            job = jobs.BackgroundJob(prepared.job, self.python, self.workerArguments)
+        prepared.job = None  # the job owns the volume now; keeping it would double the memory
+        job.start()
+        return job
+
+    def process(self, request: URSAMRequest) -> URSAMOutputs:
+        """Segment synchronously (scripts and self-tests): prepare, compute, apply."""
+        prepared = self.prepare(request)
+        job = self.start(prepared)
+        status = job.wait()
+        if status.state != "done":
+            raise URSAMError(status.error or f"The segmentation was {status.state}.")
+        return self.apply(prepared, job.result())
+
+    def apply(self, prepared: PreparedRun, result: SegmentationResult) -> URSAMOutputs:
+        """Write a finished result into the scene: segments, ensemble segments, uncertainty volume.
+
+        Only URSAM's own segments are (re)written. If writing fails, the nodes it created are removed.
+        """
+        request = prepared.request
+        volume = request.inputVolume
+        scene = volume.GetScene()
+        if scene is None:  # the scene may change while a background run computes
+            raise URSAMError(f"{volume.GetName()} was removed from the scene during the segmentation; "
+                             "nothing was written.")
+        frame = prepared.frame
+        created = []
+
+        def new(node):
+            created.append(node)
+            return node
+
+        baseName = f"{volume.GetName()} URSAM"
+        try:
+            segmentation = request.outputSegmentation
+            if segmentation is None or segmentation.GetScene() is None:
+                segmentation = new(mrml.new_segmentation(scene, baseName, volume))
+            ensemble = segmentation.GetNodeReference(mrml.REFERENCE_ENSEMBLE)
+            if ensemble is None:
+                ensemble = new(mrml.new_segmentation(scene, f"{baseName} ensemble", volume))
+                mrml.set_segmentation_visible(ensemble, False)  # hidden until asked for
+            uncertainty = segmentation.GetNodeReference(mrml.REFERENCE_UNCERTAINTY)
+            rectifiedLabels = result.label_map("rectified")
+            mrml.write_organ_segments(segmentation, frame.from_axial(rectifiedLabels), prepared.organs, volume,
+                                      "rectified")
+            mrml.write_organ_segments(ensemble, frame.from_axial(result.label_map("ensemble")), prepared.organs,
+                                      volume, "ensemble")
+            if uncertainty is None:
+                uncertainty = new(mrml.write_uncertainty_volume(scene, None, f"{baseName} uncertainty",
+                                                                frame.from_axial(result.uncertainty_map()), volume))
+            else:
+                mrml.write_uncertainty_volume(scene, uncertainty, "", frame.from_axial(result.uncertainty_map()),
+                                              volume)
+            segmentation.SetNodeReferenceID(mrml.REFERENCE_ENSEMBLE, ensemble.GetID())
+            segmentation.SetNodeReferenceID(mrml.REFERENCE_UNCERTAINTY, uncertainty.GetID())
+            for node in created:
+                mrml.place_beside(node, volume)
+        except Exception:
+            for node in created:
+                scene.RemoveNode(node)
+            raise
+        return URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, prepared.organs,
+                            regions.organ_statistics(result, frame.spacing, rectifiedLabels),
+                            regions.uncertain_regions(result), prepared.missing)
+
+    def rerectify(self, outputs: URSAMOutputs, **changes) -> None:
+        """Re-run only the rectification (e.g. ``alpha_h=1.5``, ``method="fixed"``) and update URSAM's
+        rectified segments, the statistics and the regions. No SAM computation."""
+        outputs.result.rerectify(**changes)
+        labels = outputs.result.label_map("rectified")
+        mrml.write_organ_segments(outputs.segmentation, outputs.frame.from_axial(labels), outputs.organs,
+                                  outputs.inputVolume, "rectified")
+        outputs.statistics = regions.organ_statistics(outputs.result, outputs.frame.spacing, labels)
+        outputs.regions = regions.uncertain_regions(outputs.result)
+
+    # -- viewing ------------------------------------------------------------------------
+
+    def showResults(self, outputs: URSAMOutputs, heatmapOpacity: float, showEnsemble: bool) -> None:
+        """CT in the background, heatmap in the foreground of every slice view; ensemble as asked."""
+        scene = outputs.inputVolume.GetScene()
+        mrml.show_overlay(scene, outputs.inputVolume, outputs.uncertainty, heatmapOpacity)
+        mrml.set_segmentation_visible(outputs.ensemble, showEnsemble)
+
+    def setHeatmapOpacity(self, outputs: URSAMOutputs, opacity: float) -> None:
+        mrml.set_overlay_opacity(outputs.inputVolume.GetScene(), outputs.uncertainty, opacity)
+
+    def setEnsembleVisible(self, outputs: URSAMOutputs, visible: bool) -> None:
+        mrml.set_segmentation_visible(outputs.ensemble, visible)
+
+    def centreOn(self, outputs: URSAMOutputs, zyx) -> np.ndarray:
+        """Centre the slice views on an axial voxel ``(z, y, x)``; returns its RAS position."""
+        ras = mrml.ras_of_axial_index(zyx, outputs.frame, outputs.inputVolume)
+        mrml.centre_slice_views(outputs.inputVolume.GetScene(), ras)
+        return ras
+
+
+#
+# URSAMWidget
+#
+
+class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Glue between the .ui and :class:`URSAMLogic`."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.job = None
+        self.prepared = None
+        self.outputs: URSAMOutputs | None = None
+        self.regionIndex = -1
+        self.started = 0.0
+        self.timer = None
+        self._promptOrgans: list[PromptOrgan] = []
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/URSAM.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = URSAMLogic()
+
+        self.ui.organSetComboBox.addItem(_("Any organ in the prompts"), ANY_ORGAN)
+        for key, organSet in catalogue.organ_sets().items():
+            self.ui.organSetComboBox.addItem(organSet.title, key)
+        for name, entry in backboneCatalogue().items():
+            self.ui.backboneComboBox.addItem(entry["title"], name)
+        self.ui.backboneComboBox.setCurrentIndex(self.ui.backboneComboBox.findData(DEFAULT_BACKBONE))
+
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_INTERVAL_MS)
+        self.timer.connect("timeout()", self.onPollJob)
+
+        self.ui.promptSourceComboBox.connect("currentIndexChanged(int)", self.onPromptChanged)
+        self.ui.promptSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPromptChanged)
+        self.ui.promptLabelMapSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPromptChanged)
+        self.ui.classesPathLineEdit.connect("currentPathChanged(QString)", self.onPromptChanged)
+        self.ui.organSetComboBox.connect("currentIndexChanged(int)", self.onPromptChanged)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.alphaHSliderWidget.connect("valueChanged(double)", self.onRectificationChanged)
+        self.ui.thresholdModeComboBox.connect("currentIndexChanged(int)", self.onRectificationChanged)
+        self.ui.showEnsembleCheckBox.connect("toggled(bool)", self.onShowEnsemble)
+        self.ui.heatmapOpacitySliderWidget.connect("valueChanged(double)", self.onHeatmapOpacity)
+        self.ui.nextRegionButton.connect("clicked(bool)", self.onNextRegion)
+        self.ui.previousRegionButton.connect("clicked(bool)", self.onPreviousRegion)
+        self.ui.organTableWidget.connect("cellClicked(int,int)", self.onOrganClicked)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.onPromptChanged()
+        self.updateOutputs()
+
+    def cleanup(self):
+        self.removeObservers()
+        if self.job is not None:
+            self.job.cancel()
+            self.job = None
+        if self.timer is not None:
+            self.timer.stop()
+
+    def onSceneEndClose(self, caller=None, event=None):
+        if self.job is not None:
+            self.job.cancel()
+            self.job = None
+            self.timer.stop()
+            self.setRunning(False)
+        self.outputs = None
+        self.updateOutputs()
+
+    # -- reading the GUI ----------------------------------------------------------------
+
+    def promptSource(self) -> str:
+        return PROMPT_SOURCES[self.ui.promptSourceComboBox.currentIndex]
+
+    def promptNode(self):
+        source = self.promptSource()
+        if source == "segmentation":
+            return self.ui.promptSegmentationSelector.currentNode()
+        if source == "labelmap":
+            return self.ui.promptLabelMapSelector.currentNode()
+        return None
+
+    def settingsFromGUI(self) -> Settings:
+        """The UR-SAM settings the sliders and combo boxes show."""
+        return Settings(num_aug=int(round(self.ui.numAugSliderWidget.value)),
+                        ratio=float(self.ui.ratioSliderWidget.value),
+                        method=THRESHOLD_MODES[self.ui.thresholdModeComboBox.currentIndex],
+                        alpha_h=float(self.ui.alphaHSliderWidget.value))
+
+    def checkedOrganLabels(self) -> list[int]:
+        labels = []
+        for row in range(self.ui.organsListWidget.count):
+            item = self.ui.organsListWidget.item(row)
+            if item.checkState() == qt.Qt.Checked and item.data(qt.Qt.UserRole):
+                labels.append(int(item.data(qt.Qt.UserRole)))
+        return labels
+
+    def requestFromGUI(self) -> URSAMRequest:
+        return URSAMRequest(
+            inputVolume=self.ui.inputVolumeSelector.currentNode(),
+            promptSource=self.promptSource(),
+            promptNode=self.promptNode(),
+            classesPath=self.ui.classesPathLineEdit.currentPath,
+            templateFolder=self.ui.templatePathLineEdit.currentPath,
+            promptMode=PROMPT_MODES[self.ui.promptModeComboBox.currentIndex],
+            organSet=self.ui.organSetComboBox.currentData,
+            organLabels=self.checkedOrganLabels(),
+            settings=self.settingsFromGUI(),
+            backbone=self.ui.backboneComboBox.currentData,
+            checkpoint=self.ui.checkpointPathLineEdit.currentPath or None,
+            device=DEVICES[self.ui.deviceComboBox.currentIndex],
+            outputSegmentation=self.ui.outputSegmentationSelector.currentNode())
+
+    # -- prompts ------------------------------------------------------------------------
+
+    def onPromptChanged(self, *args):
+        source = self.promptSource()
+        for name, visible in (("promptSegmentation", source == "segmentation"),
+                              ("promptLabelMap", source == "labelmap"), ("classes", source == "labelmap"),
+                              ("template", source == "template")):
+            getattr(self.ui, f"{name}Label").setVisible(visible)
+        self.ui.promptSegmentationSelector.setVisible(source == "segmentation")
+        self.ui.promptLabelMapSelector.setVisible(source == "labelmap")
+        self.ui.classesPathLineEdit.setVisible(source == "labelmap")
+        self.ui.templatePathLineEdit.setVisible(source == "template")
+        self.ui.templateNoteLabel.setVisible(source == "template")
+        self.ui.promptModeComboBox.setEnabled(source != "template")
+        try:
+            self._promptOrgans = self.logic.promptOrgans(source, self.promptNode(),
+                                                         self.ui.organSetComboBox.currentData,
+                                                         self.ui.classesPathLineEdit.currentPath)
+        except URSAMError as error:
+            self._promptOrgans = []
+            self.ui.statusLabel.text = str(error)
+        self.ui.organsListWidget.clear()
+        for organ in self._promptOrgans:
+            text = organ.output.name if organ.inPrompt else _("{name} (no prompt)").format(name=organ.output.name)
+            item = qt.QListWidgetItem(text)
+            if organ.inPrompt:
+                item.setFlags(qt.Qt.ItemIsUserCheckable | qt.Qt.ItemIsEnabled)
+                item.setCheckState(qt.Qt.Checked)
+                item.setData(qt.Qt.UserRole, organ.label)
+            else:
+                item.setFlags(qt.Qt.NoItemFlags)
+            self.ui.organsListWidget.addItem(item)
+
+    # -- running ------------------------------------------------------------------------
+
+    def onApplyButton(self, *args):
+        if self.job is not None:
+            self.job.cancel()
+            self.onPollJob()
+            return
+        try:
+            self.logic.ensureDependencies()
+            self.prepared = self.logic.prepare(self.requestFromGUI())
+            self.started = time.monotonic()
+            self.job = self.logic.start(self.prepared)
+        except URSAMError as error:
+            self.prepared = None
+            slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
+            return
+        self.setRunning(True)
+        self.timer.start()
+        self.onPollJob()
+
+    def setRunning(self, running: bool) -> None:
+        self.ui.applyButton.text = _("Cancel") if running else _("Auto-segment organs")
+        self.ui.inputsCollapsibleButton.setEnabled(not running)
+        self.ui.advancedCollapsibleButton.setEnabled(not running)
+        self.ui.outputsCollapsibleButton.setEnabled(not running)
+        if running:
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Starting...")
+
+    def onPollJob(self):
+        if self.job is None:
+            return
+        status = self.job.poll()
+        self.ui.progressBar.value = int(round(100 * status.fraction))
+        self.ui.statusLabel.text = status.message
+        if not status.finished:
+            return
+        self.timer.stop()
+        job, prepared = self.job, self.prepared
+        self.job = self.prepared = None
+        self.setRunning(False)
+        if status.state == "cancelled":
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Cancelled; the scene was not changed.")
+            return
+        if status.state == "failed":
+            self.ui.statusLabel.text = _("Failed: {error}").format(error=status.error)
+            details = {"detailedText": status.details} if status.details else {}  # a bug: its log, for support
+            slicer.util.errorDisplay(status.error, windowTitle=_("URSAM"), **details)
+            return
+        try:
+            self.outputs = self.logic.apply(prepared, job.result())
+        except URSAMError as error:
+            slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
+            return
+        except Exception:
+            logging.error(traceback.format_exc())
+            slicer.util.errorDisplay(_("Writing the results into the scene failed."), windowTitle=_("URSAM"),
+                                     detailedText=traceback.format_exc())
+            return
+        self.ui.outputSegmentationSelector.setCurrentNode(self.outputs.segmentation)
+        self.logic.showResults(self.outputs, self.ui.heatmapOpacitySliderWidget.value,
+                               self.ui.showEnsembleCheckBox.checked)
+        missing = "; ".join(f"{name}: {reason}" for name, reason in self.outputs.missing.items())
+        count = len(self.outputs.organs)
+        self.ui.statusLabel.text = _("Segmented {count} {organs} in {seconds:.0f} s.").format(
+            count=count, organs=_("organ") if count == 1 else _("organs"),
+            seconds=time.monotonic() - self.started) + (
+            " " + _("Not segmented: {missing}.").format(missing=missing) if missing else "")
+        self.regionIndex = -1
+        self.updateOutputs()
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def onRectificationChanged(self, *args):
+        """α_h or the threshold mode changed: re-rectify the last result (no SAM recomputation)."""
+        if self.outputs is None or self.job is not None:
+            return
+        settings = self.settingsFromGUI()
+        try:
+            self.logic.rerectify(self.outputs, alpha_h=settings.alpha_h, method=settings.method)
+        except URSAMError as error:
+            slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
+            return
+        self.regionIndex = -1
+        self.updateOutputs()
+        self.ui.statusLabel.text = _("Rectification updated (α_h = {alpha:.2f}, {mode}).").format(
+            alpha=settings.alpha_h, mode=self.ui.thresholdModeComboBox.currentText)
+
+    def onShowEnsemble(self, visible):
+        if self.outputs is not None:
+            self.logic.setEnsembleVisible(self.outputs, bool(visible))
+
+    def onHeatmapOpacity(self, opacity):
+        if self.outputs is not None:
+            self.logic.setHeatmapOpacity(self.outputs, float(opacity))
+
+    def onNextRegion(self, *args):
+        self.stepRegion(+1)
+
+    def onPreviousRegion(self, *args):
+        self.stepRegion(-1)
+
+    def stepRegion(self, step: int) -> None:
+        if self.outputs is None or not self.outputs.regions:
+            return
+        count = len(self.outputs.regions)
+        if self.regionIndex < 0:  # the first step goes to the most (or, backwards, least) uncertain region
+            self.regionIndex = 0 if step > 0 else count - 1
+        else:
+            self.regionIndex = (self.regionIndex + step) % count
+        region = self.outputs.regions[self.regionIndex]
+        self.logic.centreOn(self.outputs, region.centre)
+        self.ui.statusLabel.text = _("Uncertain region {index} of {count}: {organ}, {voxels} voxels.").format(
+            index=self.regionIndex + 1, count=count, organ=region.organ, voxels=region.voxels)
+
+    def onOrganClicked(self, row, column=0):
+        if self.outputs is None or not 0 <= row < len(self.outputs.statistics):
+            return
+        statistics = self.outputs.statistics[row]
+        focus = regions.organ_focus(self.outputs.result, statistics.label)
+        if focus is not None:
+            self.logic.centreOn(self.outputs, focus)
+            self.ui.statusLabel.text = _("{organ}: centred on its most uncertain region.").format(organ=statistics.name)
+
+    def updateOutputs(self) -> None:
+        """Fill the organ table and enable the region buttons for the current result."""
+        table = self.ui.organTableWidget
+        rows = self.outputs.statistics if self.outputs is not None else []
+        table.setRowCount(len(rows))
+        for row, statistics in enumerate(rows):
+            cells = (statistics.name, f"{statistics.volume_ml:.1f}", f"{statistics.mean_uncertainty:.3f}",
+                     _("Review") if statistics.needs_review else _("OK"))
+            for column, text in enumerate(cells):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+        hasRegions = self.outputs is not None and bool(self.outputs.regions)
+        self.ui.nextRegionButton.setEnabled(hasRegions)
+        self.ui.previousRegionButton.setEnabled(hasRegions)
+
+
+#
+# URSAMTest
+#
+
+class URSAMTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (Developer mode: Reload and Test) and under pytest (Testing/test_slicer_module.py)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear(0)
+
+    def runTest(self):
+        self.setUp()
+        self.test_segments_land_on_the_prompted_organ()
+        self.setUp()
+        self.test_user_segments_survive_a_rerun_and_rectification_changes()
+        self.setUp()
+        self.test_background_process_and_cancel()
+        self.setUp()
+        self.test_litemedsam_on_a_small_volume()
+
+    # A small oblique CT (turned 15 degrees about the S axis): a bright 'organ' block in soft tissue.
+    def _volume(self, name="URSAM test CT"):
+        from vtk.util import numpy_support
+
+        hu = np.full((6, 48, 40), -80, np.int16)  # [k, j, i]
+        hu[1:5, 12:30, 8:26] = 120
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        image = vtk.vtkImageData()
+        image.SetDimensions(40, 48, 6)
+        image.AllocateScalars(vtk.VTK_SHORT, 1)
+        numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = hu.ravel()
+        node.SetAndObserveImageData(image)
+        angle = np.radians(15)
+        ijkToRas = np.array([[-0.8 * np.cos(angle), 0.9 * np.sin(angle), 0, 12.0],
+                             [-0.8 * np.sin(angle), -0.9 * np.cos(angle), 0, -4.0],
+                             [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
+        node.SetIJKToRASMatrix(mrml._vtk_matrix(ijkToRas))
+        node.CreateDefaultDisplayNodes()
+        return node, hu
+
+    def _promptSegmentation(self, volume, hu, name="Liver"):
+        segmentation = mrml.new_segmentation(slicer.mrmlScene, "URSAM test prompts", volume)
+        segmentation.GetSegmentation().AddEmptySegment("prompt", name)
+        image, extent = mrml._mask_image(hu > 0, mrml.ijk_to_ras(volume))
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        logic.SetBinaryLabelmapToSegment(image, segmentation, "prompt", logic.MODE_REPLACE, extent)
+        return segmentation
+
+    def _logic(self):
+        from URSAMSlicerLib.testing import bright_in_box
+
+        logic = URSAMLogic()
+        logic.runInProcess = True
+        logic.backboneLoader = bright_in_box
+        return logic
+
+    def test_segments_land_on_the_prompted_organ(self):
+        self.delayDisplay("URSAM: segments and heatmap on the input's voxels")
+        volume, hu = self._volume()
+        prompts = self._promptSegmentation(volume, hu)
+        outputs = self._logic().process(URSAMRequest(volume, promptNode=prompts,
+                                                     settings=Settings(num_aug=3, ratio=0.0)))
+        segment = outputs.segmentation.GetSegmentation().GetSegment(outputs.segmentation.GetSegmentation()
+                                                                      .GetNthSegmentID(0))
+        self.assertEqual(segment.GetName(), "Liver")
+        mask = mrml.segment_mask(outputs.segmentation, outputs.segmentation.GetSegmentation().GetNthSegmentID(0),
+                                 volume)
+        # ratio 0: every box is the organ's tight box, so the stand-in marks exactly the bright voxels
+        self.assertTrue(np.array_equal(mask, hu > 0))
+        uncertainty = mrml.voxel_array(outputs.uncertainty)
+        self.assertEqual(uncertainty.shape, hu.shape)
+        self.assertFalse(outputs.ensemble.GetDisplayNode().GetVisibility())
+        self.delayDisplay("Test passed")
+
+    def test_user_segments_survive_a_rerun_and_rectification_changes(self):
+        self.delayDisplay("URSAM: user segments are never touched")
+        volume, hu = self._volume()
+        prompts = self._promptSegmentation(volume, hu)
+        logic = self._logic()
+        request = URSAMRequest(volume, promptNode=prompts, settings=Settings(num_aug=4, ratio=0.1))
+        outputs = logic.process(request)
+        userMask = np.zeros(hu.shape, bool)
+        userMask[2:4, 5:40, 5:30] = True
+        outputs.segmentation.GetSegmentation().AddEmptySegment("mine", "My correction")
+        image, extent = mrml._mask_image(userMask, mrml.ijk_to_ras(volume))
+        segmentationLogic = slicer.vtkSlicerSegmentationsModuleLogic
+        segmentationLogic.SetBinaryLabelmapToSegment(image, outputs.segmentation, "mine",
+                                                     segmentationLogic.MODE_REPLACE, extent)
+        again = logic.process(replace(request, outputSegmentation=outputs.segmentation))
+        logic.rerectify(again, alpha_h=2.0, method="fixed")
+        self.assertEqual(again.segmentation.GetSegmentation().GetNumberOfSegments(), 2)
+        self.assertTrue(np.array_equal(mrml.segment_mask(again.segmentation, "mine", volume), userMask))
+        self.delayDisplay("Test passed")
+
+    def test_background_process_and_cancel(self):
+        self.delayDisplay("URSAM: background process, then cancel")
+        volume, hu = self._volume()
+        prompts = self._promptSegmentation(volume, hu)
+        logic = URSAMLogic()
+        logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
+        outputs = logic.process(URSAMRequest(volume, promptNode=prompts, settings=Settings(ratio=0.0)))
+        self.assertTrue(np.array_equal(
+            mrml.segment_mask(outputs.segmentation, outputs.segmentation.GetSegmentation().GetNthSegmentID(0), volume),
+            hu > 0))
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:slow_loader")
+        job = logic.start(logic.prepare(URSAMRequest(volume, promptNode=prompts)))
+        job.cancel()
+        self.assertEqual(job.poll().state, "cancelled")
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        self.delayDisplay("Test passed")
+
+    def test_litemedsam_on_a_small_volume(self):
+        self.delayDisplay("URSAM: LiteMedSAM on a 6-slice synthetic CT")
+        if dependencies.missing_requirements() or not dependencies.torch_installed():
+            self.delayDisplay("Skipped: torch or URSAM's packages are not installed (start a segmentation once "
+                              "to install them).")
+            return
+        volume, hu = self._volume()
+        prompts = self._promptSegmentation(volume, hu)
+        logic = URSAMLogic()
+        logic.runInProcess = True
+        outputs = logic.process(URSAMRequest(volume, promptNode=prompts, device="cpu"))
+        mask = mrml.segment_mask(outputs.segmentation, outputs.segmentation.GetSegmentation().GetNthSegmentID(0),
+                                 volume)
+        organ = hu > 0
+        dice = 2 * np.count_nonzero(mask & organ) / (np.count_nonzero(mask) + np.count_nonzero(organ))
+        self.assertGreater(dice, 0.75)  # 0.83 measured; a misplaced result would score near 0
+        self.delayDisplay(f"Test passed (Dice {dice:.3f})")

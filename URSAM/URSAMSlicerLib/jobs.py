@@ -1,0 +1,358 @@
+"""A UR-SAM run as a job: computed in this process, or in a background process.
+
+Slicer's GUI thread holds Python's global interpreter lock whenever it is idle (PythonQt does
+not release it), so a Python thread computing SAM there would crawl. The module therefore runs
+the heavy part — loading the backbone and :func:`URSAMLib.pipeline.segment` — in a separate
+Python process (:class:`BackgroundJob`) that shares nothing with the scene:
+
+* the job (axial HU volume, prompt boxes, settings, backbone) is written to a private folder;
+* the worker (``python -m URSAMSlicerLib.jobs FOLDER``) writes its progress to a file that the
+  GUI polls with a timer, and the result (each organ's crops: ensemble, plain SAM, intensity,
+  uncertainty, box region) to ``result.npz``;
+* a user mistake ends the worker with ``error.json`` (one line for a dialog); cancelling
+  terminates it. Either way nothing reaches the scene, and the folder is deleted.
+
+:class:`InProcessJob` runs the same computation synchronously (scripts, tests, the in-Slicer
+self-test). Both hand back a complete :class:`~URSAMLib.pipeline.SegmentationResult`, so
+re-rectifying later needs no SAM recomputation.
+
+Plain Python: no Slicer, no Qt.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from URSAMLib.errors import Cancelled, URSAMError
+from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings, segment
+from URSAMLib.prompts import OrganPrompt
+
+BackboneLoader = Callable[[str, "str | None", str], object]
+"""``(name, checkpoint, device) -> backbone``; :func:`URSAMLib.backbones.load_backbone` by default."""
+
+EXIT_USER_ERROR = 2
+
+
+@dataclass
+class Job:
+    """Everything a run needs, without any MRML."""
+
+    hu: np.ndarray
+    """The CT, axial ``[z, y, x]``, float32 HU."""
+    prompts: list[OrganPrompt]
+    settings: Settings
+    backbone: str = "litemedsam"
+    checkpoint: str | None = None
+    device: str = "auto"
+
+
+@dataclass
+class JobStatus:
+    state: str
+    """``running``, ``done``, ``failed`` or ``cancelled``."""
+    fraction: float = 0.0
+    message: str = ""
+    error: str | None = None
+    """For ``failed``: a message for the user (one line for a user mistake)."""
+    details: str = ""
+    """For ``failed`` by a bug: the worker's log, for the detailed text of the error dialog."""
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+
+# ---------------------------------------------------------------------------------------
+# Computing
+
+_BACKBONES: dict[tuple, object] = {}
+
+
+def cached_backbone(name: str, checkpoint: str | None, device: str, loader: BackboneLoader | None = None):
+    """Load a backbone once per process and keep it: loading weights costs seconds."""
+    if loader is None:
+        from URSAMLib.backbones import load_backbone as loader
+    key = (name, checkpoint, device, loader)
+    if key not in _BACKBONES:
+        _BACKBONES.clear()  # keep one model in memory, not one per setting tried
+        _BACKBONES[key] = loader(name, checkpoint, device)
+    return _BACKBONES[key]
+
+
+def compute(job: Job, progress: Callable[[float, str], None] | None = None,
+            cancel: Callable[[], bool] | None = None, loader: BackboneLoader | None = None) -> SegmentationResult:
+    """Load the backbone and run UR-SAM on the job (raises URSAMError, Cancelled)."""
+    if progress is not None:
+        progress(0.0, f"Loading {job.backbone}")
+    backbone = cached_backbone(job.backbone, job.checkpoint, job.device, loader)
+    if cancel is not None and cancel():
+        raise Cancelled()
+    return segment(job.hu, job.prompts, backbone, job.settings, progress=progress, cancel=cancel)
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+
+def save_job(job: Job, folder: Path) -> None:
+    """Write a job into ``folder``: ``hu.npy``, ``boxes.npz`` and ``job.json``."""
+    np.save(folder / "hu.npy", np.ascontiguousarray(job.hu, dtype=np.float32))
+    boxes = {}
+    organs = []
+    for index, prompt in enumerate(job.prompts):
+        zs = sorted(prompt.boxes)
+        boxes[f"z{index}"] = np.array(zs, dtype=np.int64)
+        boxes[f"b{index}"] = np.array([prompt.boxes[z] for z in zs], dtype=np.float64).reshape(-1, 4)
+        organs.append({"name": prompt.name, "label": prompt.label})
+    np.savez(folder / "boxes.npz", **boxes)
+    (folder / "job.json").write_text(json.dumps({
+        "organs": organs, "settings": dataclasses.asdict(job.settings), "backbone": job.backbone,
+        "checkpoint": job.checkpoint, "device": job.device}))
+
+
+def load_job(folder: Path) -> Job:
+    meta = json.loads((folder / "job.json").read_text())
+    with np.load(folder / "boxes.npz") as boxes:
+        prompts = [OrganPrompt(organ["name"], int(organ["label"]),
+                               {int(z): box for z, box in zip(boxes[f"z{i}"], boxes[f"b{i}"])})
+                   for i, organ in enumerate(meta["organs"])]
+    return Job(np.load(folder / "hu.npy"), prompts, Settings(**meta["settings"]), meta["backbone"],
+               meta["checkpoint"], meta["device"])
+
+
+_ORGAN_ARRAYS = ("box_region", "intensity", "ensemble", "uncertainty", "plain")
+
+
+def save_result(result: SegmentationResult, path: Path) -> None:
+    """Write a result with every organ's crops, so that it can be re-rectified after loading."""
+    arrays = {}
+    organs = []
+    for index, organ in enumerate(result.organs):
+        for name in _ORGAN_ARRAYS:
+            arrays[f"{name}{index}"] = getattr(organ, name)
+        zs = sorted(organ.boxes)
+        arrays[f"boxz{index}"] = np.array(zs, dtype=np.int64)
+        arrays[f"boxes{index}"] = np.array([organ.boxes[z] for z in zs], dtype=np.float64).reshape(-1, 4)
+        organs.append({"name": organ.name, "label": organ.label,
+                       "region": [[s.start, s.stop] for s in organ.region]})
+    meta = {"organs": organs, "shape": list(result.shape), "settings": dataclasses.asdict(result.settings),
+            "timings": result.timings}
+    arrays["meta"] = np.array(json.dumps(meta))
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+
+
+def load_result(path: Path) -> SegmentationResult:
+    """Read a result written by :func:`save_result`; rectification is recomputed from the crops."""
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+        settings = Settings(**meta["settings"])
+        organs = []
+        for index, organ in enumerate(meta["organs"]):
+            boxes = {int(z): box for z, box in zip(data[f"boxz{index}"], data[f"boxes{index}"])}
+            result_organ = OrganResult(organ["name"], int(organ["label"]),
+                                       tuple(slice(a, b) for a, b in organ["region"]), boxes,
+                                       *(data[f"{name}{index}"] for name in _ORGAN_ARRAYS))
+            result_organ.rectify(settings)
+            organs.append(result_organ)
+    return SegmentationResult(organs, tuple(meta["shape"]), settings, meta["timings"])
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+
+class InProcessJob:
+    """Runs the job synchronously in :meth:`start`; :meth:`poll` then reports the outcome."""
+
+    def __init__(self, job: Job, loader: BackboneLoader | None = None):
+        self.job, self.loader = job, loader
+        self._status = JobStatus("running")
+        self._result: SegmentationResult | None = None
+        self._cancelled = False
+
+    def start(self) -> None:
+        def progress(fraction: float, message: str) -> None:
+            self._status = JobStatus("running", fraction, message)
+
+        try:
+            self._result = compute(self.job, progress, lambda: self._cancelled, self.loader)
+            self._status = JobStatus("done", 1.0, "Done")
+        except Cancelled:
+            self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
+        except URSAMError as error:
+            self._status = JobStatus("failed", self._status.fraction, "Failed", str(error))
+
+    def poll(self) -> JobStatus:
+        return self._status
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if not self._status.finished:
+            self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
+
+    def wait(self, timeout: float = 0.0) -> JobStatus:
+        return self._status
+
+    def result(self) -> SegmentationResult:
+        if self._result is None:
+            raise RuntimeError("the job has no result")
+        return self._result
+
+    def cleanup(self) -> None:
+        pass
+
+
+def worker_pythonpath() -> str:
+    """PYTHONPATH for the worker: the folders holding URSAMLib and URSAMSlicerLib."""
+    import URSAMLib
+
+    folders = [str(Path(URSAMLib.__file__).resolve().parent.parent), str(Path(__file__).resolve().parent.parent)]
+    existing = os.environ.get("PYTHONPATH")
+    return os.pathsep.join(dict.fromkeys(folders + ([existing] if existing else [])))
+
+
+class BackgroundJob:
+    """Runs the job in another Python process; poll it from a GUI timer."""
+
+    def __init__(self, job: Job, python: str | None = None, extra_arguments: tuple[str, ...] = (),
+                 environment: dict[str, str] | None = None):
+        self.job = job
+        self.python = python or sys.executable
+        self.extra_arguments = tuple(extra_arguments)
+        self.environment = environment
+        self.folder: Path | None = None
+        self._process: subprocess.Popen | None = None
+        self._status = JobStatus("running", 0.0, "Starting")
+        self._result: SegmentationResult | None = None
+        self._log = None
+
+    def start(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="ursam-job-"))
+        save_job(self.job, self.folder)
+        self.job = None  # the worker has it; do not hold a second copy of the volume
+        environment = dict(os.environ if self.environment is None else self.environment)
+        environment["PYTHONPATH"] = worker_pythonpath()
+        self._log = open(self.folder / "worker.log", "w")
+        self._process = subprocess.Popen(
+            [self.python, "-m", "URSAMSlicerLib.jobs", str(self.folder), *self.extra_arguments],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
+
+    def poll(self) -> JobStatus:
+        if self._status.finished or self._process is None:
+            return self._status
+        code = self._process.poll()
+        progress = self.folder / "progress.json"
+        if progress.exists():
+            try:
+                update = json.loads(progress.read_text())
+                self._status = JobStatus("running", float(update["fraction"]), update["message"])
+            except (OSError, ValueError, KeyError):
+                pass  # replaced while reading; the next poll reads it
+        if code is None:
+            return self._status
+        self._close_log()
+        if code == 0 and (self.folder / "result.npz").exists():
+            self._result = load_result(self.folder / "result.npz")
+            self._status = JobStatus("done", 1.0, "Done")
+        elif (self.folder / "error.json").exists():
+            message = json.loads((self.folder / "error.json").read_text())["message"]
+            self._status = JobStatus("failed", self._status.fraction, "Failed", message)
+        else:
+            log = (self.folder / "worker.log").read_text(errors="replace")
+            self._status = JobStatus("failed", self._status.fraction, "Failed",
+                                     f"The segmentation process stopped unexpectedly (exit status {code}).",
+                                     log[-20000:])
+        self.cleanup()
+        return self._status
+
+    def wait(self, timeout: float = 600.0, interval: float = 0.1) -> JobStatus:
+        """Poll until the job finishes (for scripts and tests; the GUI polls from a timer)."""
+        deadline = time.monotonic() + timeout
+        while not self.poll().finished:
+            if time.monotonic() > deadline:
+                self.cancel()
+                raise TimeoutError("the segmentation process did not finish in time")
+            time.sleep(interval)
+        return self._status
+
+    def cancel(self) -> None:
+        """Stop the worker at once; its partial work is discarded."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if not self._status.finished:
+            self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
+        self._close_log()
+        self.cleanup()
+
+    def result(self) -> SegmentationResult:
+        if self._result is None:
+            raise RuntimeError("the job has no result")
+        return self._result
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def cleanup(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The worker process
+
+def _factory(spec: str) -> BackboneLoader:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m URSAMSlicerLib.jobs",
+                                     description="Run one URSAM job folder (started by the Slicer module).")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--backbone-factory", metavar="MODULE:FUNCTION",
+                        help="load the backbone with this function instead of URSAMLib's (tests)")
+    args = parser.parse_args(argv)
+    folder: Path = args.folder
+
+    def progress(fraction: float, message: str) -> None:
+        _write_atomically(folder / "progress.json", json.dumps({"fraction": fraction, "message": message}))
+
+    try:
+        job = load_job(folder)
+        loader = _factory(args.backbone_factory) if args.backbone_factory else None
+        result = compute(job, progress, loader=loader)
+        save_result(result, folder / "result.npz")
+    except URSAMError as error:
+        _write_atomically(folder / "error.json", json.dumps({"message": str(error)}))
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
