@@ -139,3 +139,40 @@ def test_invalid_settings_and_empty_prompts_are_user_errors():
         segment(volume(), prompts(), BrightInBox(), Settings(ratio=2))
     with pytest.raises(URSAMError, match="No organ"):
         segment(volume(), [OrganPrompt("a", 1, {})], BrightInBox())
+
+
+def test_variants_share_embeddings_and_equal_separate_runs():
+    from URSAMLib.pipeline import segment_variants
+
+    backbone = BrightInBox()
+    variants = {"n3": (prompts(), Settings(num_aug=3, ratio=0.05, seed=1)),
+                "n1": (prompts()[1:], Settings(num_aug=1))}
+    results = segment_variants(volume(), variants, backbone)
+    assert sum(backbone.embedded) == 5  # slices 1..5 once, for both variants
+    for key, (organ_prompts, settings) in variants.items():
+        alone = segment(volume(), organ_prompts, BrightInBox(), settings)
+        assert np.array_equal(results[key].label_map(), alone.label_map())
+        assert np.array_equal(results[key].uncertainty_map(), alone.uncertainty_map())
+
+
+def test_slice_wise_refinement_shrinks_a_loose_box_to_the_organ():
+    loose = OrganPrompt("a", 1, {z: np.array([0.0, 0.0, 39.0, 29.0]) for z in (1, 2, 3)})
+    ct = volume()
+    ct[:, 15:25, 20:35] = -100  # only organ A is bright
+    plain = segment(ct, [loose], BrightInBox(), Settings(num_aug=1))
+    refined = segment(ct, [loose], BrightInBox(), Settings(num_aug=1, refine=True, refine_margin=2))
+    # Organ A spans rows 5..11 and columns 5..14: refined box = that plus 2 pixels.
+    assert np.array_equal(refined.organs[0].boxes[2], [3, 3, 16, 13])
+    assert np.array_equal(plain.organs[0].boxes[2], [0, 0, 39, 29])
+    assert refined.organs[0].box_region.sum() < plain.organs[0].box_region.sum()
+    assert refined.timings["boxes"] == 2 * plain.timings["boxes"]  # every slice decoded twice
+
+
+def test_refined_box_keeps_the_largest_component_inside_the_prompt():
+    from URSAMLib.pipeline import refined_box
+
+    mask = np.zeros((20, 20), bool)
+    mask[2:4, 2:4] = True  # small blob
+    mask[8:15, 9:18] = True  # large blob
+    assert np.array_equal(refined_box(mask, np.array([0, 0, 16, 19.0]), 1), [8, 7, 16, 15])
+    assert refined_box(np.zeros((5, 5), bool), np.array([0, 0, 4, 4.0]), 1) is None

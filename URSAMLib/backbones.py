@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import URSAMError
 from .resources import load_json
-from .weights import KnownFile, default_cache_dir, load_state_dict, sha256_of, verify
+from .weights import KnownFile, default_cache_dir, load_state_dict, sha256_of
 
 if TYPE_CHECKING:
     import torch

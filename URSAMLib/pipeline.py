@@ -38,6 +38,10 @@ class Settings:
     alpha_h: float = DEFAULT_ALPHA_H
     lower_bound: str = DEFAULT_LOWER_BOUND
     fixed_threshold: float = DEFAULT_FIXED_THRESHOLD
+    refine: bool = False
+    """Slice-wise box refinement: re-prompt each slice with the box of its own first prediction."""
+    refine_margin: int = 2
+    """Pixels added around the first prediction's box when refining."""
     slice_batch: int = 0
     """Slices embedded per encoder call; 0 = 1 on CPU, 8 on a GPU."""
     box_batch: int = 64
@@ -146,6 +150,11 @@ class _Plan:
     prompt: OrganPrompt
     augmented: dict[int, np.ndarray]
     region: tuple[slice, slice, slice]
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)
+    """The un-augmented boxes finally used (the prompt's, or refined ones)."""
+
+    def __post_init__(self):
+        self.boxes = dict(self.prompt.boxes)
 
 
 def _plan(prompt: OrganPrompt, settings: Settings, shape: tuple[int, int, int]) -> _Plan:
@@ -164,10 +173,52 @@ def _plan(prompt: OrganPrompt, settings: Settings, shape: tuple[int, int, int]) 
 def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:
     region = np.zeros(crop_shape, bool)
     z0, y0, x0 = plan.region[0].start, plan.region[1].start, plan.region[2].start
-    for z, (bx0, by0, bx1, by1) in plan.prompt.boxes.items():
+    for z, (bx0, by0, bx1, by1) in plan.boxes.items():
         region[z - z0, int(round(by0)) - y0:int(round(by1)) + 1 - y0,
                int(round(bx0)) - x0:int(round(bx1)) + 1 - x0] = True
     return region
+
+
+def _decode_groups(backbone: SamBackbone, embedding, groups: list[np.ndarray], slice_shape: tuple[int, int],
+                   box_batch: int) -> list[np.ndarray]:
+    """Decode groups of boxes (``k x 4`` each) on one slice together; one ``k x H x W`` map per group."""
+    boxes = np.concatenate(groups)
+    maps = np.concatenate([backbone.decode(embedding, boxes[i:i + box_batch], slice_shape)
+                           for i in range(0, len(boxes), box_batch)])
+    return np.split(maps, np.cumsum([len(g) for g in groups])[:-1])
+
+
+def refined_box(mask: np.ndarray, outer: np.ndarray, margin: int) -> np.ndarray | None:
+    """The box ``(x0, y0, x1, y1)`` of a slice mask's largest connected component, grown by
+    ``margin`` pixels and kept inside ``outer`` (the original prompt); None for an empty mask."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(mask)
+    if count == 0:
+        return None
+    largest = components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+    rows, cols = np.flatnonzero(largest.any(axis=1)), np.flatnonzero(largest.any(axis=0))
+    box = np.array([cols[0] - margin, rows[0] - margin, cols[-1] + margin, rows[-1] + margin], np.float64)
+    return np.concatenate([np.maximum(box[:2], outer[:2]), np.minimum(box[2:], outer[2:])])
+
+
+def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np.ndarray], settings: Settings,
+                  slice_shape: tuple[int, int]) -> int:
+    """Slice-wise refinement, in place: an organ the first pass found on slice ``z`` is
+    prompted again with the box of what it found (a 3-D box projected on a slice is loose
+    near the organ's top and bottom). Returns the number of extra boxes decoded."""
+    refined, where = [], []
+    for j, plan in enumerate(plans):
+        box = refined_box(maps[j].mean(axis=0) > 0.5, plan.boxes[z], settings.refine_margin)
+        if box is not None:
+            rng = np.random.default_rng([settings.seed, plan.prompt.label, z, 1])  # its own stream
+            refined.append(augment_box(box, settings.num_aug, settings.ratio, slice_shape, rng))
+            where.append(j)
+            plan.boxes[z] = box
+    if refined:
+        for j, group in zip(where, _decode_groups(backbone, embedding, refined, slice_shape, settings.box_batch)):
+            maps[j] = group
+    return sum(len(g) for g in refined)
 
 
 def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
@@ -179,17 +230,32 @@ def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
     progress: called after every slice; cancel: polled between slices — when it returns
     True, :class:`~URSAMLib.errors.Cancelled` is raised and nothing is returned.
     """
-    settings = settings.validate()
-    prompts = [p for p in prompts if p.boxes]
-    if not prompts:
+    return segment_variants(ct, {"": (prompts, settings)}, backbone, progress, cancel)[""]
+
+
+def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt], Settings]],
+                     backbone: SamBackbone, progress: Progress | None = None,
+                     cancel: Callable[[], bool] | None = None) -> dict[str, SegmentationResult]:
+    """Several runs on one CT — other prompts, augmentation or refinement — sharing every
+    slice embedding: each slice any variant needs is embedded once, and the boxes of all
+    variants on it are decoded together. ``variants`` maps a name to (prompts, settings);
+    returns a result per name (their ``timings`` are those of the shared run).
+    """
+    for _, settings in variants.values():
+        settings.validate()
+    variants = {key: ([p for p in prompts if p.boxes], settings) for key, (prompts, settings) in variants.items()}
+    if not any(prompts for prompts, _ in variants.values()):
         raise URSAMError("No organ has a prompt box; nothing to segment.")
     start = time.perf_counter()
     intensity = window_ct(ct, backbone.window)
-    plans = [_plan(p, settings, ct.shape) for p in prompts]
-    sums = [np.zeros(tuple(s.stop - s.start for s in plan.region), np.float32) for plan in plans]
-    plains = [np.zeros_like(total) for total in sums]
-    needed = sorted({z for plan in plans for z in plan.augmented})
-    batch = settings.slice_batch or (1 if backbone.device == "cpu" else 8)
+    plans = {key: [_plan(p, settings, ct.shape) for p in prompts] for key, (prompts, settings) in variants.items()}
+    sums = {key: [np.zeros(tuple(s.stop - s.start for s in plan.region), np.float32) for plan in group]
+            for key, group in plans.items()}
+    plains = {key: [np.zeros_like(total) for total in group] for key, group in sums.items()}
+    needed = sorted({z for group in plans.values() for plan in group for z in plan.augmented})
+    first_settings = next(iter(variants.values()))[1]
+    batch = first_settings.slice_batch or (1 if backbone.device == "cpu" else 8)
+    box_batch = first_settings.box_batch
     timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "boxes": 0}
 
     for first in range(0, len(needed), batch):
@@ -201,31 +267,41 @@ def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
         timings["embed_s"] += time.perf_counter() - tick
         tick = time.perf_counter()
         for row, z in enumerate(zs):
-            owners = [k for k, plan in enumerate(plans) if z in plan.augmented]
-            boxes = np.concatenate([plans[k].augmented[z] for k in owners])
-            timings["boxes"] += len(boxes)
-            probabilities = np.concatenate([
-                backbone.decode(embeddings[row:row + 1], boxes[i:i + settings.box_batch], ct.shape[1:])
-                for i in range(0, len(boxes), settings.box_batch)])
-            for j, k in enumerate(owners):
-                _, ys, xs = plans[k].region
-                rows = probabilities[j * settings.num_aug:(j + 1) * settings.num_aug, ys, xs]
-                sums[k][z - plans[k].region[0].start] = rows.sum(axis=0)
-                plains[k][z - plans[k].region[0].start] = rows[0]  # row 0: the original box
+            embedding = embeddings[row:row + 1]
+            owners = [(key, k) for key, group in plans.items() for k, plan in enumerate(group) if z in plan.augmented]
+            groups = [plans[key][k].augmented[z] for key, k in owners]
+            maps = _decode_groups(backbone, embedding, groups, ct.shape[1:], box_batch)
+            timings["boxes"] += sum(len(g) for g in groups)
+            for key, (_, settings) in variants.items():
+                mine = [i for i, (owner, _) in enumerate(owners) if owner == key]
+                if settings.refine and mine:
+                    mine_maps = [maps[i] for i in mine]
+                    timings["boxes"] += _refine_slice(backbone, embedding, z, [plans[key][owners[i][1]] for i in mine],
+                                                      mine_maps, settings, ct.shape[1:])
+                    for i, group in zip(mine, mine_maps):
+                        maps[i] = group
+            for (key, k), group in zip(owners, maps):
+                plan = plans[key][k]
+                _, ys, xs = plan.region
+                sums[key][k][z - plan.region[0].start] = group[:, ys, xs].sum(axis=0)
+                plains[key][k][z - plan.region[0].start] = group[0, ys, xs]  # row 0: the original box
         timings["decode_s"] += time.perf_counter() - tick
         if progress is not None:
             progress(min(first + batch, len(needed)) / len(needed),
                      f"Segmented slice {min(first + batch, len(needed))} of {len(needed)}")
 
     tick = time.perf_counter()
-    organs = []
-    for plan, total, plain in zip(plans, sums, plains):
-        ensemble = total / settings.num_aug  # Eq. 1
-        organ = OrganResult(plan.prompt.name, plan.prompt.label, plan.region, plan.prompt.boxes,
-                            _box_region(plan, ensemble.shape), intensity[plan.region].copy(),
-                            ensemble, predictive_entropy(ensemble), plain)
-        organ.rectify(settings)
-        organs.append(organ)
+    results = {}
+    for key, (_, settings) in variants.items():
+        organs = []
+        for plan, total, plain in zip(plans[key], sums[key], plains[key]):
+            ensemble = total / settings.num_aug  # Eq. 1
+            organ = OrganResult(plan.prompt.name, plan.prompt.label, plan.region, plan.boxes,
+                                _box_region(plan, ensemble.shape), intensity[plan.region].copy(),
+                                ensemble, predictive_entropy(ensemble), plain)
+            organ.rectify(settings)
+            organs.append(organ)
+        results[key] = SegmentationResult(organs, tuple(ct.shape), settings, timings)
     timings["rectify_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
-    return SegmentationResult(organs, tuple(ct.shape), settings, timings)
+    return results
