@@ -47,6 +47,12 @@ def dcmqi() -> Path:
     return _require(DCMQI)
 
 
+def hn_pair(head_neck: Path, number: int, split: str = "train") -> tuple[str, str]:
+    """Paths of head-and-neck patient ``number``'s CT and organ-at-risk label map."""
+    ct = head_neck / split / f"pt_{number}_ct.nii.gz"
+    return str(ct), str(ct).replace("_ct.nii.gz", "_oar.nii.gz")
+
+
 def synthetic_ct(shape=(6, 40, 48), spacing=(0.8, 0.9, 2.5), direction=None, origin=(10.0, -20.0, 30.0),
                  seed=0) -> sitk.Image:
     """A small CT-like image (int16 HU) with a bright box 'organ', on any grid.

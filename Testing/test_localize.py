@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import hn_pair
 from URSAMLib import io
 from URSAMLib.localize import _clipped_box, box_iou, localize_by_registration
 from URSAMLib.prompts import Box3D
@@ -27,14 +28,9 @@ def test_boxes_outside_or_collapsed_are_not_found_with_a_reason():
     assert box is None and "collapses" in reason
 
 
-def pair(head_neck, number, split="train"):
-    ct = head_neck / split / f"pt_{number}_ct.nii.gz"
-    return str(ct), str(ct).replace("_ct.nii.gz", "_oar.nii.gz")
-
-
 @pytest.fixture(scope="module")
 def hn_template(head_neck, tmp_path_factory):
-    images, labels = zip(*(pair(head_neck, n) for n in (4, 13)))
+    images, labels = zip(*(hn_pair(head_neck, n) for n in (4, 13)))
     return build_template(list(images), list(labels), io.read_classes(head_neck / "classes.json"),
                           tmp_path_factory.mktemp("t") / "hn", organs=["Brainstem", "Mandible", "RightParotid"])
 
@@ -42,7 +38,7 @@ def hn_template(head_neck, tmp_path_factory):
 def test_a_support_moved_in_space_is_found_where_its_labels_are(head_neck, hn_template, tmp_path):
     # Query = support pt_4 itself with a shifted origin: registration must undo the shift exactly
     # (a mapping in the wrong direction would show twice the shift).
-    ct_path, label_path = pair(head_neck, 4)
+    ct_path, label_path = hn_pair(head_neck, 4)
     moved = sitk.ReadImage(ct_path)
     moved.SetOrigin((25.0, -15.0, 30.0))
     support_only = type(hn_template)(hn_template.folder, hn_template.organs, "", hn_template.supports[:1])
@@ -54,7 +50,7 @@ def test_a_support_moved_in_space_is_found_where_its_labels_are(head_neck, hn_te
 
 
 def test_organs_of_an_unseen_patient_are_localized(head_neck, hn_template):
-    ct_path, label_path = pair(head_neck, 201, "validation")
+    ct_path, label_path = hn_pair(head_neck, 201, "validation")
     ct = io.read_ct(ct_path)
     labels, _ = io.axial_array(io.read_label_map(label_path, ct), np.uint16)
     found = localize_by_registration(ct, hn_template)

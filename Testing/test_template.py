@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import hn_pair
 from URSAMLib import io
 from URSAMLib.errors import URSAMError
 from URSAMLib.template import Template, build_template, extreme_points
@@ -26,14 +27,9 @@ def test_extreme_points_lie_on_the_organ_in_a_fixed_order():
     assert u_shape[tuple(extreme_points(u_shape).astype(int).T)].all()  # never between the arms
 
 
-def pair(head_neck, number, split="train"):
-    ct = head_neck / split / f"pt_{number}_ct.nii.gz"
-    return str(ct), str(ct).replace("_ct.nii.gz", "_oar.nii.gz")
-
-
 @pytest.fixture(scope="module")
 def template(head_neck, tmp_path_factory):
-    images, labels = zip(*(pair(head_neck, n) for n in (4, 13)))
+    images, labels = zip(*(hn_pair(head_neck, n) for n in (4, 13)))
     classes = io.read_classes(head_neck / "classes.json")
     return build_template(list(images), list(labels), classes, tmp_path_factory.mktemp("t") / "hn",
                           body_region="head-and-neck")
@@ -45,7 +41,7 @@ def test_template_records_points_on_each_support_organ(template, head_neck):
     assert set(template.organs) == {"Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus",
                                     "Larynx", "Mandible"}
     assert len(template.supports) == 2 and template.body_region == "head-and-neck"
-    ct_path, label_path = pair(head_neck, 4)
+    ct_path, label_path = hn_pair(head_neck, 4)
     labels = sitk.ReadImage(label_path)
     for organ, value in template.organs.items():
         for point in template.supports[0].points_mm[organ]:
@@ -73,13 +69,13 @@ def test_loading_checks_the_manifest(tmp_path, template):
 
 def test_build_errors_name_the_file(head_neck, tmp_path):
     classes = io.read_classes(head_neck / "classes.json")
-    ct4, lab4 = pair(head_neck, 4)
-    ct202, lab202 = pair(head_neck, 202, "validation")  # has no Esophagus and no Larynx
+    ct4, lab4 = hn_pair(head_neck, 4)
+    ct202, lab202 = hn_pair(head_neck, 202, "validation")  # has no Esophagus and no Larynx
     with pytest.raises(URSAMError, match="pt_202_oar.nii.gz has no voxels of Esophagus, Larynx"):
         build_template([ct4, ct202], [lab4, lab202], classes, tmp_path / "t", organs=list(classes.values()))
     with pytest.raises(URSAMError, match="one label map per image"):
         build_template([ct4, ct202], [lab4], classes, tmp_path / "t")
-    _, lab201 = pair(head_neck, 201, "validation")  # 5.4 mm pixels, pt_4 has 3.9 mm
+    _, lab201 = hn_pair(head_neck, 201, "validation")  # 5.4 mm pixels, pt_4 has 3.9 mm
     with pytest.raises(URSAMError, match="pt_201_oar.nii.gz is on another grid"):
         build_template([ct4], [lab201], classes, tmp_path / "t")
     with pytest.raises(URSAMError, match="not in the class map"):
