@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from URSAMLib.prompts import (BOX_MARGIN, Box3D, augment_box, augmentation_rng, clip_boxes,
-                              prompts_from_labels, slice_boxes_from_mask)
+from URSAMLib.prompts import (DEFAULT_BOX_MARGIN, PAPER_BOX_MARGIN, Box3D, BoxMargin, augment_box,
+                              augmentation_rng, clip_boxes, prompts_from_labels, slice_boxes_from_mask)
 
 
 def organ(shape=(8, 20, 30)):
@@ -21,10 +21,23 @@ def test_box3d_goes_through_the_six_extreme_points():
 
 
 def test_extension_by_the_paper_margin_is_clipped_to_the_image():
-    box = Box3D(2, 4, 4, 9, 10, 15).extended(BOX_MARGIN, (8, 20, 30))
-    assert BOX_MARGIN == (2, 10, 10)
+    box = Box3D(2, 4, 4, 9, 10, 15).extended(PAPER_BOX_MARGIN.voxels(None), (8, 20, 30))
+    assert PAPER_BOX_MARGIN.voxels(None) == (2, 10, 10)
     assert box == Box3D(0, 6, 0, 19, 0, 25)
     assert Box3D(0, 0, 0, 0, 0, 0).extended((1, 1, 1), (1, 1, 1)) == Box3D(0, 0, 0, 0, 0, 0)
+
+
+def test_margins_in_mm_become_voxels_by_spacing():
+    assert DEFAULT_BOX_MARGIN.voxels((2.5, 0.8, 0.8)) == (2, 12, 12)
+    assert DEFAULT_BOX_MARGIN.voxels((3.0, 3.0, 3.0)) == (2, 3, 3)
+    assert DEFAULT_BOX_MARGIN.voxels((3.0, 30.0, 30.0)) == (2, 1, 1)  # at least one voxel
+    assert BoxMargin.parse("5,10,10mm") == DEFAULT_BOX_MARGIN and str(DEFAULT_BOX_MARGIN) == "5,10,10mm"
+    assert BoxMargin.parse("2,10,10") == PAPER_BOX_MARGIN == BoxMargin.parse(" 2,10,10vox")
+    for bad in ("2,10", "1.5,2,2", "-1,2,2mm", "a,b,c"):
+        with pytest.raises(ValueError):
+            BoxMargin.parse(bad)
+    with pytest.raises(ValueError, match="spacing"):
+        DEFAULT_BOX_MARGIN.voxels(None)
 
 
 def test_a_3d_box_projects_onto_every_slice_of_its_range():
@@ -85,6 +98,9 @@ def test_prompts_from_labels_in_both_modes_and_missing_organs():
     assert [p.name for p in prompts] == ["kidney"] and prompts[0].label == 3
     assert sorted(prompts[0].boxes) == [2, 3, 4]
     assert "spleen" in missing and "label 4" in missing["spleen"]
-    prompts, _ = prompts_from_labels(labels, {3: "kidney"}, "box3d")
+    prompts, _ = prompts_from_labels(labels, {3: "kidney"}, "box3d", margin=PAPER_BOX_MARGIN)
     assert sorted(prompts[0].boxes) == list(range(0, 7))  # z 2..4 extended by 2
     assert np.array_equal(prompts[0].boxes[0], [0, 0, 25, 19])
+    prompts, _ = prompts_from_labels(labels, {3: "kidney"}, "box3d", spacing=(2.5, 5.0, 5.0))  # 5,10,10 mm
+    assert sorted(prompts[0].boxes) == list(range(0, 7))
+    assert np.array_equal(prompts[0].boxes[2], [8, 2, 17, 11])

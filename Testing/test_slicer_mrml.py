@@ -45,9 +45,9 @@ def in_process_logic(module):
 
 def expected_result(ct: sitk.Image, labels: sitk.Image, organs: dict[int, str], settings: Settings, mode="slice"):
     """What URSAMLib alone makes of the files (the command line's path)."""
-    hu, _ = io.axial_array(ct)
+    hu, frame = io.axial_array(ct)
     label_array, _ = io.axial_array(labels, np.uint16)
-    prompts, _ = prompts_from_labels(label_array, organs, mode)
+    prompts, _ = prompts_from_labels(label_array, organs, mode, spacing=frame.spacing)
     return segment(hu, prompts, BrightInBox(), settings)
 
 

@@ -271,7 +271,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             for organ in chosen:
                 mask = frame.to_axial(mrml.segment_mask(request.promptNode, organ.source, request.inputVolume))
                 found, absent = prompts_from_labels(mask.astype(np.uint8), {1: organ.output.name},
-                                                    request.promptMode)
+                                                    request.promptMode, spacing=frame.spacing)
                 for prompt in found:
                     prompts.append(OrganPrompt(prompt.name, organ.label, prompt.boxes))
                 missing.update({name: "its prompt segment is empty" for name in absent})
@@ -280,7 +280,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                                               request.promptNode.GetName())
             labels = io.axial_array(labelImage, np.uint16)[0]
             prompts, missing = prompts_from_labels(labels, {o.label: o.output.name for o in chosen},
-                                                   request.promptMode)
+                                                   request.promptMode, spacing=frame.spacing)
         outputs = [o.output for o in chosen if any(p.label == o.label for p in prompts)]
         if not prompts:
             raise URSAMError(f"None of the chosen organs has voxels in {request.promptNode.GetName()}; "

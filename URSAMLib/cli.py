@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .prompts import DEFAULT_BOX_MARGIN
     from .rectify import DEFAULT_ALPHA_H, METHODS
 
     parser = argparse.ArgumentParser(prog="ursam", description="Uncertainty-rectified Segment Anything "
@@ -59,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--localizer-weights", metavar="WEIGHTS", help="weights of a learned localizer")
     seg.add_argument("--reference", metavar="LABELS",
                      help="label map to score the result against (DSC in summary.json; same label values)")
-    seg.add_argument("--box-margin", type=_margin, default=(2, 10, 10), metavar="Z,Y,X",
-                     help="voxels added to each side of a 3-D box (default 2,10,10: the paper's)")
+    seg.add_argument("--box-margin", type=_margin, default=DEFAULT_BOX_MARGIN, metavar="Z,Y,X[mm]",
+                     help="extension of each side of a 3-D box prompt, in mm (5,10,10mm, the default: the "
+                     "paper's [2, 10, 10] voxels in physical size) or in voxels (2,10,10)")
     seg.add_argument("--prompt-mode", choices=("slice", "box3d"), default="slice",
                      help="slice: a box per slice from the labels (manual prompting); box3d: the labels' "
                      "3-D box extended by [2, 10, 10] voxels on every slice (perfect localization)")
@@ -127,14 +129,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _margin(text: str) -> tuple[int, int, int]:
+def _margin(text: str):
+    from .prompts import BoxMargin
+
     try:
-        values = tuple(int(v) for v in text.split(","))
+        return BoxMargin.parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("give three whole numbers of voxels, e.g. 2,10,10") from None
-    if len(values) != 3 or min(values) < 0:
-        raise argparse.ArgumentTypeError("give three non-negative whole numbers, e.g. 2,10,10")
-    return values
+        raise argparse.ArgumentTypeError("give z,y,x in mm (e.g. 5,10,10mm) or whole voxels (e.g. 2,10,10)") from None
 
 
 def _window(text: str) -> tuple[float, float]:

@@ -17,7 +17,7 @@ import numpy as np
 from . import io, metrics, outputs
 from .errors import URSAMError
 from .pipeline import Settings
-from .prompts import BOX_MARGIN
+from .prompts import DEFAULT_BOX_MARGIN, BoxMargin
 
 ProgressBar = Callable[[str, Callable], object]
 """``progress_bar(title, run)`` calls ``run(progress)`` with a progress callback and returns its result."""
@@ -42,7 +42,7 @@ class SegmentJob:
     prompt_mode: str = "slice"
     organs: str | None = None
     box_jitter: int = 0
-    box_margin: tuple[int, int, int] = BOX_MARGIN
+    box_margin: BoxMargin = DEFAULT_BOX_MARGIN
     backbone: str = "litemedsam"
     checkpoint: str | None = None
     window: tuple[float, float] | None = None
@@ -91,10 +91,10 @@ def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
     if not job.classes:
         raise URSAMError("--prompt-labels needs --classes CLASSES.json (label value → organ name).")
     classes = io.read_classes(job.classes)
-    labels, _ = io.axial_array(io.read_label_map(job.prompt_labels, ct_image), np.uint16)
+    labels, frame = io.axial_array(io.read_label_map(job.prompt_labels, ct_image), np.uint16)
     organs = select_organs(classes, job.organs, set(np.unique(labels).tolist()), job.classes)
     prompts, missing = prompts_from_labels(labels, organs, job.prompt_mode, margin=job.box_margin,
-                                           jitter=job.box_jitter, seed=job.settings.seed)
+                                           spacing=frame.spacing, jitter=job.box_jitter, seed=job.settings.seed)
     if not prompts:
         raise URSAMError(f"None of the requested organs has voxels in {job.prompt_labels}; "
                          "nothing to prompt with.")
@@ -108,14 +108,15 @@ def _prompts_from_template(job: SegmentJob, template, organs, ct_image, frame, p
 
     options = {"weights": job.localizer_weights} if job.localizer_weights else {}
     localizations = LOCALIZERS[job.localizer](ct_image, template, organs, progress=progress, **options)
-    prompts = [loc.prompt(frame.shape, job.box_margin) for loc in localizations.values() if loc.box]
+    margin = job.box_margin.voxels(frame.spacing)
+    prompts = [loc.prompt(frame.shape, margin) for loc in localizations.values() if loc.box]
     missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
     if not prompts:
         raise URSAMError(f"No organ of the template was found in {job.ct}: "
                          f"{'; '.join(f'{n}: {r}' for n, r in missing.items())}.")
     return _Prompting(prompts, missing, {"template": str(job.template), "localizer": job.localizer,
                                          "body_region": template.body_region},
-                      boxes_json=_boxes_json(localizations, frame, ct_image, job.box_margin))
+                      boxes_json=_boxes_json(localizations, frame, ct_image, margin))
 
 
 def _template_organs(job: SegmentJob):
@@ -186,7 +187,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dic
     summary = {
         "input": {"ct": str(job.ct), "size_ijk": list(ct_image.GetSize()),
                   "spacing_mm": list(ct_image.GetSpacing()), **prompting.description,
-                  "box_margin_zyx": list(job.box_margin), "reference": job.reference},
+                  "box_margin_zyx": str(job.box_margin), "reference": job.reference},
         "backbone": {"name": backbone.name, "weights": backbone.weights, "device": backbone.device,
                      "precision": backbone.precision, "window_hu": list(backbone.window)},
         "parameters": {k: getattr(settings, k) for k in

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from .errors import URSAMError
 from .io import AxialFrame
-from .prompts import BOX_MARGIN, Box3D, OrganPrompt
+from .prompts import Box3D, OrganPrompt
 from .template import Template, resample_isotropic
 
 Progress = Callable[[float, str], None]
@@ -38,8 +38,9 @@ class Localization:
     reason: str | None = None
     """Why the organ was not found (None when it was)."""
 
-    def prompt(self, shape: tuple[int, int, int], margin=BOX_MARGIN) -> OrganPrompt:
-        """The paper's auto-prompt: the box extended by ``margin`` on every slice of its range."""
+    def prompt(self, shape: tuple[int, int, int], margin: tuple[int, int, int]) -> OrganPrompt:
+        """The paper's auto-prompt: the box extended by ``margin`` voxels ``(z, y, x)`` on every
+        slice of its range."""
         return OrganPrompt(self.organ, self.label, self.box.extended(margin, shape).slice_boxes())
 
 

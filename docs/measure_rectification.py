@@ -38,7 +38,7 @@ VARIANTS += [(name, "rectified", {"method": name.lower()}) for name in ("Unc-FPC
 
 def load_case(ct_path, labels_path, classes_path, organ_names=None):
     ct = io.read_ct(ct_path)
-    hu, _ = io.axial_array(ct)
+    hu, frame = io.axial_array(ct)
     labels, _ = io.axial_array(io.read_label_map(labels_path, ct), np.uint16)
     classes = io.read_classes(classes_path)
     organs = {v: n for v, n in classes.items() if (organ_names is None or n in organ_names) and (labels == v).any()}
