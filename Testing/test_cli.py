@@ -123,7 +123,7 @@ def test_text_file_named_nifti(capsys, tmp_path, args):
     out, make = args
     fake = tmp_path / "ct.nii.gz"
     fake.write_text("hello\n")
-    assert_user_error(capsys, out, make(ct=fake), "Could not read")
+    assert_user_error(capsys, out, make(ct=fake), "but holds text")
 
 
 def test_two_dimensional_png(capsys, tmp_path, args):
@@ -176,7 +176,7 @@ def test_the_installed_command_reports_errors_without_traceback(tmp_path, abdome
                            "--prompt-labels", str(fake), "--classes", str(abdomen / "classes.json")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.count("\n") == 1 and "Could not read" in done.stderr
+    assert done.stderr.count("\n") == 1 and "but holds text" in done.stderr
 
 
 def test_sample_data_manifest_matches_the_shared_files(abdomen):

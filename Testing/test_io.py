@@ -149,7 +149,7 @@ def test_label_map_in_memory_is_checked_and_reindexed_like_a_file():
 def test_unreadable_files_give_one_clear_error(tmp_path):
     fake = tmp_path / "ct.nii.gz"
     fake.write_text("this is not an image\n")
-    with pytest.raises(URSAMError, match="Could not read"):
+    with pytest.raises(URSAMError, match="named like a NIfTI file .* but holds text"):
         io.read_ct(fake)
     with pytest.raises(URSAMError, match="does not exist"):
         io.read_ct(tmp_path / "missing.nii.gz")
@@ -191,3 +191,142 @@ def test_class_maps_are_validated(tmp_path, abdomen):
     bad.write_text('{"1": "liver", "2": "liver"}')
     with pytest.raises(URSAMError, match="twice"):
         io.read_classes(bad)
+
+
+# --- bad files: refused from the header, before any voxel is read ---------------------------
+
+def write_nifti(path, array, spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path), str(path).endswith(".gz"))
+    return path
+
+
+def patch_nifti_header(path, offset, fmt, *values):
+    """Overwrite fields of an uncompressed NIfTI-1 header in place."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<" + fmt, data, offset, *values)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def no_voxel_reading(monkeypatch):
+    """Fail the test if URSAM reads voxels (the checks must come from the header alone)."""
+    def refuse(header):
+        raise AssertionError(f"voxels of {header.path} were read")
+
+    monkeypatch.setattr(io, "_read_voxels", refuse)
+
+
+def test_a_4d_image_is_refused_from_its_header(tmp_path, no_voxel_reading):
+    four = tmp_path / "4d.nii.gz"  # e.g. a perfusion series: two 3-D volumes in one file
+    sitk.WriteImage(sitk.JoinSeries([synthetic_ct(seed=0), synthetic_ct(seed=1)]), str(four))
+    with pytest.raises(URSAMError, match="is a 4-D image; URSAM needs a 3-D CT volume: extract one 3-D volume"):
+        io.read_ct(four)
+
+
+def test_a_volume_beyond_the_hard_cap_is_refused_before_allocating(tmp_path, no_voxel_reading):
+    # A complete (sparse) NIfTI of 2048 x 2048 x 300 voxels: its header alone decides.
+    huge = write_nifti(tmp_path / "huge.nii", np.zeros((2, 16, 16), np.int16))
+    patch_nifti_header(huge, 40, "8h", 3, 2048, 2048, 300, 1, 1, 1, 1)
+    with open(huge, "r+b") as handle:
+        handle.truncate(352 + 2048 * 2048 * 300 * 2)
+    with pytest.raises(URSAMError, match=r"2048x2048x300 = 1,258,291,200 voxels, more than URSAM handles.*crop it"):
+        io.read_ct(huge)
+    with pytest.raises(URSAMError, match="more than URSAM handles"):
+        io.read_image(huge)  # any image, not only a CT
+
+
+def test_a_volume_larger_than_the_free_memory_is_refused_before_allocating(abdomen, monkeypatch, no_voxel_reading):
+    from URSAMLib import memory
+
+    voxels = 512 * 512 * 20  # the DICOM series' header: the size is known before its 20 files are read
+    monkeypatch.setattr(memory, "available_memory", lambda: voxels * memory.BYTES_PER_VOXEL // 2)
+    with pytest.raises(URSAMError, match=r"512x512x20 voxels: segmenting it needs about 0\.3 GB of memory, but only "
+                                         r"0\.1 GB is free\. Close other programs, or crop it"):
+        io.read_ct(abdomen / "dicom")
+
+
+def test_when_the_free_memory_is_unknown_only_the_hard_cap_applies(abdomen, monkeypatch):
+    from URSAMLib import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: None)
+    assert io.read_ct(abdomen / "ct_small.nii.gz").GetSize() == (122, 101, 30)
+
+
+@pytest.mark.parametrize("spacing", [0.0, 1e-6, float("nan")])
+def test_zero_or_absurd_spacing_in_a_nifti_header_is_refused(tmp_path, spacing, no_voxel_reading):
+    # ITK turns a zero pixdim into 1 mm without a word; URSAM reads the header itself.
+    ct = write_nifti(tmp_path / "ct.nii", synthetic_array())
+    patch_nifti_header(ct, 80, "f", spacing)
+    with pytest.raises(URSAMError, match="spacing"):
+        io.read_ct(ct)
+
+
+def synthetic_array():
+    return sitk.GetArrayFromImage(synthetic_ct())
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("ct.nii.gz", "png", "named like a NIfTI file (.nii.gz) but holds a PNG image; rename it to its real format"),
+    ("ct.nrrd", "dicom", "named like a NRRD file (.nrrd) but holds a DICOM image; a DICOM CT is a series of files"),
+    ("ct.nii", "nrrd", "named like a NIfTI file (.nii) but holds a NRRD image"),
+    ("ct.mha", "text", "named like a MetaImage file (.mha) but holds text, not an image"),
+    ("ct.nii.gz", "empty", "is empty (0 bytes)"),
+    ("ct.nii.gz", "noise", "named like a NIfTI file (.nii.gz) but its content is not a NIfTI image"),
+])
+def test_content_that_does_not_match_the_file_name_is_refused(tmp_path, dcmqi, name, content, message):
+    source = {"png": tmp_path / "a.png", "dicom": dcmqi / "01.dcm", "nrrd": dcmqi / "liver_seg.nrrd"}
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(4096, dtype=np.uint8).reshape(64, 64)), str(tmp_path / "a.png"))
+    data = {"text": b"patient notes\n", "empty": b"", "noise": bytes(np.random.default_rng(0).integers(
+        0, 256, 5000, dtype=np.uint8))}
+    data = data[content] if content in data else source[content].read_bytes()
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(URSAMError) as error:
+        io.read_image(tmp_path / name)
+    assert message in str(error.value)
+
+
+def test_a_single_dicom_file_asks_for_the_series_folder(dcmqi):
+    with pytest.raises(URSAMError, match="is a single DICOM image .one slice.; give the folder"):
+        io.read_ct(dcmqi / "01.dcm")
+
+
+@pytest.mark.parametrize("name, compress", [("ct.nii", False), ("ct.nii.gz", True), ("ct.nrrd", False),
+                                            ("ct.nrrd", True), ("ct.mha", False), ("ct.mha", True)])
+def test_truncated_files_are_refused_and_itk_prints_nothing(tmp_path, capfd, name, compress):
+    # ITK itself reads a truncated NIfTI as if the missing voxels were 0, and MetaImage's reader
+    # prints its own diagnostics on stderr: the user must see neither.
+    whole = tmp_path / ("whole" + name[2:])
+    sitk.WriteImage(synthetic_ct(), str(whole), compress)
+    data = whole.read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[:int(len(data) * 0.9)])
+    with pytest.raises(URSAMError, match="cut short|Could not read"):
+        io.read_ct(cut)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_infinite_voxels_and_an_undefined_position_are_refused():
+    array = synthetic_array().astype(np.float32)
+    array[2, 3, 4] = np.inf
+    with pytest.raises(URSAMError, match="NaN or infinite voxels"):
+        io.check_volume(sitk.GetImageFromArray(array), "x")
+    image = synthetic_ct()
+    image.SetOrigin((0.0, float("nan"), 0.0))
+    with pytest.raises(URSAMError, match="no valid position"):
+        io.check_volume(image, "x")
+
+
+def test_headers_of_real_data_match_what_is_read(abdomen, dcmqi):
+    for path in (abdomen / "ct_small.nii.gz", abdomen / "dicom", dcmqi, dcmqi / "liver_seg.nrrd"):
+        header = io.read_header(path)
+        image = io.read_image(path)
+        assert header.size == image.GetSize() and header.dimension == image.GetDimension()
+        assert header.bytes_per_voxel == sitk.GetArrayViewFromImage(image).itemsize
+        assert np.allclose(header.spacing[:2], image.GetSpacing()[:2])
+    assert io.read_header(abdomen / "dicom").format == "DICOM" and len(io.read_header(abdomen / "dicom").files) == 20

@@ -1,0 +1,176 @@
+"""Image files recognised by their content, and checked to be complete, before ITK reads them.
+
+ITK picks a reader by trying each format, so a PNG named ``ct.nii.gz`` is read as a 2-D PNG,
+and a DICOM file named ``ct.nrrd`` as a DICOM slice. It also reads a *truncated* NIfTI file
+(``.nii`` or ``.nii.gz``) without complaint, filling the missing voxels with zeros: a CT cut
+short by a failed copy would be segmented as if half of it were water. This module tells what a
+file holds from its first bytes (:func:`sniff`) and whether a NIfTI file holds all the voxels its
+header announces (:func:`nifti_problem`), so :mod:`URSAMLib.io` can refuse both with a clear
+message.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+# File name ending → (ITK ImageIO that must read it, the format's name for users).
+BY_SUFFIX: dict[str, tuple[str, str]] = {
+    ".nii": ("NiftiImageIO", "NIfTI"),
+    ".nii.gz": ("NiftiImageIO", "NIfTI"),
+    ".nrrd": ("NrrdImageIO", "NRRD"),
+    ".nhdr": ("NrrdImageIO", "NRRD"),
+    ".mha": ("MetaImageIO", "MetaImage"),
+    ".mhd": ("MetaImageIO", "MetaImage"),
+    ".dcm": ("GDCMImageIO", "DICOM"),
+}
+
+_MAGIC: list[tuple[int, bytes, str]] = [
+    (0, b"NRRD", "NRRD"),
+    (128, b"DICM", "DICOM"),
+    (0, b"\x89PNG", "PNG"),
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (0, b"BM", "BMP"),
+    (0, b"PK\x03\x04", "ZIP archive"),
+    (0, b"%PDF", "PDF document"),
+    (0, b"\x89HDF", "HDF5"),
+]
+
+_HEAD_BYTES = 1024
+
+
+def suffix(path: str | os.PathLike) -> str:
+    """The file name's format ending, lower case (``.nii.gz`` counts as one)."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of a file, gunzipped if it is gzip-compressed (b"" if unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as handle:
+                return handle.read(_HEAD_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return b""
+    return head
+
+
+def sniff(path: str | os.PathLike) -> str | None:
+    """The format a file's content is in (a name from :data:`BY_SUFFIX` or another well-known
+    format), ``"text"`` for plain text, ``"an empty file"``, or None when it is not recognised."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return "an empty file"
+    except OSError:
+        return None
+    head = _head(path)
+    if not head:
+        return None
+    if _nifti_layout(head) is not None:
+        return "NIfTI"
+    for offset, magic, name in _MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            return name
+    first_line = head.split(b"\n", 1)[0]
+    if first_line.startswith((b"ObjectType", b"NDims")) and b"=" in first_line:
+        return "MetaImage"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "text"
+
+
+# ---------------------------------------------------------------------------------------
+# NIfTI headers
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a NIfTI-1 or NIfTI-2 header keeps the fields checked here."""
+
+    endian: str
+    dim: tuple[int, str]
+    """Offset and struct format of the 8 dimensions."""
+    pixdim: tuple[int, str]
+    vox_offset: tuple[int, str]
+    bitpix: tuple[int, str]
+
+
+def _nifti_layout(head: bytes) -> _Layout | None:
+    if len(head) >= 348 and head[344:347] in (b"n+1", b"ni1"):
+        for endian in "<>":
+            if struct.unpack_from(endian + "i", head, 0)[0] == 348:
+                return _Layout(endian, (40, "8h"), (76, "8f"), (108, "f"), (72, "h"))
+    if len(head) >= 540 and head[4:7] in (b"n+2", b"ni2"):
+        for endian in "<>":
+            if struct.unpack_from(endian + "i", head, 0)[0] == 540:
+                return _Layout(endian, (16, "8q"), (104, "8d"), (168, "q"), (14, "h"))
+    return None
+
+
+def _field(head: bytes, layout: _Layout, which: tuple[int, str]):
+    offset, fmt = which
+    values = struct.unpack_from(layout.endian + fmt, head, offset)
+    return values if len(values) > 1 else values[0]
+
+
+def nifti_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a NIfTI file that ITK would read anyway, or None.
+
+    Checks that the voxel spacing is a positive number (ITK silently turns 0 into 1 mm) and that
+    the file holds every voxel its header announces (ITK silently reads a truncated file, the
+    missing voxels as zeros); for a ``.nii.gz`` that means decompressing it once, which also
+    verifies its checksum.
+    """
+    path = Path(path)
+    head = _head(path)
+    layout = _nifti_layout(head)
+    if layout is None:
+        return None  # not a NIfTI file: ITK's own reader reports it
+    dims = _field(head, layout, layout.dim)
+    pixdim = _field(head, layout, layout.pixdim)
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]):
+        return f"its header gives impossible dimensions {dims[1:max(1, min(ndim, 7)) + 1]}"
+    spatial = pixdim[1:min(ndim, 3) + 1]
+    if any(not math.isfinite(s) or s == 0 for s in spatial):
+        return f"its header gives voxel spacing {tuple(round(s, 6) for s in spatial)} mm (it must be non-zero)"
+    bits = _field(head, layout, layout.bitpix)
+    vox_offset = _field(head, layout, layout.vox_offset)
+    if bits <= 0 or bits % 8 or not math.isfinite(vox_offset) or vox_offset < 0:
+        return None  # ITK refuses these itself
+    expected = int(vox_offset) + math.prod(dims[1:ndim + 1]) * bits // 8
+    stored, intact = _stored_length(path)
+    if not intact:
+        return (f"it is damaged or cut short: its compressed data breaks off after {stored:,} of the {expected:,} "
+                "bytes its header announces (an interrupted copy or download?)")
+    if stored < expected:
+        return (f"it is cut short: it holds {stored:,} of the {expected:,} bytes its header announces "
+                "(an interrupted copy or download?)")
+    return None
+
+
+def _stored_length(path: Path) -> tuple[int, bool]:
+    """Bytes of image data the file holds (uncompressed), and whether its gzip stream is intact."""
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    if not compressed:
+        return path.stat().st_size, True
+    total = 0
+    try:
+        with gzip.open(path, "rb") as handle:  # verifies the CRC and length at the end
+            while block := handle.read(1 << 22):
+                total += len(block)
+    except (OSError, EOFError, zlib.error):
+        return total, False
+    return total, True
