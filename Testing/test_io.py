@@ -330,3 +330,94 @@ def test_headers_of_real_data_match_what_is_read(abdomen, dcmqi):
         assert header.bytes_per_voxel == sitk.GetArrayViewFromImage(image).itemsize
         assert np.allclose(header.spacing[:2], image.GetSpacing()[:2])
     assert io.read_header(abdomen / "dicom").format == "DICOM" and len(io.read_header(abdomen / "dicom").files) == 20
+
+
+# --- intensities that are not CT: a warning, measured against real CT -------------------------
+
+def test_no_ct_in_the_shared_data_is_taken_for_another_modality(abdomen, head_neck, dcmqi):
+    paths = [abdomen / "ct.nii.gz", abdomen / "ct_small.nii.gz", abdomen / "dicom", dcmqi,
+             abdomen.parent / "chest-ct" / "ct.nii.gz", *sorted(head_neck.glob("*/*_ct.nii.gz"))]
+    warned = {}
+    for path in paths:
+        message = io.intensity_warning(io.axial_array(io.read_image(path))[0], str(path))
+        if message:
+            warned[str(path)] = message
+    assert len(paths) > 200 and warned == {}
+
+
+def body_phantom(shape=(12, 96, 96), seed=0):
+    """Masks of a body cross-section: (body, fat rim, organ, bone) — what any modality images."""
+    z, y, x = np.indices(shape)
+    cy, cx = shape[1] / 2, shape[2] / 2
+    radius = ((y - cy) / (0.4 * shape[1])) ** 2 + ((x - cx) / (0.45 * shape[2])) ** 2
+    body = radius < 1
+    fat = body & (radius > 0.75)
+    organ = ((y - cy + 10) ** 2 + (x - cx - 12) ** 2) < 150
+    bone = ((y - cy - 20) ** 2 + (x - cx) ** 2) < 25
+    return body, fat, organ, bone
+
+
+def mr_like(seed=0):
+    """T1-weighted-like: positive values 0..4000, dark background noise, bright fat."""
+    rng = np.random.default_rng(seed)
+    body, fat, organ, bone = body_phantom()
+    mr = rng.rayleigh(15, body.shape)  # background: Rician noise, never negative
+    mr[body] = rng.normal(900, 80, body.sum())
+    mr[fat] = rng.normal(2600, 150, fat.sum())
+    mr[organ] = rng.normal(1300, 90, organ.sum())
+    mr[bone] = rng.normal(250, 40, bone.sum())  # cortical bone is dark in MR
+    return np.clip(mr, 0, 4000).astype(np.float32)
+
+
+def pet_like(seed=0, units="suv"):
+    """FDG-PET-like: ~0 outside, 0.5-2.5 SUV in the body, hot spots up to 20 (Bq/mL: x 5000)."""
+    rng = np.random.default_rng(seed)
+    body, _, organ, _ = body_phantom()
+    pet = np.abs(rng.normal(0, 0.02, body.shape))
+    pet[body] = rng.gamma(4, 0.3, body.sum())
+    pet[organ] = rng.normal(12, 3, organ.sum())
+    return (pet * (5000 if units == "bq" else 1)).astype(np.float32)
+
+
+def ct_like(seed=0):
+    rng = np.random.default_rng(seed)
+    body, fat, organ, bone = body_phantom()
+    ct = rng.normal(-1000, 10, body.shape)
+    ct[body] = rng.normal(40, 15, body.sum())
+    ct[fat] = rng.normal(-100, 15, fat.sum())
+    ct[organ] = rng.normal(60, 10, organ.sum())
+    ct[bone] = rng.normal(800, 100, bone.sum())
+    return ct.astype(np.float32)
+
+
+@pytest.mark.parametrize("volume, reason", [
+    (mr_like(), "no voxel is below -500 HU, where air should be"),
+    (pet_like(units="suv"), "no voxel is below -500 HU"),
+    (pet_like(units="bq"), "no voxel is below -500 HU"),
+    ((mr_like() - mr_like().mean()) / mr_like().std(), "no voxel is below -500 HU"),  # a z-scored MR
+    (ct_like() + 1024, "no voxel is below -500 HU"),  # a CT stored without its rescale intercept
+    (ct_like() * 10, "the body's median intensity is"),  # a CT in tenths of HU
+], ids=["mr", "pet-suv", "pet-bq", "mr-z-scored", "ct-without-rescale", "ct-times-10"])
+def test_mr_pet_and_unrescaled_ct_are_warned_about(volume, reason):
+    message = io.intensity_warning(volume, "scan.nii.gz")
+    assert message is not None and reason in message
+    assert message.startswith("scan.nii.gz does not look like a CT in Hounsfield units")
+    assert "window URSAM applies is then meaningless" in message
+
+
+def test_the_synthetic_ct_phantom_is_not_warned_about():
+    # the phantom the other modalities are made from passes, so the warnings above are the modality's
+    assert io.intensity_warning(ct_like(), "ct") is None
+
+
+def test_a_ct_cropped_to_an_organ_passes_but_air_free_tissue_alone_is_warned_about(abdomen):
+    ct_image = io.read_ct(abdomen / "ct_small.nii.gz")
+    ct = io.axial_array(ct_image)[0]
+    labels = io.axial_array(io.read_label_map(abdomen / "labels_small.nii.gz", ct_image), np.uint16)[0]
+    zs, ys, xs = np.nonzero(labels == 5)
+    crop = ct[zs.min():zs.max(), ys.min() + 10:ys.max() - 10, xs.min() + 10:xs.max() - 10]
+    assert io.intensity_warning(crop, "liver crop") is None  # a little bowel gas or lung is enough
+    # The heuristic's known limit: a volume holding no air at all (here: the liver's voxels alone) is
+    # warned about. The warning says why, so the user can judge; it does not stop the run.
+    message = io.intensity_warning(ct[labels == 5], "liver voxels")
+    assert message is not None and "no voxel is below -500 HU" in message

@@ -157,10 +157,15 @@ def _run_segment(args) -> int:
                         alpha_h=args.alpha_h, lower_bound=args.lower_bound)
     job = SegmentJob(**{f.name: getattr(args, f.name) for f in fields(SegmentJob) if f.name != "settings"},
                      settings=settings)
-    summary = run_segment_job(job, lambda title, run: _with_progress_bar(args.quiet, title, run))
+    summary = run_segment_job(job, lambda title, run: _with_progress_bar(args.quiet, title, run), _warn)
     if not args.quiet:
         _print_table(summary, Path(args.output))
     return 0
+
+
+def _warn(message: str) -> None:
+    """A doubt that does not stop the run: one line on stderr, even with --quiet."""
+    print(f"ursam: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _with_progress_bar(quiet: bool, title: str, run):

@@ -22,9 +22,16 @@ from .prompts import BOX_MARGIN
 ProgressBar = Callable[[str, Callable], object]
 """``progress_bar(title, run)`` calls ``run(progress)`` with a progress callback and returns its result."""
 
+Warn = Callable[[str], None]
+"""``warn(message)`` tells the user something doubtful that does not stop the run, as soon as it is known."""
+
 
 def _no_bar(title: str, run: Callable):
     return run(None)
+
+
+def _no_warn(message: str) -> None:
+    pass
 
 
 @dataclass
@@ -110,6 +117,11 @@ def _prompts_from_template(job: SegmentJob, template, organs, ct_image, frame, p
     localizations = LOCALIZERS[job.localizer](ct_image, template, organs, progress=progress, **options)
     prompts = [loc.prompt(frame.shape, job.box_margin) for loc in localizations.values() if loc.box]
     missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
+    if not prompts and all(loc.outside for loc in localizations.values()):
+        region = f" (made for: {template.body_region})" if template.body_region else ""
+        raise URSAMError(f"Every organ of the template{region} was localized outside {job.ct} "
+                         f"({', '.join(localizations)}): the template is probably for another body region than "
+                         "this CT. Use a template built from scans of the same body region.")
     if not prompts:
         raise URSAMError(f"No organ of the template was found in {job.ct}: "
                          f"{'; '.join(f'{n}: {r}' for n, r in missing.items())}.")
@@ -151,8 +163,12 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
                             "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
 
 
-def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dict:
-    """Run one job and write its outputs; returns the summary written to summary.json."""
+def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: Warn = _no_warn) -> dict:
+    """Run one job and write its outputs; returns the summary written to summary.json.
+
+    Warnings (e.g. intensities that are not CT) go to ``warn`` when they arise and into the
+    summary's ``warnings``.
+    """
     from .backbones import load_backbone
     from .overview import save_overview
     from .pipeline import segment
@@ -166,6 +182,14 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dic
     settings = job.settings.validate()
     ct_image = io.read_ct(job.ct)
     hu, frame = io.axial_array(ct_image)
+    warnings: list[str] = []
+
+    def note(message: str | None) -> None:
+        if message:
+            warnings.append(message)
+            warn(message)
+
+    note(io.intensity_warning(hu, str(job.ct)))
     if job.prompt_labels:
         prompting = _prompts_from_label_map(job, ct_image)
     else:
@@ -193,6 +217,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dic
                        ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
         "organs": {},
         "not_found": prompting.missing,
+        "warnings": warnings,
     }
     rectified, ensemble = result.label_map("rectified"), result.label_map("ensemble")
     for organ in result.organs:
