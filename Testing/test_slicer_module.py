@@ -234,7 +234,7 @@ def test_a_failure_in_the_background_process_reaches_the_user_as_one_line(env):
         time.sleep(0.05)
     assert widget.job is None
     assert dialogs.errors == [
-        ("Checkpoint /no/such.pth does not exist; check the path given with --checkpoint.", {})]  # no log
+        ("Checkpoint /no/such.pth does not exist; check the checkpoint path (--checkpoint).", {})]  # no log
     assert widget.ui.statusLabel.text.startswith("Failed: Checkpoint") and scene_snapshot(scene) == before
 
 

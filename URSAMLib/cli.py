@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="slice mode: widen each box side by a random 0..PX pixels (default 0)")
     seg.add_argument("--backbone", default="litemedsam", help="litemedsam (default), sam-vit-b, medsam-vit-b")
     seg.add_argument("--checkpoint", help="weights file for the backbone")
+    seg.add_argument("--checkpoint-sha256", metavar="HEX",
+                     help="SHA-256 the checkpoint must have (e.g. from 'sha256sum'): verifies weights that URSAM's "
+                     "catalogue does not know, such as MedSAM's")
     seg.add_argument("--window", type=_window, metavar="LOW,HIGH",
                      help="CT window in HU mapped to [0, 1] (default: the backbone's)")
     seg.add_argument("--num-aug", type=int, default=3, help="augmented boxes per slice (default 3)")

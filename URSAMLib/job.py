@@ -52,6 +52,7 @@ class SegmentJob:
     box_margin: tuple[int, int, int] = BOX_MARGIN
     backbone: str = "litemedsam"
     checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
     window: tuple[float, float] | None = None
     precision: str = "float32"
     device: str = "auto"
@@ -180,6 +181,10 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
         raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
                          "--template TEMPLATE_DIR (automatic localization).")
     settings = job.settings.validate()
+    if job.checkpoint_sha256:
+        from .weights import parse_sha256
+
+        parse_sha256(job.checkpoint_sha256)  # a mistyped pin is told before minutes of work
     ct_image = io.read_ct(job.ct)
     hu, frame = io.axial_array(ct_image)
     warnings: list[str] = []
@@ -199,7 +204,12 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     if job.reference:
         prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
         prompting.reference_key = "dice_vs_reference"
-    backbone = load_backbone(job.backbone, job.checkpoint, job.device)
+    backbone = load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256)
+    if getattr(backbone, "weights_verified", True) is False:
+        digest = backbone.weights_sha256
+        note(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
+             "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
+             f"this file checked on every run, pin it: --checkpoint-sha256 {digest}")
     if job.window:
         backbone.window = job.window
     backbone.precision = job.precision
@@ -211,7 +221,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
         "input": {"ct": str(job.ct), "size_ijk": list(ct_image.GetSize()),
                   "spacing_mm": list(ct_image.GetSpacing()), **prompting.description,
                   "box_margin_zyx": list(job.box_margin), "reference": job.reference},
-        "backbone": {"name": backbone.name, "weights": backbone.weights, "device": backbone.device,
+        "backbone": {"name": backbone.name, "weights": backbone.weights,
+                     "weights_verified": getattr(backbone, "weights_verified", None), "device": backbone.device,
                      "precision": backbone.precision, "window_hu": list(backbone.window)},
         "parameters": {k: getattr(settings, k) for k in
                        ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
