@@ -1,9 +1,14 @@
 """URSAMLib.io: reading every format in ../shared/data, axial slicing for any direction, grids."""
+import functools
+import gzip
 import itertools
+import struct
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import synthetic_ct
 from URSAMLib import io
@@ -421,3 +426,77 @@ def test_a_ct_cropped_to_an_organ_passes_but_air_free_tissue_alone_is_warned_abo
     # warned about. The warning says why, so the user can judge; it does not stop the run.
     message = io.intensity_warning(ct[labels == 5], "liver voxels")
     assert message is not None and "no voxel is below -500 HU" in message
+
+
+# --- fuzzing the volume loader: mutated NIfTI headers, truncated files -----------------------
+# Bounded (a fixed number of examples, each a 23 kB file) and deterministic (the derandomized
+# "ci" hypothesis profile of conftest.py). Whatever the bytes, read_ct either returns a volume
+# that passed every check or raises URSAMError with one line; nothing else escapes, and ITK
+# prints nothing of its own.
+
+NIFTI_FIELDS = [(40, "h"), (42, "h"), (44, "h"), (46, "h"), (48, "h"),  # dim[0..4]
+                (70, "h"), (72, "h"),  # datatype, bitpix
+                (76, "f"), (80, "f"), (84, "f"), (88, "f"),  # pixdim[0..3] (pixdim[0]: qfac)
+                (108, "f"), (112, "f"), (116, "f"),  # vox_offset, scl_slope, scl_inter
+                (252, "h"), (254, "h"),  # qform_code, sform_code
+                (256, "f"), (260, "f"), (268, "f"), (272, "f"),  # quatern_b, _c, qoffset_x, _y
+                (280, "f"), (284, "f"), (296, "f"), (316, "f")]  # srow_x[0..1], srow_y[0], srow_z[1]
+
+
+@functools.lru_cache(maxsize=1)
+def base_nifti() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/ct.nii"
+        sitk.WriteImage(sitk.Cast(synthetic_ct(), sitk.sitkInt16), path)
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+field_value = {"h": st.one_of(st.integers(-32768, 32767), st.sampled_from([0, 1, -1, 2, 3, 4, 7, 8, 16, 32767])),
+               "f": st.one_of(st.floats(width=32), st.sampled_from([0.0, -1.0, 1e-7, 1e30, float("nan"),
+                                                                    float("inf"), 352.0, 348.0, 1e9]))}
+typed_mutation = st.sampled_from(NIFTI_FIELDS).flatmap(
+    lambda field: st.tuples(st.just(field[0]), st.just(field[1]), field_value[field[1]]))
+byte_mutation = st.tuples(st.integers(0, 351), st.just("B"), st.integers(0, 255))
+
+
+def assert_read_ct_accepts_or_explains(path, capfd):
+    try:
+        image = io.read_ct(path)
+    except URSAMError as error:
+        assert "\n" not in str(error) and str(error)
+    else:
+        io.check_volume(image, "accepted")  # what is accepted passed every check
+        assert image.GetDimension() == 3
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(st.one_of(typed_mutation, byte_mutation), min_size=1, max_size=5),
+       compressed=st.booleans(), cut=st.one_of(st.none(), st.floats(0.0, 1.0)))
+def test_fuzz_mutated_nifti_headers(tmp_path, capfd, mutations, compressed, cut):
+    data = bytearray(base_nifti())
+    for offset, fmt, value in mutations:
+        struct.pack_into("<" + fmt, data, offset, value)
+    if cut is not None:
+        data = data[:int(len(data) * cut)]
+    path = tmp_path / ("ct.nii.gz" if compressed else "ct.nii")
+    path.write_bytes(gzip.compress(bytes(data), mtime=0) if compressed else bytes(data))
+    assert_read_ct_accepts_or_explains(path, capfd)
+
+
+@settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["ct.nii", "ct.nii.gz", "ct.nrrd", "ct.mha"]), compressed=st.booleans(),
+       keep=st.floats(0.0, 1.0, exclude_max=True), flip=st.one_of(st.none(), st.integers(0, 10**6)))
+def test_fuzz_truncated_or_damaged_files(tmp_path, capfd, name, compressed, keep, flip):
+    whole = tmp_path / ("whole-" + name)
+    sitk.WriteImage(synthetic_ct(), str(whole), compressed or name.endswith(".gz"))
+    data = bytearray(whole.read_bytes())
+    if flip is not None:  # one damaged byte anywhere
+        data[flip % len(data)] ^= 0x5A
+    path = tmp_path / name
+    path.write_bytes(bytes(data[:int(len(data) * keep)]))
+    assert_read_ct_accepts_or_explains(path, capfd)
