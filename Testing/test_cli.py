@@ -276,3 +276,32 @@ def test_template_and_labels_are_exclusive_prompt_sources(capsys, args, hn_templ
     assert_user_error(capsys, out, ["segment", make()[1], "-o", out], "exactly one prompt source")
     assert_user_error(capsys, out, ["segment", make()[1], "-o", out, "--template", out.parent],
                       "not an URSAM template")
+
+
+# --- no data loss when a run is stopped ---------------------------------------------------------
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_run_stopped_while_writing_leaves_the_previous_outputs_and_no_debris(abdomen, tmp_path, stop):
+    import os
+    import signal
+
+    from conftest import ROOT
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "rectified.nii.gz").write_bytes(b"last week's result")
+    (out / "notes.txt").write_text("mine")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "Testing" / "stand_ins.py"), "--pause-when-staged", "segment",
+         str(abdomen / "ct_small.nii.gz"), "-o", str(out), "--prompt-labels", str(abdomen / "labels_small.nii.gz"),
+         "--classes", str(abdomen / "classes.json"), "--organs", "spleen", "--num-aug", "1", "--overwrite",
+         "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert process.stdout.readline().strip() == "staged"  # every output is written, none moved in yet
+    assert any(p.name.startswith(".out.ursam-") for p in tmp_path.iterdir())
+    process.send_signal(getattr(signal, stop))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err.strip() == "ursam: cancelled; no output was written."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the staging folder is gone
+    assert (out / "rectified.nii.gz").read_bytes() == b"last week's result"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "rectified.nii.gz"]

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +27,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with _termination_cancels():
+            return args.handler(args)
     except URSAMError as error:
         print(f"ursam: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (Cancelled, KeyboardInterrupt):
         print("ursam: cancelled; no output was written.", file=sys.stderr)
         return EXIT_CANCELLED
+
+
+@contextmanager
+def _termination_cancels():
+    """Treat SIGTERM (a job scheduler's or a closing terminal's 'stop') like Ctrl-C: as an exception,
+    so that the staged outputs are removed on the way out. The default action would kill the process
+    on the spot and leave the half-written staging folder beside the output folder."""
+    if threading.current_thread() is not threading.main_thread():  # signals can only be set there
+        yield
+        return
+
+    def cancel(signum, frame):
+        raise Cancelled()
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +274,9 @@ def _run_sample_data(args) -> int:
         download(KnownFile(name, info["sha256"], info["size"], info["url"]), folder)
     classes = folder / "classes.json"
     if not classes.exists():
-        classes.write_text(json.dumps(sample["classes"], indent=1) + "\n")
+        partial = classes.with_name(".classes.json.part")
+        partial.write_text(json.dumps(sample["classes"], indent=1) + "\n")
+        partial.replace(classes)  # never a half-written class map
     print(f"Sample CT, labels and classes.json in {folder} (source: {sample['source']}).")
     return 0
 

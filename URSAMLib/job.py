@@ -177,6 +177,9 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     started = time.perf_counter()
     outdir = Path(job.output)
     outputs.check_output_dir(outdir, job.overwrite)
+    outputs.check_inputs_survive(outdir, list(outputs.OUTPUT_FILES) + ["boxes.json"],
+                                 [job.ct, job.prompt_labels, job.classes, job.reference, job.checkpoint,
+                                  job.template, job.localizer_weights])
     if bool(job.prompt_labels) == bool(job.template):
         raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
                          "--template TEMPLATE_DIR (automatic localization).")
