@@ -73,3 +73,14 @@ def synthetic_ct(shape=(6, 40, 48), spacing=(0.8, 0.9, 2.5), direction=None, ori
     if direction is not None:
         image.SetDirection(np.asarray(direction, dtype=float).ravel().tolist())
     return image
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to reach the network fails the test (see no_network.py); yields the attempts."""
+    import no_network as guard
+
+    guard.attempts.clear()
+    guard.block(monkeypatch.setattr)
+    yield guard.attempts
+    assert guard.attempts == [], f"network access attempted: {guard.attempts}"

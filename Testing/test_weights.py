@@ -206,3 +206,17 @@ def test_a_tampered_cached_file_is_set_aside_and_fetched_again(tmp_path, server)
     s = server()
     assert download(with_url(s.url), tmp_path).read_bytes() == PAYLOAD
     assert (tmp_path / "model.pth.rejected").read_bytes() == PAYLOAD[:-1] + b"x"
+
+
+def test_the_socket_guard_used_by_the_no_network_tests_really_blocks(monkeypatch, server):
+    import urllib.request
+
+    import no_network
+
+    s = server()  # started before the guard: its listening socket exists already
+    no_network.attempts.clear()
+    no_network.block(monkeypatch.setattr)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(s.url, timeout=5)
+    assert no_network.attempts and s.ranges == []
+    no_network.attempts.clear()
