@@ -238,8 +238,16 @@ def catalogue() -> dict[str, dict]:
     return load_json("backbones.json")
 
 
+def check_device_name(device: str) -> None:
+    """Raise :class:`URSAMError` for a device name that can never exist (without loading torch)."""
+    kind, _, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+        raise URSAMError(f"Unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps (--device).")
+
+
 def resolve_device(device: str = "auto") -> str:
     """``auto`` → the first of cuda, mps, cpu that works; an explicit device must exist."""
+    check_device_name(device)
     import torch
 
     mps = getattr(torch.backends, "mps", None)
@@ -247,8 +255,6 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return next(name for name, ok in available.items() if ok)
     kind = device.split(":")[0]
-    if kind not in available:
-        raise URSAMError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
     if not available[kind]:
         raise URSAMError(f"Device {device!r} is not available on this computer; choose another device: "
                          "cpu, or auto to use what is there (--device).")

@@ -56,10 +56,18 @@ def _termination_cancels():
         signal.signal(signal.SIGTERM, previous)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2) like every other user mistake,
+    instead of the usage text followed by the error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"ursam: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .rectify import DEFAULT_ALPHA_H, METHODS
 
-    parser = argparse.ArgumentParser(prog="ursam", description="Uncertainty-rectified Segment Anything "
+    parser = _OneLineParser(prog="ursam", description="Uncertainty-rectified Segment Anything "
                                      "for organ segmentation in CT (UR-SAM).")
     parser.add_argument("--version", action="version", version=f"ursam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -125,7 +125,8 @@ def _field(head: bytes, layout: _Layout, which: tuple[int, str]):
 
 
 def nifti_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with a NIfTI file that ITK would read anyway, or None.
+    """What is wrong with a NIfTI file that ITK would read anyway (a phrase that follows the file's
+    name: "is cut short: ..."), or None.
 
     Checks that the voxel spacing is a positive number (ITK silently turns 0 into 1 mm) and that
     the file holds every voxel its header announces (ITK silently reads a truncated file, the
@@ -141,36 +142,51 @@ def nifti_problem(path: str | os.PathLike) -> str | None:
     pixdim = _field(head, layout, layout.pixdim)
     ndim = dims[0]
     if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]):
-        return f"its header gives impossible dimensions {dims[1:max(1, min(ndim, 7)) + 1]}"
+        return (f"has impossible dimensions {dims[1:max(1, min(ndim, 7)) + 1]} in its header: it is damaged; "
+                "copy or export it again")
     spatial = pixdim[1:min(ndim, 3) + 1]
     if any(not math.isfinite(s) or s == 0 for s in spatial):
-        return f"its header gives voxel spacing {tuple(round(s, 6) for s in spatial)} mm (it must be non-zero)"
+        return (f"has voxel spacing {tuple(round(s, 6) for s in spatial)} mm in its header; spacing must be "
+                "positive: fix the image header or export the image again")
     bits = _field(head, layout, layout.bitpix)
     vox_offset = _field(head, layout, layout.vox_offset)
     if bits <= 0 or bits % 8 or not math.isfinite(vox_offset) or vox_offset < 0:
         return None  # ITK refuses these itself
     expected = int(vox_offset) + math.prod(dims[1:ndim + 1]) * bits // 8
-    stored, intact = _stored_length(path)
+    stored, intact = _stored_length(path, expected)
     if not intact:
-        return (f"it is damaged or cut short: its compressed data breaks off after {stored:,} of the {expected:,} "
-                "bytes its header announces (an interrupted copy or download?)")
+        return (f"is damaged or cut short: its compressed data breaks off after {stored:,} of the {expected:,} "
+                "bytes its header announces (an interrupted copy or download?); copy or export it again")
     if stored < expected:
-        return (f"it is cut short: it holds {stored:,} of the {expected:,} bytes its header announces "
-                "(an interrupted copy or download?)")
+        return (f"is cut short: it holds {stored:,} of the {expected:,} bytes its header announces "
+                "(an interrupted copy or download?); copy or export it again")
     return None
 
 
-def _stored_length(path: Path) -> tuple[int, bool]:
-    """Bytes of image data the file holds (uncompressed), and whether its gzip stream is intact."""
+def _stored_length(path: Path, expected: int) -> tuple[int, bool]:
+    """Bytes of image data the file holds (uncompressed), and whether its gzip stream is intact
+    (complete, with matching checksums). Decompresses in bounded pieces and stops well past
+    ``expected`` bytes, so a "zip bomb" costs neither memory nor much time."""
     with open(path, "rb") as handle:
-        compressed = handle.read(2) == b"\x1f\x8b"
-    if not compressed:
-        return path.stat().st_size, True
-    total = 0
-    try:
-        with gzip.open(path, "rb") as handle:  # verifies the CRC and length at the end
-            while block := handle.read(1 << 22):
-                total += len(block)
-    except (OSError, EOFError, zlib.error):
-        return total, False
-    return total, True
+        if handle.read(2) != b"\x1f\x8b":
+            return path.stat().st_size, True
+        handle.seek(0)
+        inflate = zlib.decompressobj(31)  # gzip framing: the CRC-32 and length are checked at the end
+        total, pending = 0, b""
+        while total <= expected + (64 << 20):
+            if not pending:
+                pending = handle.read(1 << 20)
+                if not pending:
+                    return total, inflate.eof
+            try:
+                total += len(inflate.decompress(pending, 1 << 22))
+            except zlib.error:
+                return total, False
+            if inflate.eof:  # end of a gzip member: another may follow (e.g. bgzip)
+                pending = inflate.unused_data or handle.read(1 << 20)
+                if not pending.startswith(b"\x1f\x8b"):
+                    return total, True
+                inflate = zlib.decompressobj(31)
+            else:
+                pending = inflate.unconsumed_tail
+        return total, True

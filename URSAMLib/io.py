@@ -65,28 +65,38 @@ class ImageHeader:
 
 
 @contextmanager
-def _native_stderr_captured() -> Iterator[None]:
+def _native_stderr_captured() -> Iterator[list[str]]:
     """Keep what ITK's C++ readers print by themselves (MetaImage's "data not read completely",
-    ITK's warnings) off the user's terminal: the user gets URSAM's one-line message instead."""
+    ITK's warnings) off the user's terminal: the user gets URSAM's one-line message instead. Yields
+    a list that holds the captured text once the block is left (for a better error message)."""
+    captured: list[str] = []
     sys.stderr.flush()
     try:
         saved = os.dup(2)
     except OSError:  # no stderr to protect (e.g. a GUI process on Windows)
-        yield
+        yield captured
         return
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            yield
+            yield captured
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
 
 
-def _itk_reason(error: RuntimeError) -> str:
-    """The useful last line of an ITK exception, without its source location and object address."""
-    text = str(error).strip()
-    line = text.splitlines()[-1] if text else "unknown reason"
+def _itk_reason(error: RuntimeError, native: list[str] | None = None) -> str:
+    """The useful part of an ITK exception, without its source location and object address. ITK's
+    "Reason:" line is the C library's last error, often unrelated (MetaImage reports a cut-short
+    file as "No such file or directory"); what the reader printed itself then says more."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    printed = " ".join(" ".join(native or []).split())
+    if lines and lines[-1].startswith("Reason:") and printed:
+        return printed[:200]
+    lines = [line for line in lines if not line.startswith("Reason:")] or ["unknown reason"]
+    line = lines[-1]
     if "): " in line and line.startswith("ITK ERROR"):
         line = line.split("): ", 1)[1]
     return line.replace("sitk::ERROR: ", "")[:200]
@@ -127,11 +137,10 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     if expected is not None:
         reader.SetImageIO(expected[0])  # never let ITK fall back to a format the name does not say
     try:
-        with _native_stderr_captured():
+        with _native_stderr_captured() as native:
             reader.ReadImageInformation()
     except RuntimeError as error:  # SimpleITK/ITK reports unreadable files as RuntimeError
-        raise URSAMError(f"Could not read {path} as an image ({_itk_reason(error)}). "
-                         f"Supported: {SUPPORTED_FORMATS}.") from None
+        raise _unreadable(path, found, _itk_reason(error, native)) from None
     if found == "NIfTI":
         problem = formats.nifti_problem(path)
         if problem:
@@ -164,10 +173,18 @@ def _dicom_series_header(folder: Path) -> ImageHeader:
                        reader.GetNumberOfComponents(), reader.GetPixelID(), "DICOM", files)
 
 
+def _unreadable(path: Path, found: str | None, reason: str) -> URSAMError:
+    if found in set(name for _, name in formats.BY_SUFFIX.values()):  # the right format, yet unreadable
+        return URSAMError(f"Could not read {path} ({reason}): the {found} file is damaged or cut short; "
+                          "copy or export it again.")
+    return URSAMError(f"Could not read {path} as an image ({reason}). Supported: {SUPPORTED_FORMATS}.")
+
+
 def _read_voxels(header: ImageHeader) -> sitk.Image:
     path = header.path
+    native: list[str] = []
     try:
-        with _native_stderr_captured():
+        with _native_stderr_captured() as native:
             if header.files:
                 reader = sitk.ImageSeriesReader()
                 reader.SetFileNames(list(header.files))
@@ -179,8 +196,7 @@ def _read_voxels(header: ImageHeader) -> sitk.Image:
                 reader.SetImageIO(expected[0])
             return reader.Execute()
     except RuntimeError as error:
-        raise URSAMError(f"Could not read {path} as an image ({_itk_reason(error)}). "
-                         f"Supported: {SUPPORTED_FORMATS}.") from None
+        raise _unreadable(path, header.format, _itk_reason(error, native)) from None
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:

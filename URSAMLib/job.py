@@ -164,6 +164,22 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
                             "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
 
 
+def _check_model_choice(job: SegmentJob) -> None:
+    """The model options a user can get wrong, checked before anything is read or loaded (torch alone
+    takes seconds to import): the backbone's name, the device's name, the checkpoint's path and pin."""
+    from .backbones import catalogue, check_device_name
+    from .weights import parse_sha256
+
+    entries = catalogue()
+    if job.backbone not in entries:
+        raise URSAMError(f"Unknown backbone {job.backbone!r}; choose one of: {', '.join(entries)}.")
+    check_device_name(job.device)
+    if job.checkpoint and not Path(job.checkpoint).expanduser().is_file():
+        raise URSAMError(f"Checkpoint {job.checkpoint} does not exist; check the checkpoint path (--checkpoint).")
+    if job.checkpoint_sha256:
+        parse_sha256(job.checkpoint_sha256)
+
+
 def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: Warn = _no_warn) -> dict:
     """Run one job and write its outputs; returns the summary written to summary.json.
 
@@ -184,10 +200,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
         raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
                          "--template TEMPLATE_DIR (automatic localization).")
     settings = job.settings.validate()
-    if job.checkpoint_sha256:
-        from .weights import parse_sha256
-
-        parse_sha256(job.checkpoint_sha256)  # a mistyped pin is told before minutes of work
+    _check_model_choice(job)
     ct_image = io.read_ct(job.ct)
     hu, frame = io.axial_array(ct_image)
     warnings: list[str] = []

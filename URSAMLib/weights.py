@@ -68,8 +68,6 @@ def load_verified_state_dict(path: str | os.PathLike, expected: list[KnownFile])
     """Read a checkpoint once, check it against every entry of ``expected`` (size and SHA-256),
     and load those same bytes with ``weights_only=True``. Returns the state dict and the file's
     SHA-256."""
-    import torch
-
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -80,6 +78,8 @@ def load_verified_state_dict(path: str | os.PathLike, expected: list[KnownFile])
     digest = hashlib.sha256(data).hexdigest()
     for known in expected:
         _check(path, len(data), digest, known)
+    import torch  # only now: a file that fails its check is refused without loading torch
+
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors have many types; all mean "not a safe checkpoint"
@@ -98,8 +98,9 @@ def _check(path: Path, size: int, digest: str, expected: KnownFile) -> None:
         raise URSAMError(f"{path} has {size:,} bytes, expected {expected.size:,} for "
                          f"{expected.filename}: it is truncated or another file. Download it again.")
     if expected.sha256 is not None and digest != expected.sha256:
-        raise URSAMError(f"{path} fails its SHA-256 check for {expected.filename}: the file "
-                         "is corrupt or was altered. Download it again from the official source.")
+        which = f" for {expected.filename}" if expected.filename != path.name else ""
+        raise URSAMError(f"{path} fails its SHA-256 check{which}: the file is corrupt, was altered, or is "
+                         "another file. Get it again from its source.")
 
 
 def parse_sha256(text: str) -> str:
