@@ -500,3 +500,13 @@ def test_fuzz_truncated_or_damaged_files(tmp_path, capfd, name, compressed, keep
     path = tmp_path / name
     path.write_bytes(bytes(data[:int(len(data) * keep)]))
     assert_read_ct_accepts_or_explains(path, capfd)
+
+
+@pytest.mark.parametrize("name, dtype", [("ct.nii", np.float32), ("ct.nii.gz", np.float32), ("ct.nii.gz", np.float64)])
+def test_nan_and_infinite_nifti_voxels_are_found_though_itk_reads_them_as_zero(tmp_path, name, dtype):
+    array = synthetic_array().astype(dtype)
+    array[1, 2, 3], array[4, 5, 6] = np.nan, -np.inf
+    write_nifti(tmp_path / name, array)
+    assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))).all()  # ITK: zeros
+    with pytest.raises(URSAMError, match=r"contains NaN or infinite voxels \(2, which would be read as 0\)"):
+        io.read_ct(tmp_path / name)

@@ -255,7 +255,9 @@ def check_volume(image: sitk.Image, name: str) -> None:
                          "fix the image header.")
     values = sitk.GetArrayViewFromImage(image)
     if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-        raise URSAMError(f"{name} contains NaN or infinite voxels; replace them (e.g. by -1024 HU) first.")
+        count = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise URSAMError(f"{name} contains NaN or infinite voxels ({count:,}); replace them (e.g. by -1024 HU) "
+                         "first.")
     if values.min() == values.max():
         raise URSAMError(f"{name} is constant (every voxel is {values.min()}); it holds no image to segment.")
 

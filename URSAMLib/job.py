@@ -74,8 +74,9 @@ def select_organs(classes: dict[int, str], requested: str | None, present: set[i
     names = [n.strip() for n in requested.split(",") if n.strip()]
     unknown = [n for n in names if n not in by_name]
     if unknown:
+        more = f" and {len(by_name) - 30} more" if len(by_name) > 30 else ""
         raise URSAMError(f"{', '.join(unknown)} not in {classes_path}; it names: "
-                         f"{', '.join(list(by_name)[:30])}{' ...' if len(by_name) > 30 else ''}.")
+                         f"{', '.join(list(by_name)[:30])}{more}.")
     return {by_name[n]: n for n in names}
 
 

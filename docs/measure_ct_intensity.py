@@ -43,7 +43,8 @@ def main() -> None:
              "`URSAMLib.io.intensity_warning`, which warns when a volume is below "
              f"{100 * io.MIN_AIR_FRACTION:g} % air (< {io.AIR_HU:g} HU), has a body median outside "
              f"{io.BODY_MEDIAN_HU[0]:g}..{io.BODY_MEDIAN_HU[1]:g} HU, or less than "
-             f"{100 * io.MIN_SOFT_TISSUE_FRACTION:g} % of the body in {io.SOFT_TISSUE_HU[0]:g}..{io.SOFT_TISSUE_HU[1]:g} HU.",
+             f"{100 * io.MIN_SOFT_TISSUE_FRACTION:g} % of the body in "
+             f"{io.SOFT_TISSUE_HU[0]:g}..{io.SOFT_TISSUE_HU[1]:g} HU.",
              "", "| data | volumes | air share | body median (HU) | soft-tissue share of the body | warned |",
              "|---|---|---|---|---|---|"]
     for group, paths in groups.items():
