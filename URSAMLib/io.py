@@ -59,9 +59,12 @@ class ImageHeader:
     @property
     def bytes_per_voxel(self) -> int:
         """Bytes one voxel takes in memory as read."""
-        probe = sitk.Image([1] * 2, self.pixel_id, self.components) if self.components > 1 else \
-            sitk.Image([1] * 2, self.pixel_id)
-        return sitk.GetArrayViewFromImage(probe).itemsize * self.components
+        try:
+            probe = sitk.Image([1] * 2, self.pixel_id, self.components) if self.components > 1 else \
+                sitk.Image([1] * 2, self.pixel_id)
+            return sitk.GetArrayViewFromImage(probe).itemsize * self.components
+        except RuntimeError:  # a pixel type SimpleITK cannot hold: assume the widest
+            return 8 * max(self.components, 1)
 
 
 @contextmanager
@@ -130,7 +133,9 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
         return _dicom_series_header(path)
     found = formats.sniff(path)
     expected = formats.BY_SUFFIX.get(formats.suffix(path))
-    if found == "an empty file" or (expected is not None and found != expected[1]):
+    # DICOM files without the "DICM" preamble exist (old ACR-NEMA style): GDCM may still read them
+    lenient = expected is not None and expected[1] == "DICOM" and found is None
+    if found == "an empty file" or (expected is not None and found != expected[1] and not lenient):
         raise _content_error(path, expected[1] if expected else "image", found)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
