@@ -2,6 +2,11 @@
 
 Tests that need the data are skipped when it is absent, unless URSAM_REQUIRE_DATA=1
 (as in .ci/run), which turns a missing data folder into a failure.
+
+Property-based tests (hypothesis) run under the "ci" profile by default: a fixed number of
+examples, derandomized (the same examples on every run, so CI never fails by chance), no
+per-example deadline (this machine's CPUs are shared) and no example database written to the
+checkout. HYPOTHESIS_PROFILE=explore runs many more, randomly chosen examples.
 """
 from __future__ import annotations
 
@@ -12,6 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import settings
+
+settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None, database=None,
+                          print_blob=True)
+settings.register_profile("explore", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_DIR = ROOT / "URSAM"
@@ -68,3 +79,14 @@ def synthetic_ct(shape=(6, 40, 48), spacing=(0.8, 0.9, 2.5), direction=None, ori
     if direction is not None:
         image.SetDirection(np.asarray(direction, dtype=float).ravel().tolist())
     return image
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to reach the network fails the test (see no_network.py); yields the attempts."""
+    import no_network as guard
+
+    guard.attempts.clear()
+    guard.block(monkeypatch.setattr)
+    yield guard.attempts
+    assert guard.attempts == [], f"network access attempted: {guard.attempts}"

@@ -10,7 +10,7 @@ replaced:
   and each named widget becomes a fake that behaves like PythonQt exposes it: properties as
   attributes (``slider.value = 4`` emits ``valueChanged(double)``), signals connected by signature
   strings, initial values taken from the .ui;
-* ``slicer.util.errorDisplay`` and friends — recorded instead of shown.
+* ``slicer.util.errorDisplay``, ``warningDisplay`` and friends — recorded instead of shown.
 """
 from __future__ import annotations
 
@@ -351,11 +351,15 @@ class Dialogs:
 
     def __init__(self):
         self.errors: list[tuple[str, dict]] = []
+        self.warnings: list[str] = []
         self.confirmations: list[str] = []
         self.confirm_answer = True
 
     def errorDisplay(self, text, windowTitle=None, parent=None, standardButtons=None, **kwargs):
         self.errors.append((text, kwargs))
+
+    def warningDisplay(self, text, windowTitle=None, parent=None, standardButtons=None, **kwargs):
+        self.warnings.append(text)
 
     def confirmOkCancelDisplay(self, text, windowTitle=None, parent=None, **kwargs):
         self.confirmations.append(text)
@@ -378,6 +382,7 @@ def install(monkeypatch):
     monkeypatch.setattr(slicer.util, "loadUI", load_ui)
     monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda root: types.SimpleNamespace(**root.children))
     monkeypatch.setattr(slicer.util, "errorDisplay", dialogs.errorDisplay)
+    monkeypatch.setattr(slicer.util, "warningDisplay", dialogs.warningDisplay)
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", dialogs.confirmOkCancelDisplay)
     return slicer, dialogs
 

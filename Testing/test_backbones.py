@@ -116,6 +116,21 @@ def test_a_damaged_official_checkpoint_is_refused_before_loading(tmp_path):
         load_backbone("sam-vit-b", checkpoint=fake, device="cpu")
 
 
+def test_a_checkpoint_the_catalogue_cannot_vouch_for_is_verified_against_a_pinned_sha256(tiny_checkpoint):
+    from URSAMLib.weights import sha256_of
+
+    digest = sha256_of(tiny_checkpoint)
+    unpinned = load_backbone("medsam-vit-b", checkpoint=tiny_checkpoint, device="cpu", vit_config=TINY_VIT)
+    assert not unpinned.weights_verified and unpinned.weights_sha256 == digest
+    pinned = load_backbone("medsam-vit-b", checkpoint=tiny_checkpoint, device="cpu", vit_config=TINY_VIT,
+                           checkpoint_sha256=digest)
+    assert pinned.weights_verified
+    with pytest.raises(URSAMError, match="fails its SHA-256 check"):
+        load_backbone("medsam-vit-b", checkpoint=tiny_checkpoint, device="cpu", vit_config=TINY_VIT,
+                      checkpoint_sha256="0" * 64)
+    assert load_backbone("litemedsam", device="cpu").weights_verified  # the packaged file, checked
+
+
 def test_missing_weights_explain_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("URSAM_CACHE", str(tmp_path))
     with pytest.raises(URSAMError, match="ursam download-weights sam-vit-b"):

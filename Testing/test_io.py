@@ -1,9 +1,14 @@
 """URSAMLib.io: reading every format in ../shared/data, axial slicing for any direction, grids."""
+import functools
+import gzip
 import itertools
+import struct
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import synthetic_ct
 from URSAMLib import io
@@ -149,7 +154,7 @@ def test_label_map_in_memory_is_checked_and_reindexed_like_a_file():
 def test_unreadable_files_give_one_clear_error(tmp_path):
     fake = tmp_path / "ct.nii.gz"
     fake.write_text("this is not an image\n")
-    with pytest.raises(URSAMError, match="Could not read"):
+    with pytest.raises(URSAMError, match="named like a NIfTI file .* but holds text"):
         io.read_ct(fake)
     with pytest.raises(URSAMError, match="does not exist"):
         io.read_ct(tmp_path / "missing.nii.gz")
@@ -191,3 +196,317 @@ def test_class_maps_are_validated(tmp_path, abdomen):
     bad.write_text('{"1": "liver", "2": "liver"}')
     with pytest.raises(URSAMError, match="twice"):
         io.read_classes(bad)
+
+
+# --- bad files: refused from the header, before any voxel is read ---------------------------
+
+def write_nifti(path, array, spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path), str(path).endswith(".gz"))
+    return path
+
+
+def patch_nifti_header(path, offset, fmt, *values):
+    """Overwrite fields of an uncompressed NIfTI-1 header in place."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<" + fmt, data, offset, *values)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def no_voxel_reading(monkeypatch):
+    """Fail the test if URSAM reads voxels (the checks must come from the header alone)."""
+    def refuse(header):
+        raise AssertionError(f"voxels of {header.path} were read")
+
+    monkeypatch.setattr(io, "_read_voxels", refuse)
+
+
+def test_a_4d_image_is_refused_from_its_header(tmp_path, no_voxel_reading):
+    four = tmp_path / "4d.nii.gz"  # e.g. a perfusion series: two 3-D volumes in one file
+    sitk.WriteImage(sitk.JoinSeries([synthetic_ct(seed=0), synthetic_ct(seed=1)]), str(four))
+    with pytest.raises(URSAMError, match="is a 4-D image; URSAM needs a 3-D CT volume: extract one 3-D volume"):
+        io.read_ct(four)
+
+
+def test_a_volume_beyond_the_hard_cap_is_refused_before_allocating(tmp_path, no_voxel_reading):
+    # A complete (sparse) NIfTI of 2048 x 2048 x 300 voxels: its header alone decides.
+    huge = write_nifti(tmp_path / "huge.nii", np.zeros((2, 16, 16), np.int16))
+    patch_nifti_header(huge, 40, "8h", 3, 2048, 2048, 300, 1, 1, 1, 1)
+    with open(huge, "r+b") as handle:
+        handle.truncate(352 + 2048 * 2048 * 300 * 2)
+    with pytest.raises(URSAMError, match=r"2048x2048x300 = 1,258,291,200 voxels, more than URSAM handles.*crop it"):
+        io.read_ct(huge)
+    with pytest.raises(URSAMError, match="more than URSAM handles"):
+        io.read_image(huge)  # any image, not only a CT
+
+
+def test_a_volume_larger_than_the_free_memory_is_refused_before_allocating(abdomen, monkeypatch, no_voxel_reading):
+    from URSAMLib import memory
+
+    voxels = 512 * 512 * 20  # the DICOM series' header: the size is known before its 20 files are read
+    monkeypatch.setattr(memory, "available_memory", lambda: voxels * memory.BYTES_PER_VOXEL // 2)
+    with pytest.raises(URSAMError, match=r"512x512x20 voxels: segmenting it needs about 0\.3 GB of memory, but only "
+                                         r"0\.1 GB is free\. Close other programs, or crop it"):
+        io.read_ct(abdomen / "dicom")
+
+
+def test_when_the_free_memory_is_unknown_only_the_hard_cap_applies(abdomen, monkeypatch):
+    from URSAMLib import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: None)
+    assert io.read_ct(abdomen / "ct_small.nii.gz").GetSize() == (122, 101, 30)
+
+
+@pytest.mark.parametrize("spacing", [0.0, 1e-6, float("nan")])
+def test_zero_or_absurd_spacing_in_a_nifti_header_is_refused(tmp_path, spacing, no_voxel_reading):
+    # ITK turns a zero pixdim into 1 mm without a word; URSAM reads the header itself.
+    ct = write_nifti(tmp_path / "ct.nii", synthetic_array())
+    patch_nifti_header(ct, 80, "f", spacing)
+    with pytest.raises(URSAMError, match="spacing"):
+        io.read_ct(ct)
+
+
+def synthetic_array():
+    return sitk.GetArrayFromImage(synthetic_ct())
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("ct.nii.gz", "png", "named like a NIfTI file (.nii.gz) but holds a PNG image; rename it to its real format"),
+    ("ct.nrrd", "dicom", "named like a NRRD file (.nrrd) but holds a DICOM image; a DICOM CT is a series of files"),
+    ("ct.nii", "nrrd", "named like a NIfTI file (.nii) but holds a NRRD image"),
+    ("ct.mha", "text", "named like a MetaImage file (.mha) but holds text, not an image"),
+    ("ct.nii.gz", "empty", "is empty (0 bytes)"),
+    ("ct.nii.gz", "noise", "named like a NIfTI file (.nii.gz) but its content is not a NIfTI image"),
+])
+def test_content_that_does_not_match_the_file_name_is_refused(tmp_path, dcmqi, name, content, message):
+    source = {"png": tmp_path / "a.png", "dicom": dcmqi / "01.dcm", "nrrd": dcmqi / "liver_seg.nrrd"}
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(4096, dtype=np.uint8).reshape(64, 64)), str(tmp_path / "a.png"))
+    data = {"text": b"patient notes\n", "empty": b"", "noise": bytes(np.random.default_rng(0).integers(
+        0, 256, 5000, dtype=np.uint8))}
+    data = data[content] if content in data else source[content].read_bytes()
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(URSAMError) as error:
+        io.read_image(tmp_path / name)
+    assert message in str(error.value)
+
+
+def test_a_single_dicom_file_asks_for_the_series_folder(dcmqi):
+    with pytest.raises(URSAMError, match="is a single DICOM image .one slice.; give the folder"):
+        io.read_ct(dcmqi / "01.dcm")
+
+
+@pytest.mark.parametrize("name, compress", [("ct.nii", False), ("ct.nii.gz", True), ("ct.nrrd", False),
+                                            ("ct.nrrd", True), ("ct.mha", False), ("ct.mha", True)])
+def test_truncated_files_are_refused_and_itk_prints_nothing(tmp_path, capfd, name, compress):
+    # ITK itself reads a truncated NIfTI as if the missing voxels were 0, and MetaImage's reader
+    # prints its own diagnostics on stderr: the user must see neither.
+    whole = tmp_path / ("whole" + name[2:])
+    sitk.WriteImage(synthetic_ct(), str(whole), compress)
+    data = whole.read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[:int(len(data) * 0.9)])
+    with pytest.raises(URSAMError, match="cut short|Could not read"):
+        io.read_ct(cut)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_infinite_voxels_and_an_undefined_position_are_refused():
+    array = synthetic_array().astype(np.float32)
+    array[2, 3, 4] = np.inf
+    with pytest.raises(URSAMError, match="NaN or infinite voxels"):
+        io.check_volume(sitk.GetImageFromArray(array), "x")
+    image = synthetic_ct()
+    image.SetOrigin((0.0, float("nan"), 0.0))
+    with pytest.raises(URSAMError, match="no valid position"):
+        io.check_volume(image, "x")
+
+
+def test_headers_of_real_data_match_what_is_read(abdomen, dcmqi):
+    for path in (abdomen / "ct_small.nii.gz", abdomen / "dicom", dcmqi, dcmqi / "liver_seg.nrrd"):
+        header = io.read_header(path)
+        image = io.read_image(path)
+        assert header.size == image.GetSize() and header.dimension == image.GetDimension()
+        assert header.bytes_per_voxel == sitk.GetArrayViewFromImage(image).itemsize
+        assert np.allclose(header.spacing[:2], image.GetSpacing()[:2])
+    assert io.read_header(abdomen / "dicom").format == "DICOM" and len(io.read_header(abdomen / "dicom").files) == 20
+
+
+# --- intensities that are not CT: a warning, measured against real CT -------------------------
+
+def test_no_ct_in_the_shared_data_is_taken_for_another_modality(abdomen, head_neck, dcmqi):
+    paths = [abdomen / "ct.nii.gz", abdomen / "ct_small.nii.gz", abdomen / "dicom", dcmqi,
+             abdomen.parent / "chest-ct" / "ct.nii.gz", *sorted(head_neck.glob("*/*_ct.nii.gz"))]
+    warned = {}
+    for path in paths:
+        message = io.intensity_warning(io.axial_array(io.read_image(path))[0], str(path))
+        if message:
+            warned[str(path)] = message
+    assert len(paths) > 200 and warned == {}
+
+
+def body_phantom(shape=(12, 96, 96), seed=0):
+    """Masks of a body cross-section: (body, fat rim, organ, bone) — what any modality images."""
+    z, y, x = np.indices(shape)
+    cy, cx = shape[1] / 2, shape[2] / 2
+    radius = ((y - cy) / (0.4 * shape[1])) ** 2 + ((x - cx) / (0.45 * shape[2])) ** 2
+    body = radius < 1
+    fat = body & (radius > 0.75)
+    organ = ((y - cy + 10) ** 2 + (x - cx - 12) ** 2) < 150
+    bone = ((y - cy - 20) ** 2 + (x - cx) ** 2) < 25
+    return body, fat, organ, bone
+
+
+def mr_like(seed=0):
+    """T1-weighted-like: positive values 0..4000, dark background noise, bright fat."""
+    rng = np.random.default_rng(seed)
+    body, fat, organ, bone = body_phantom()
+    mr = rng.rayleigh(15, body.shape)  # background: Rician noise, never negative
+    mr[body] = rng.normal(900, 80, body.sum())
+    mr[fat] = rng.normal(2600, 150, fat.sum())
+    mr[organ] = rng.normal(1300, 90, organ.sum())
+    mr[bone] = rng.normal(250, 40, bone.sum())  # cortical bone is dark in MR
+    return np.clip(mr, 0, 4000).astype(np.float32)
+
+
+def pet_like(seed=0, units="suv"):
+    """FDG-PET-like: ~0 outside, 0.5-2.5 SUV in the body, hot spots up to 20 (Bq/mL: x 5000)."""
+    rng = np.random.default_rng(seed)
+    body, _, organ, _ = body_phantom()
+    pet = np.abs(rng.normal(0, 0.02, body.shape))
+    pet[body] = rng.gamma(4, 0.3, body.sum())
+    pet[organ] = rng.normal(12, 3, organ.sum())
+    return (pet * (5000 if units == "bq" else 1)).astype(np.float32)
+
+
+def ct_like(seed=0):
+    rng = np.random.default_rng(seed)
+    body, fat, organ, bone = body_phantom()
+    ct = rng.normal(-1000, 10, body.shape)
+    ct[body] = rng.normal(40, 15, body.sum())
+    ct[fat] = rng.normal(-100, 15, fat.sum())
+    ct[organ] = rng.normal(60, 10, organ.sum())
+    ct[bone] = rng.normal(800, 100, bone.sum())
+    return ct.astype(np.float32)
+
+
+@pytest.mark.parametrize("volume, reason", [
+    (mr_like(), "no voxel is below -500 HU, where air should be"),
+    (pet_like(units="suv"), "no voxel is below -500 HU"),
+    (pet_like(units="bq"), "no voxel is below -500 HU"),
+    ((mr_like() - mr_like().mean()) / mr_like().std(), "no voxel is below -500 HU"),  # a z-scored MR
+    (ct_like() + 1024, "no voxel is below -500 HU"),  # a CT stored without its rescale intercept
+    (ct_like() * 10, "the body's median intensity is"),  # a CT in tenths of HU
+], ids=["mr", "pet-suv", "pet-bq", "mr-z-scored", "ct-without-rescale", "ct-times-10"])
+def test_mr_pet_and_unrescaled_ct_are_warned_about(volume, reason):
+    message = io.intensity_warning(volume, "scan.nii.gz")
+    assert message is not None and reason in message
+    assert message.startswith("scan.nii.gz does not look like a CT in Hounsfield units")
+    assert "window URSAM applies is then meaningless" in message
+
+
+def test_the_synthetic_ct_phantom_is_not_warned_about():
+    # the phantom the other modalities are made from passes, so the warnings above are the modality's
+    assert io.intensity_warning(ct_like(), "ct") is None
+
+
+def test_a_ct_cropped_to_an_organ_passes_but_air_free_tissue_alone_is_warned_about(abdomen):
+    ct_image = io.read_ct(abdomen / "ct_small.nii.gz")
+    ct = io.axial_array(ct_image)[0]
+    labels = io.axial_array(io.read_label_map(abdomen / "labels_small.nii.gz", ct_image), np.uint16)[0]
+    zs, ys, xs = np.nonzero(labels == 5)
+    crop = ct[zs.min():zs.max(), ys.min() + 10:ys.max() - 10, xs.min() + 10:xs.max() - 10]
+    assert io.intensity_warning(crop, "liver crop") is None  # a little bowel gas or lung is enough
+    # The heuristic's known limit: a volume holding no air at all (here: the liver's voxels alone) is
+    # warned about. The warning says why, so the user can judge; it does not stop the run.
+    message = io.intensity_warning(ct[labels == 5], "liver voxels")
+    assert message is not None and "no voxel is below -500 HU" in message
+
+
+# --- fuzzing the volume loader: mutated NIfTI headers, truncated files -----------------------
+# Bounded (a fixed number of examples, each a 23 kB file) and deterministic (the derandomized
+# "ci" hypothesis profile of conftest.py). Whatever the bytes, read_ct either returns a volume
+# that passed every check or raises URSAMError with one line; nothing else escapes, and ITK
+# prints nothing of its own.
+
+NIFTI_FIELDS = [(40, "h"), (42, "h"), (44, "h"), (46, "h"), (48, "h"),  # dim[0..4]
+                (70, "h"), (72, "h"),  # datatype, bitpix
+                (76, "f"), (80, "f"), (84, "f"), (88, "f"),  # pixdim[0..3] (pixdim[0]: qfac)
+                (108, "f"), (112, "f"), (116, "f"),  # vox_offset, scl_slope, scl_inter
+                (252, "h"), (254, "h"),  # qform_code, sform_code
+                (256, "f"), (260, "f"), (268, "f"), (272, "f"),  # quatern_b, _c, qoffset_x, _y
+                (280, "f"), (284, "f"), (296, "f"), (316, "f")]  # srow_x[0..1], srow_y[0], srow_z[1]
+
+
+@functools.lru_cache(maxsize=1)
+def base_nifti() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/ct.nii"
+        sitk.WriteImage(sitk.Cast(synthetic_ct(), sitk.sitkInt16), path)
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+field_value = {"h": st.one_of(st.integers(-32768, 32767), st.sampled_from([0, 1, -1, 2, 3, 4, 7, 8, 16, 32767])),
+               "f": st.one_of(st.floats(width=32), st.sampled_from([0.0, -1.0, 1e-7, 1e30, float("nan"),
+                                                                    float("inf"), 352.0, 348.0, 1e9]))}
+typed_mutation = st.sampled_from(NIFTI_FIELDS).flatmap(
+    lambda field: st.tuples(st.just(field[0]), st.just(field[1]), field_value[field[1]]))
+byte_mutation = st.tuples(st.integers(0, 351), st.just("B"), st.integers(0, 255))
+
+
+def assert_read_ct_accepts_or_explains(path, capfd):
+    try:
+        image = io.read_ct(path)
+    except URSAMError as error:
+        assert "\n" not in str(error) and str(error)
+    else:
+        io.check_volume(image, "accepted")  # what is accepted passed every check
+        assert image.GetDimension() == 3
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(st.one_of(typed_mutation, byte_mutation), min_size=1, max_size=5),
+       compressed=st.booleans(), cut=st.one_of(st.none(), st.floats(0.0, 1.0)))
+def test_fuzz_mutated_nifti_headers(tmp_path, capfd, mutations, compressed, cut):
+    data = bytearray(base_nifti())
+    for offset, fmt, value in mutations:
+        struct.pack_into("<" + fmt, data, offset, value)
+    if cut is not None:
+        data = data[:int(len(data) * cut)]
+    path = tmp_path / ("ct.nii.gz" if compressed else "ct.nii")
+    path.write_bytes(gzip.compress(bytes(data), mtime=0) if compressed else bytes(data))
+    assert_read_ct_accepts_or_explains(path, capfd)
+
+
+@settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["ct.nii", "ct.nii.gz", "ct.nrrd", "ct.mha"]), compressed=st.booleans(),
+       keep=st.floats(0.0, 1.0, exclude_max=True), flip=st.one_of(st.none(), st.integers(0, 10**6)))
+def test_fuzz_truncated_or_damaged_files(tmp_path, capfd, name, compressed, keep, flip):
+    whole = tmp_path / ("whole-" + name)
+    sitk.WriteImage(synthetic_ct(), str(whole), compressed or name.endswith(".gz"))
+    data = bytearray(whole.read_bytes())
+    if flip is not None:  # one damaged byte anywhere
+        data[flip % len(data)] ^= 0x5A
+    path = tmp_path / name
+    path.write_bytes(bytes(data[:int(len(data) * keep)]))
+    assert_read_ct_accepts_or_explains(path, capfd)
+
+
+@pytest.mark.parametrize("name, dtype", [("ct.nii", np.float32), ("ct.nii.gz", np.float32), ("ct.nii.gz", np.float64)])
+def test_nan_and_infinite_nifti_voxels_are_found_though_itk_reads_them_as_zero(tmp_path, name, dtype):
+    array = synthetic_array().astype(dtype)
+    array[1, 2, 3], array[4, 5, 6] = np.nan, -np.inf
+    write_nifti(tmp_path / name, array)
+    assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))).all()  # ITK: zeros
+    with pytest.raises(URSAMError, match=r"contains NaN or infinite voxels \(2, which would be read as 0\)"):
+        io.read_ct(tmp_path / name)

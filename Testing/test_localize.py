@@ -28,6 +28,17 @@ def test_boxes_outside_or_collapsed_are_not_found_with_a_reason():
     assert box is None and "collapses" in reason
 
 
+def test_a_template_mapped_off_the_image_marks_every_organ_outside(head_neck, hn_template, monkeypatch):
+    # As when the template is for another body region: every support maps 1 m above the query.
+    from URSAMLib import localize
+
+    monkeypatch.setattr(localize, "register_affine",
+                        lambda fixed, moving, seed=0: sitk.TranslationTransform(3, (0.0, 0.0, -1000.0)))
+    found = localize_by_registration(io.read_ct(hn_pair(head_neck, 201, "validation")[0]), hn_template)
+    assert set(found) == set(hn_template.organs)
+    assert all(loc.box is None and loc.outside and loc.reason == localize.OUTSIDE_IMAGE for loc in found.values())
+
+
 @pytest.fixture(scope="module")
 def hn_template(head_neck, tmp_path_factory):
     images, labels = zip(*(hn_pair(head_neck, n) for n in (4, 13)))

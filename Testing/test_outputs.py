@@ -45,3 +45,16 @@ def test_existing_files_need_overwrite_and_other_files_survive_it(tmp_path):
     with pytest.raises(URSAMError, match="not a folder"):
         check_output_dir(out / "my_notes.txt", overwrite=True)
     check_output_dir(tmp_path / "empty", overwrite=False)  # absent: fine
+
+
+def test_an_input_among_the_files_a_run_would_replace_is_refused(tmp_path):
+    from URSAMLib.outputs import OUTPUT_FILES, check_inputs_survive
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "rectified.nii.gz").write_text("the user's only copy")
+    with pytest.raises(URSAMError, match="is one of the files this run writes into .* would be replaced"):
+        check_inputs_survive(out, list(OUTPUT_FILES), [str(tmp_path / "ct.nii.gz"), str(out / "rectified.nii.gz")])
+    with pytest.raises(URSAMError, match="is the input folder"):
+        check_inputs_survive(out, list(OUTPUT_FILES), [str(out)])  # e.g. a DICOM series folder
+    check_inputs_survive(out, list(OUTPUT_FILES), [str(out / "ct.nii.gz"), None])  # other names are safe

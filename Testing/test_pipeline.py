@@ -6,6 +6,8 @@ computable by hand.
 """
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from URSAMLib.errors import Cancelled, URSAMError
 from URSAMLib.pipeline import Settings, segment
@@ -176,3 +178,63 @@ def test_refined_box_keeps_the_largest_component_inside_the_prompt():
     mask[8:15, 9:18] = True  # large blob
     assert np.array_equal(refined_box(mask, np.array([0, 0, 16, 19.0]), 1), [8, 7, 16, 15])
     assert refined_box(np.zeros((5, 5), bool), np.array([0, 0, 4, 4.0]), 1) is None
+
+
+# --- properties: prompts at and beyond the borders, one-voxel organs, empty results -----------
+
+@st.composite
+def runs(draw):
+    """A small CT with a bright region, and 1-3 organ prompts whose boxes may cross or exceed the
+    slice (as localized boxes do), shrink to one pixel, or cover nothing bright (SAM finds nothing)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (int(rng.integers(1, 6)), int(rng.integers(4, 40)), int(rng.integers(4, 40)))
+    ct = rng.normal(-100, 20, shape).astype(np.float32)
+    z0, y0, x0 = (int(rng.integers(0, n)) for n in shape)
+    ct[z0:, y0:y0 + int(rng.integers(1, 12)), x0:x0 + int(rng.integers(1, 12))] = 100
+    prompts = []
+    for label in range(1, draw(st.integers(1, 3)) + 1):
+        zs = sorted(set(rng.integers(0, shape[0], size=int(rng.integers(1, shape[0] + 1))).tolist()))
+        kind = draw(st.sampled_from(["anywhere", "one-pixel", "whole-and-beyond"]))
+        boxes = {}
+        for z in zs:
+            if kind == "one-pixel":
+                x, y = float(rng.integers(0, shape[2])), float(rng.integers(0, shape[1]))
+                boxes[z] = np.array([x, y, x, y])
+            elif kind == "whole-and-beyond":
+                boxes[z] = np.array([-7.0, -3.0, shape[2] + 9.0, shape[1] + 4.0])
+            else:
+                xs = np.sort(rng.uniform(-0.5 * shape[2], 1.5 * shape[2], 2))
+                ys = np.sort(rng.uniform(-0.5 * shape[1], 1.5 * shape[1], 2))
+                boxes[z] = np.array([xs[0], ys[0], xs[1], ys[1]])
+        prompts.append(OrganPrompt(f"organ{label}", label, boxes))
+    settings = Settings(num_aug=draw(st.integers(1, 4)), ratio=draw(st.floats(0.0, 0.3)),
+                        seed=draw(st.integers(0, 1000)), method=draw(st.sampled_from(["ursam", "fixed", "unc-fpnc"])))
+    return ct, prompts, settings
+
+
+@given(runs())
+def test_any_prompts_give_results_on_the_volume_and_rectify_only_inside_the_boxes(run):
+    ct, prompts, settings = run
+    result = segment(ct, prompts, BrightInBox(), settings)
+    labels = result.label_map("rectified")
+    assert labels.shape == ct.shape and set(np.unique(labels)) <= {0} | {p.label for p in prompts}
+    uncertainty = result.uncertainty_map()
+    assert uncertainty.min() >= 0 and uncertainty.max() <= np.log(2) + 1e-6
+    for organ in result.organs:
+        for axis, part in enumerate(organ.region):
+            assert 0 <= part.start < part.stop <= ct.shape[axis]
+        assert organ.ensemble.shape == organ.box_region.shape == tuple(p.stop - p.start for p in organ.region)
+        assert organ.box_region.any()  # even a one-pixel box at the border covers its pixel
+        for box in organ.boxes.values():  # the boxes reported are the ones on the slice
+            assert box.min() >= 0 and box[2] <= ct.shape[2] - 1 and box[3] <= ct.shape[1] - 1
+        outside = ~organ.box_region
+        assert np.array_equal(organ.mask[outside], organ.ensemble_mask[outside])
+        assert np.isfinite(organ.mean_uncertainty)
+    again = segment(ct, prompts, BrightInBox(), settings)
+    assert np.array_equal(again.label_map("rectified"), labels)
+    assert np.array_equal(again.uncertainty_map(), uncertainty)
+
+
+def test_prompts_on_slices_outside_the_volume_are_a_bug_not_a_result():
+    with pytest.raises(ValueError, match="outside the volume"):
+        segment(volume(), [OrganPrompt("a", 1, {6: np.array([1.0, 1, 5, 5])})], BrightInBox())

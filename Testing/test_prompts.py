@@ -1,6 +1,9 @@
-"""URSAMLib.prompts: boxes from masks, margins, per-slice boxes, augmentation — small exact cases."""
+"""URSAMLib.prompts: boxes from masks, margins, per-slice boxes, augmentation — small exact cases,
+then properties over generated boxes, images and organs (hypothesis; profile in conftest.py)."""
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from URSAMLib.prompts import (DEFAULT_BOX_MARGIN, PAPER_BOX_MARGIN, Box3D, BoxMargin, augment_box,
                               augmentation_rng, clip_boxes, prompts_from_labels, slice_boxes_from_mask)
@@ -104,3 +107,82 @@ def test_prompts_from_labels_in_both_modes_and_missing_organs():
     prompts, _ = prompts_from_labels(labels, {3: "kidney"}, "box3d", spacing=(2.5, 5.0, 5.0))  # 5,10,10 mm
     assert sorted(prompts[0].boxes) == list(range(0, 7))
     assert np.array_equal(prompts[0].boxes[2], [8, 2, 17, 11])
+
+
+# --- properties (hypothesis): borders, boxes larger than the image, one-voxel organs ----------
+
+
+@st.composite
+def slice_and_box(draw):
+    """A slice shape and a box anywhere from well outside to well beyond it (as localizers give)."""
+    height, width = draw(st.integers(1, 300)), draw(st.integers(1, 300))
+    coordinate = st.floats(-2.0 * max(height, width), 3.0 * max(height, width), allow_nan=False)
+    box = np.array([draw(coordinate) for _ in range(4)])
+    return (height, width), box
+
+
+@given(slice_and_box(), st.integers(1, 16), st.floats(0.0, 0.5), st.integers(0, 2**32 - 1))
+def test_augmented_boxes_always_lie_on_the_slice_and_start_with_the_clipped_box(case, num_aug, ratio, seed):
+    (height, width), box = case
+    boxes = augment_box(box, num_aug, ratio, (height, width), np.random.default_rng(seed))
+    assert boxes.shape == (num_aug, 4) and np.all(np.isfinite(boxes))
+    assert np.all(boxes[:, [0, 2]] >= 0) and np.all(boxes[:, [0, 2]] <= width - 1)
+    assert np.all(boxes[:, [1, 3]] >= 0) and np.all(boxes[:, [1, 3]] <= height - 1)
+    assert np.all(boxes[:, 0] <= boxes[:, 2]) and np.all(boxes[:, 1] <= boxes[:, 3])
+    assert np.array_equal(boxes[0], clip_boxes(box[None], (height, width))[0])
+    # each coordinate moves at most ratio x the longest side (clipping only brings it closer)
+    assert np.all(np.abs(boxes - boxes[0]) <= ratio * max(height, width) + 1e-9)
+
+
+@st.composite
+def volume_and_box(draw):
+    shape = tuple(draw(st.integers(1, 40)) for _ in range(3))
+    bounds = []
+    for n in shape:
+        low = draw(st.integers(0, n - 1))
+        bounds += [low, draw(st.integers(low, n - 1))]
+    margin = tuple(draw(st.integers(0, 15)) for _ in range(3))
+    return shape, Box3D(*bounds), margin
+
+
+@given(volume_and_box())
+def test_an_extended_box_holds_the_box_and_stays_in_the_image(case):
+    shape, box, margin = case
+    grown = box.extended(margin, shape)
+    for axis, (low, high) in enumerate(zip(grown.as_list()[0::2], grown.as_list()[1::2])):
+        original_low, original_high = box.as_list()[2 * axis], box.as_list()[2 * axis + 1]
+        assert 0 <= low <= original_low and original_high <= high <= shape[axis] - 1
+        assert low == max(original_low - margin[axis], 0) and high == min(original_high + margin[axis],
+                                                                              shape[axis] - 1)
+    slices = grown.slice_boxes()
+    assert sorted(slices) == list(range(grown.z0, grown.z1 + 1))
+
+
+@given(st.tuples(st.integers(1, 12), st.integers(1, 40), st.integers(1, 40)).flatmap(
+    lambda shape: st.tuples(st.just(shape), st.tuples(*(st.integers(0, n - 1) for n in shape)))),
+    st.integers(0, 20), st.integers(0, 2**32 - 1))
+def test_a_one_voxel_organ_gets_a_box_on_its_slice_that_holds_it(case, jitter, seed):
+    shape, (z, y, x) = case
+    labels = np.zeros(shape, np.uint16)
+    labels[z, y, x] = 7
+    prompts, missing = prompts_from_labels(labels, {7: "node"}, "slice", jitter=jitter, seed=seed)
+    assert missing == {} and list(prompts[0].boxes) == [z]
+    x0, y0, x1, y1 = prompts[0].boxes[z]
+    assert x0 <= x <= x1 and y0 <= y <= y1 and x0 >= 0 and y0 >= 0 and x1 <= shape[2] - 1 and y1 <= shape[1] - 1
+    if jitter == 0:
+        assert (x0, y0, x1, y1) == (x, y, x, y)
+    prompts, _ = prompts_from_labels(labels, {7: "node"}, "box3d", margin=PAPER_BOX_MARGIN)
+    assert sorted(prompts[0].boxes) == list(range(max(z - 2, 0), min(z + 2, shape[0] - 1) + 1))
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["slice", "box3d"]))
+def test_every_organ_voxel_lies_in_its_slices_box(seed, mode):
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 24, size=3))
+    labels = np.where(rng.random(shape) < rng.uniform(0, 0.2), rng.integers(1, 4, size=shape), 0).astype(np.uint16)
+    prompts, missing = prompts_from_labels(labels, {1: "a", 2: "b", 3: "c"}, mode, spacing=(3.0, 1.0, 1.0))
+    assert {p.name for p in prompts} | set(missing) == {"a", "b", "c"}
+    for prompt in prompts:
+        for z, y, x in np.argwhere(labels == prompt.label):
+            x0, y0, x1, y1 = prompt.boxes[z]
+            assert x0 <= x <= x1 and y0 <= y <= y1

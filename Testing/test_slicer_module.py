@@ -191,6 +191,21 @@ def test_a_full_run_through_the_widget(env):
     assert len([n for n in scene_snapshot(scene).values() if n[0] == "vtkMRMLSegmentationNode"]) == 3
 
 
+def test_intensities_that_are_not_ct_are_a_warning_dialog_and_the_run_goes_on(env):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    widget.logic.runInProcess = True
+    widget.logic.backboneLoader = lambda name, checkpoint, device: BrightInBox()
+    widget.ui.applyButton.click()  # the synthetic CT holds no air at all, like an MR
+    assert len(dialogs.warnings) == 1 and dialogs.errors == []
+    assert dialogs.warnings[0].startswith("Oblique does not look like a CT in Hounsfield units (no voxel is below")
+    assert widget.outputs is not None and widget.ui.statusLabel.text.startswith("Segmented 2 organs")
+
+    mrml.voxel_array(ct_node)[:, :5, :] = -1000  # air above the body: a CT after all
+    ct_node.Modified()
+    widget.ui.applyButton.click()
+    assert len(dialogs.warnings) == 1 and dialogs.errors == []
+
+
 def test_bad_input_is_one_dialog_line_and_no_job(env):
     module, widget, dialogs, scene, *_ = env
     widget.ui.promptSegmentationSelector.setCurrentNode(None)
@@ -219,7 +234,7 @@ def test_a_failure_in_the_background_process_reaches_the_user_as_one_line(env):
         time.sleep(0.05)
     assert widget.job is None
     assert dialogs.errors == [
-        ("Checkpoint /no/such.pth does not exist; check the path given with --checkpoint.", {})]  # no log
+        ("Checkpoint /no/such.pth does not exist; check the checkpoint path (--checkpoint).", {})]  # no log
     assert widget.ui.statusLabel.text.startswith("Failed: Checkpoint") and scene_snapshot(scene) == before
 
 

@@ -85,3 +85,36 @@ def test_build_errors_name_the_file(head_neck, tmp_path):
     assert "Esophagus" not in template.organs and "Brainstem" in template.organs
     with pytest.raises(URSAMError, match="already holds a template"):
         build_template([ct4], [lab4], classes, tmp_path / "t")
+
+
+def test_a_failed_rebuild_leaves_the_previous_template_intact_and_a_good_one_replaces_it(head_neck, tmp_path,
+                                                                                         monkeypatch):
+    from URSAMLib import template as template_module
+
+    classes = io.read_classes(head_neck / "classes.json")
+    ct4, lab4 = hn_pair(head_neck, 4)
+    ct13, lab13 = hn_pair(head_neck, 13)
+    folder = tmp_path / "t"
+    first = build_template([ct4], [lab4], classes, folder, organs=["Brainstem"])
+    before = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    real_write = template_module.write_image
+    calls = []
+
+    def fail_on_the_second_support(image, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_write(image, path)
+
+    monkeypatch.setattr(template_module, "write_image", fail_on_the_second_support)
+    with pytest.raises(OSError, match="disk full"):
+        build_template([ct4, ct13], [lab4, lab13], classes, folder, organs=["Brainstem"], overwrite=True)
+    assert {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert Template.load(folder).supports[0].points_mm["Brainstem"].tolist() == \
+        first.supports[0].points_mm["Brainstem"].tolist()
+
+    monkeypatch.setattr(template_module, "write_image", real_write)
+    second = build_template([ct4, ct13], [lab4, lab13], classes, folder, organs=["Brainstem"], overwrite=True)
+    assert len(second.supports) == 2
+    files = sorted(p.name for p in (folder / "supports").iterdir())
+    assert files == sorted(s.image.name for s in second.supports)  # the old support image is gone

@@ -11,17 +11,19 @@ import pytest
 import torch
 
 from URSAMLib.errors import URSAMError
-from URSAMLib.weights import KnownFile, download, load_state_dict, sha256_of, verify
+from URSAMLib.weights import (KnownFile, download, load_state_dict, load_verified_state_dict, parse_sha256,
+                              sha256_of, verify)
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 PAYLOAD_FILE = KnownFile("model.pth", hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD))
 
 
 class Server:
-    """Serves PAYLOAD with HTTP range support; can fail its first requests or serve other bytes."""
+    """Serves PAYLOAD with HTTP range support; can fail its first requests, drop the connection
+    after some bytes on its first request, or serve other bytes."""
 
-    def __init__(self, failures=0, body=PAYLOAD):
-        self.failures, self.body, self.ranges = failures, body, []
+    def __init__(self, failures=0, body=PAYLOAD, drop_after=None):
+        self.failures, self.body, self.ranges, self.drop_after = failures, body, [], drop_after
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -35,6 +37,10 @@ class Server:
                 self.send_response(206 if start else 200)
                 self.send_header("Content-Length", str(len(outer.body) - start))
                 self.end_headers()
+                if outer.drop_after is not None:  # announce everything, send part, hang up
+                    self.wfile.write(outer.body[start:start + outer.drop_after])
+                    outer.drop_after = None
+                    return
                 self.wfile.write(outer.body[start:])
 
             def log_message(self, *args):
@@ -157,3 +163,60 @@ def test_present_weights_never_touch_the_network(tmp_path, monkeypatch):
 def test_weights_without_a_known_address_are_not_downloadable(tmp_path):
     with pytest.raises(URSAMError, match="no download address"):
         download(KnownFile("medsam_vit_b.pth"), tmp_path)
+
+
+def test_a_checkpoint_cut_short_is_a_clear_error(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save({"layer.weight": torch.ones(64, 64)}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(URSAMError, match="is damaged .e.g. cut short."):
+        load_state_dict(path)
+
+
+def test_a_pinned_sha256_is_checked_on_the_bytes_that_are_loaded(tmp_path):
+    path = tmp_path / "mine.pth"
+    torch.save({"layer.weight": torch.ones(2, 2)}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    state, found = load_verified_state_dict(path, [KnownFile("mine.pth", digest)])
+    assert found == digest and torch.equal(state["layer.weight"], torch.ones(2, 2))
+    torch.save({"layer.weight": torch.zeros(2, 2)}, path)  # same name, other weights: tampered
+    with pytest.raises(URSAMError, match="fails its SHA-256 check"):
+        load_verified_state_dict(path, [KnownFile("mine.pth", digest)])
+    assert parse_sha256(digest.upper() + "\n") == digest
+    for bad in ("abc", digest[:-1] + "g", ""):
+        with pytest.raises(URSAMError, match="is not a SHA-256"):
+            parse_sha256(bad)
+
+
+def test_a_connection_dropped_mid_file_is_resumed_on_the_next_try(tmp_path, server):
+    s = server(drop_after=400_000)
+    assert download(with_url(s.url), tmp_path, retries=2).read_bytes() == PAYLOAD
+    assert s.ranges == [None, "bytes=400000-"]
+
+
+def test_a_server_sending_too_much_is_stopped_and_leaves_nothing(tmp_path, server):
+    s = server(body=PAYLOAD + b"x" * (3 << 20))
+    with pytest.raises(URSAMError, match="sends more than the 1,048,576 bytes expected"):
+        download(with_url(s.url), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tampered_cached_file_is_set_aside_and_fetched_again(tmp_path, server):
+    (tmp_path / "model.pth").write_bytes(PAYLOAD[:-1] + b"x")
+    s = server()
+    assert download(with_url(s.url), tmp_path).read_bytes() == PAYLOAD
+    assert (tmp_path / "model.pth.rejected").read_bytes() == PAYLOAD[:-1] + b"x"
+
+
+def test_the_socket_guard_used_by_the_no_network_tests_really_blocks(monkeypatch, server):
+    import urllib.request
+
+    import no_network
+
+    s = server()  # started before the guard: its listening socket exists already
+    no_network.attempts.clear()
+    no_network.block(monkeypatch.setattr)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(s.url, timeout=5)
+    assert no_network.attempts and s.ranges == []
+    no_network.attempts.clear()

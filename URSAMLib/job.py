@@ -22,9 +22,16 @@ from .prompts import DEFAULT_BOX_MARGIN, BoxMargin
 ProgressBar = Callable[[str, Callable], object]
 """``progress_bar(title, run)`` calls ``run(progress)`` with a progress callback and returns its result."""
 
+Warn = Callable[[str], None]
+"""``warn(message)`` tells the user something doubtful that does not stop the run, as soon as it is known."""
+
 
 def _no_bar(title: str, run: Callable):
     return run(None)
+
+
+def _no_warn(message: str) -> None:
+    pass
 
 
 @dataclass
@@ -45,6 +52,7 @@ class SegmentJob:
     box_margin: BoxMargin = DEFAULT_BOX_MARGIN
     backbone: str = "litemedsam"
     checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
     window: tuple[float, float] | None = None
     precision: str = "float32"
     device: str = "auto"
@@ -66,8 +74,9 @@ def select_organs(classes: dict[int, str], requested: str | None, present: set[i
     names = [n.strip() for n in requested.split(",") if n.strip()]
     unknown = [n for n in names if n not in by_name]
     if unknown:
+        more = f" and {len(by_name) - 30} more" if len(by_name) > 30 else ""
         raise URSAMError(f"{', '.join(unknown)} not in {classes_path}; it names: "
-                         f"{', '.join(list(by_name)[:30])}{' ...' if len(by_name) > 30 else ''}.")
+                         f"{', '.join(list(by_name)[:30])}{more}.")
     return {by_name[n]: n for n in names}
 
 
@@ -111,6 +120,11 @@ def _prompts_from_template(job: SegmentJob, template, organs, ct_image, frame, p
     margin = job.box_margin.voxels(frame.spacing)
     prompts = [loc.prompt(frame.shape, margin) for loc in localizations.values() if loc.box]
     missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
+    if not prompts and all(loc.outside for loc in localizations.values()):
+        region = f" (made for: {template.body_region})" if template.body_region else ""
+        raise URSAMError(f"Every organ of the template{region} was localized outside {job.ct} "
+                         f"({', '.join(localizations)}): the template is probably for another body region than "
+                         "this CT. Use a template built from scans of the same body region.")
     if not prompts:
         raise URSAMError(f"No organ of the template was found in {job.ct}: "
                          f"{'; '.join(f'{n}: {r}' for n, r in missing.items())}.")
@@ -152,8 +166,28 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
                             "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
 
 
-def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dict:
-    """Run one job and write its outputs; returns the summary written to summary.json."""
+def _check_model_choice(job: SegmentJob) -> None:
+    """The model options a user can get wrong, checked before anything is read or loaded (torch alone
+    takes seconds to import): the backbone's name, the device's name, the checkpoint's path and pin."""
+    from .backbones import catalogue, check_device_name
+    from .weights import parse_sha256
+
+    entries = catalogue()
+    if job.backbone not in entries:
+        raise URSAMError(f"Unknown backbone {job.backbone!r}; choose one of: {', '.join(entries)}.")
+    check_device_name(job.device)
+    if job.checkpoint and not Path(job.checkpoint).expanduser().is_file():
+        raise URSAMError(f"Checkpoint {job.checkpoint} does not exist; check the checkpoint path (--checkpoint).")
+    if job.checkpoint_sha256:
+        parse_sha256(job.checkpoint_sha256)
+
+
+def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: Warn = _no_warn) -> dict:
+    """Run one job and write its outputs; returns the summary written to summary.json.
+
+    Warnings (e.g. intensities that are not CT) go to ``warn`` when they arise and into the
+    summary's ``warnings``.
+    """
     from .backbones import load_backbone
     from .overview import save_overview
     from .pipeline import segment
@@ -161,12 +195,24 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dic
     started = time.perf_counter()
     outdir = Path(job.output)
     outputs.check_output_dir(outdir, job.overwrite)
+    outputs.check_inputs_survive(outdir, list(outputs.OUTPUT_FILES) + ["boxes.json"],
+                                 [job.ct, job.prompt_labels, job.classes, job.reference, job.checkpoint,
+                                  job.template, job.localizer_weights])
     if bool(job.prompt_labels) == bool(job.template):
         raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
                          "--template TEMPLATE_DIR (automatic localization).")
     settings = job.settings.validate()
+    _check_model_choice(job)
     ct_image = io.read_ct(job.ct)
     hu, frame = io.axial_array(ct_image)
+    warnings: list[str] = []
+
+    def note(message: str | None) -> None:
+        if message:
+            warnings.append(message)
+            warn(message)
+
+    note(io.intensity_warning(hu, str(job.ct)))
     if job.prompt_labels:
         prompting = _prompts_from_label_map(job, ct_image)
     else:
@@ -176,7 +222,12 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dic
     if job.reference:
         prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
         prompting.reference_key = "dice_vs_reference"
-    backbone = load_backbone(job.backbone, job.checkpoint, job.device)
+    backbone = load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256)
+    if getattr(backbone, "weights_verified", True) is False:
+        digest = backbone.weights_sha256
+        note(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
+             "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
+             f"this file checked on every run, pin it: --checkpoint-sha256 {digest}")
     if job.window:
         backbone.window = job.window
     backbone.precision = job.precision
@@ -188,12 +239,14 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dic
         "input": {"ct": str(job.ct), "size_ijk": list(ct_image.GetSize()),
                   "spacing_mm": list(ct_image.GetSpacing()), **prompting.description,
                   "box_margin_zyx": str(job.box_margin), "reference": job.reference},
-        "backbone": {"name": backbone.name, "weights": backbone.weights, "device": backbone.device,
+        "backbone": {"name": backbone.name, "weights": backbone.weights,
+                     "weights_verified": getattr(backbone, "weights_verified", None), "device": backbone.device,
                      "precision": backbone.precision, "window_hu": list(backbone.window)},
         "parameters": {k: getattr(settings, k) for k in
                        ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
         "organs": {},
         "not_found": prompting.missing,
+        "warnings": warnings,
     }
     rectified, ensemble = result.label_map("rectified"), result.label_map("ensemble")
     for organ in result.organs:

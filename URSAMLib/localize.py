@@ -37,6 +37,9 @@ class Localization:
     """Mean IoU between each support's box and the fused box, in [0, 1]."""
     reason: str | None = None
     """Why the organ was not found (None when it was)."""
+    outside: bool = False
+    """Not found because it was localized entirely outside the image: when this holds for every
+    organ, the template is probably for another body region than the CT."""
 
     def prompt(self, shape: tuple[int, int, int], margin: tuple[int, int, int]) -> OrganPrompt:
         """The paper's auto-prompt: the box extended by ``margin`` voxels ``(z, y, x)`` on every
@@ -105,10 +108,13 @@ def _axial_points(points_mm: np.ndarray, query: sitk.Image, frame: AxialFrame) -
     return frame.index_from_stored(ijk)
 
 
+OUTSIDE_IMAGE = "its localized box lies outside the image (is the template for this body region?)"
+
+
 def _clipped_box(points: np.ndarray, shape: tuple[int, int, int]) -> tuple[Box3D | None, str | None]:
     low, high = np.rint(points.min(axis=0)), np.rint(points.max(axis=0))  # nearest voxel centres
     if np.any(high < 0) or np.any(low > np.array(shape) - 1):
-        return None, "its localized box lies outside the image (is the template for this body region?)"
+        return None, OUTSIDE_IMAGE
     low, high = np.clip(low, 0, np.array(shape) - 1), np.clip(high, 0, np.array(shape) - 1)
     if np.any(high - low < 1):
         return None, "its localized box collapses to less than 2 voxels at the image border"
@@ -141,6 +147,7 @@ def localize_by_registration(ct: sitk.Image, template: Template, organs: list[st
         fused = np.median(per_support, axis=0)
         result = Localization(organ, template.organs[organ], fused)
         result.box, result.reason = _clipped_box(fused, frame.shape)
+        result.outside = result.reason == OUTSIDE_IMAGE
         result.support_boxes = [b for b, _ in (_clipped_box(p, frame.shape) for p in per_support) if b]
         if result.box is not None:
             result.agreement = float(np.mean([box_iou(b, result.box) for b in result.support_boxes] or [0.0]))

@@ -36,6 +36,22 @@ def check_output_dir(outdir: Path, overwrite: bool) -> None:
                          "to replace URSAM's output files there (other files are kept).")
 
 
+def check_inputs_survive(outdir: Path, names: list[str], inputs: list[str | None]) -> None:
+    """Refuse an output folder in which writing ``names`` would replace one of the ``inputs``
+    (e.g. ``ursam segment out/rectified.nii.gz -o out --overwrite``), or that is an input folder."""
+    targets = {(outdir / name).resolve() for name in names}
+    for given in inputs:
+        if not given:
+            continue
+        path = Path(given).resolve()
+        if path in targets:
+            raise URSAMError(f"{given} is one of the files this run writes into {outdir}, and would be replaced "
+                             "by it; choose another output folder.")
+        if path.is_dir() and path == outdir.resolve():
+            raise URSAMError(f"The output folder {outdir} is the input folder {given}; choose another output "
+                             "folder, so that the input stays as it is.")
+
+
 @contextmanager
 def staged_output(outdir: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a staging folder; on success its files replace those in ``outdir``."""

@@ -50,8 +50,11 @@ def save_overview(path, ct: np.ndarray, labels: np.ndarray, uncertainty: np.ndar
         axes[0, column].set_title(f"slice z={z}", fontsize=9)
     present = [int(v) for v in np.unique(labels) if v]
     handles = [Line2D([], [], color=colours(v % 20), label=names.get(v, str(v))) for v in present]
-    figure.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), fontsize=8,
-                  frameon=False)
+    if handles:
+        figure.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), fontsize=8,
+                      frameon=False)
+    else:  # the model found no organ at all: say so (a legend of nothing makes matplotlib fail)
+        figure.suptitle("nothing segmented", fontsize=9)
     figure.colorbar(shown, ax=axes[:, -1].tolist(), shrink=0.6, label="uncertainty (entropy, nats)")
     axes[0, 0].text(-0.06, 0.5, "rectified", rotation=90, va="center", transform=axes[0, 0].transAxes)
     axes[1, 0].text(-0.06, 0.5, "uncertainty", rotation=90, va="center", transform=axes[1, 0].transAxes)

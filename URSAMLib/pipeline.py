@@ -15,7 +15,7 @@ import numpy as np
 
 from .backbones import SamBackbone, window_ct
 from .errors import Cancelled, URSAMError
-from .prompts import OrganPrompt, augment_box, augmentation_rng
+from .prompts import OrganPrompt, augment_box, augmentation_rng, clip_boxes
 from .rectify import (DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND, METHODS,
                       Rectification, rectify)
 from .uncertainty import predictive_entropy
@@ -151,23 +151,29 @@ class _Plan:
     augmented: dict[int, np.ndarray]
     region: tuple[slice, slice, slice]
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
-    """The un-augmented boxes finally used (the prompt's, or refined ones)."""
-
-    def __post_init__(self):
-        self.boxes = dict(self.prompt.boxes)
+    """The un-augmented boxes finally used (the prompt's clipped to the slice, or refined ones)."""
 
 
 def _plan(prompt: OrganPrompt, settings: Settings, shape: tuple[int, int, int]) -> _Plan:
     slice_shape = shape[1:]
+    outside = sorted(z for z in prompt.boxes if not 0 <= z < shape[0])
+    if outside:
+        raise ValueError(f"{prompt.name}: prompt boxes on slices {outside[:5]} outside the volume's {shape[0]}")
+    if not all(np.all(np.isfinite(box)) for box in prompt.boxes.values()):
+        raise ValueError(f"{prompt.name}: a prompt box is not finite")
+    # A box reaching beyond the slice (a localized box near the border) is clipped first, so that
+    # the box region, Eq. 3 and the summary see the box the model saw.
+    boxes = {z: clip_boxes(np.asarray(box, np.float64).reshape(1, 4), slice_shape)[0]
+             for z, box in prompt.boxes.items()}
     augmented = {z: augment_box(box, settings.num_aug, settings.ratio, slice_shape,
                                 augmentation_rng(settings.seed, prompt.label, z))
-                 for z, box in prompt.boxes.items()}
+                 for z, box in boxes.items()}
     every = np.concatenate(list(augmented.values()))
     zs = sorted(augmented)
     region = (slice(zs[0], zs[-1] + 1),
               slice(int(np.floor(every[:, 1].min())), int(np.ceil(every[:, 3].max())) + 1),
               slice(int(np.floor(every[:, 0].min())), int(np.ceil(every[:, 2].max())) + 1))
-    return _Plan(prompt, augmented, region)
+    return _Plan(prompt, augmented, region, boxes)
 
 
 def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:

@@ -4,7 +4,7 @@ A template is a folder::
 
     TEMPLATE_DIR/
       template.json           manifest (format "ursam-template", version 1)
-      supports/<name>.nii.gz  each support CT resampled to 3 mm isotropic (HU, int16)
+      supports/<name>-<build>.nii.gz  each support CT resampled to 3 mm isotropic (HU, int16)
 
 The manifest lists the organs (name → label value in the supports' label maps), the body
 region, and per support its extreme points: for every organ the six voxels of the mask
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,27 +138,53 @@ def build_template(images: list[str], labels: list[str], classes: dict[int, str]
             raise URSAMError(f"{label_path} has no voxels of {', '.join(missing)}; every support must contain "
                              "every template organ (choose other supports or fewer --organs).")
 
+    # All or nothing: the new support images get names of their own, and the manifest that points
+    # to them replaces the old one in a single rename. A build that fails or is cancelled before
+    # that leaves any previous template exactly as it was (its files are removed only afterwards).
+    previous = _support_files(folder)
+    build = uuid.uuid4().hex[:8]
     (folder / "supports").mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name, (ct, label_array, frame, _, label_path), image_path in zip(names, loaded, images):
-        points = {}
-        for value, organ in wanted.items():
-            zyx = extreme_points(label_array == value)
-            ijk = frame.index_to_stored(zyx)
-            mm = np.array([ct.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in ijk])
-            points[organ] = {"mm": np.round(mm, 3).tolist(), "voxel_ijk": np.round(ijk, 2).tolist()}
-        relative = f"supports/{name}.nii.gz"
-        write_image(resample_isotropic(ct), folder / relative)
-        entries.append({"name": name, "image": relative, "source_image": str(Path(image_path).resolve()),
-                        "source_labels": str(Path(label_path).resolve()), "spacing_mm": list(ct.GetSpacing()),
-                        "extreme_points": points})
-    manifest = {"format": TEMPLATE_FORMAT, "version": TEMPLATE_VERSION, "ursam_version": __version__,
-                "body_region": body_region, "spacing_mm": TEMPLATE_SPACING_MM,
-                "point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)",
-                                "-z (inferior)", "+z (superior)"],
-                "organs": {name: value for value, name in wanted.items()}, "supports": entries}
-    (folder / "template.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    entries, written = [], []
+    try:
+        for name, (ct, label_array, frame, _, label_path), image_path in zip(names, loaded, images):
+            points = {}
+            for value, organ in wanted.items():
+                zyx = extreme_points(label_array == value)
+                ijk = frame.index_to_stored(zyx)
+                mm = np.array([ct.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in ijk])
+                points[organ] = {"mm": np.round(mm, 3).tolist(), "voxel_ijk": np.round(ijk, 2).tolist()}
+            relative = f"supports/{name}-{build}.nii.gz"
+            written.append(folder / relative)
+            write_image(resample_isotropic(ct), folder / relative)
+            entries.append({"name": name, "image": relative, "source_image": str(Path(image_path).resolve()),
+                            "source_labels": str(Path(label_path).resolve()), "spacing_mm": list(ct.GetSpacing()),
+                            "extreme_points": points})
+        manifest = {"format": TEMPLATE_FORMAT, "version": TEMPLATE_VERSION, "ursam_version": __version__,
+                    "body_region": body_region, "spacing_mm": TEMPLATE_SPACING_MM,
+                    "point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)",
+                                    "-z (inferior)", "+z (superior)"],
+                    "organs": {name: value for value, name in wanted.items()}, "supports": entries}
+        partial = folder / f".template.json.{build}"
+        written.append(partial)
+        partial.write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(partial, folder / "template.json")
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    for path in previous:
+        path.unlink(missing_ok=True)
     return Template.load(folder)
+
+
+def _support_files(folder: Path) -> list[Path]:
+    """The support images an existing template in ``folder`` refers to (none if there is none)."""
+    try:
+        manifest = json.loads((folder / "template.json").read_text())
+        return [folder / entry["image"] for entry in manifest.get("supports", [])
+                if Path(entry["image"]).parts[:1] == ("supports",)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def _wanted_organs(classes: dict[int, str], organs: list[str] | None) -> dict[int, str]:

@@ -40,7 +40,7 @@ def failing_loader(name: str = "", checkpoint: str | None = None, device: str = 
     """A loader that fails like a user mistake would (for error-path tests)."""
     from URSAMLib.errors import URSAMError
 
-    raise URSAMError(f"Checkpoint {checkpoint} does not exist; check the path given with --checkpoint.")
+    raise URSAMError(f"Checkpoint {checkpoint} does not exist; check the checkpoint path (--checkpoint).")
 
 
 def slow_loader(name: str = "", checkpoint: str | None = None, device: str = "auto"):
