@@ -157,8 +157,19 @@ def fuse_supports(organ: str, label: int, per_support: np.ndarray, shape: tuple[
     return result
 
 
+def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | None = None,
+                       progress: Progress | None = None, **options) -> dict[str, Localization]:
+    """The paper's learned localizer (MedLAM); see :func:`URSAMLib.medlam.localize_by_medlam`.
+
+    Imported on use: it needs torch and trained weights (``weights=PATH``)."""
+    from .medlam import localize_by_medlam as medlam
+
+    return medlam(ct, template, organs, progress, **options)
+
+
 LOCALIZERS: dict[str, Callable[..., dict[str, Localization]]] = {
     "registration": localize_by_registration,
+    "medlam": localize_by_medlam,
 }
 """Localizer name → function ``(ct, template, organs, progress=None, **options)`` returning
 ``{organ: Localization}``; options come from the command line (e.g. ``weights``)."""
