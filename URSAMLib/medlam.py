@@ -232,6 +232,8 @@ def mss_refine(encoder: PatchEncoder, volume: np.ndarray, coarse: np.ndarray, su
     import torch
     import torch.nn.functional as F
 
+    if radius == 0:  # nothing to search: RDR only
+        return coarse
     patch = encoder.config.patch
     half = patch // 2
     _, maps = encoder.encode(volume, coarse)
