@@ -265,6 +265,10 @@ def test_train_localizer_command(head_neck, tmp_path, capsys, monkeypatch):
     code = main(resume + ["--seed", "9"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("ursam: error:") and err.count("\n") == 1
+    defaults = tmp_path / "d.pth"  # no --width: the default network
+    assert main(["train-localizer", "--images", *map(str, ct_paths(head_neck)), "-o", str(defaults), "--steps", "1",
+                 "--batch", "1", "--quiet"]) == 0
+    assert MedLAMConfig.from_dict(read_payload(defaults)["config"]) == MedLAMConfig()
     monkeypatch.setenv("URSAM_CACHE", str(tmp_path / "cache"))  # the default -o
     assert main(["train-localizer", "--images", str(tmp_path / "none.nii.gz"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
