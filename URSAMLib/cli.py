@@ -1,7 +1,8 @@
 """The ``ursam`` command line.
 
 ``ursam segment`` runs UR-SAM on one CT; ``ursam backbones`` lists the models;
-``ursam download-weights`` fetches (and verifies) weights for users with internet.
+``ursam download-weights`` fetches (and verifies) weights for users with internet;
+``ursam build-template`` and ``ursam train-localizer`` prepare automatic prompting.
 User mistakes end with one line on stderr and exit status 2, never a traceback.
 """
 from __future__ import annotations
@@ -87,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help='label value → organ name, e.g. {"1": "spleen"}')
     seg.add_argument("--localizer", default="registration",
                      help="how --template localizes organs: registration (default, no training) or medlam "
-                     "(the paper's learned landmark model, needs --localizer-weights)")
-    seg.add_argument("--localizer-weights", metavar="WEIGHTS", help="weights of a learned localizer")
+                     "(the paper's learned landmark model; train it with 'ursam train-localizer')")
+    seg.add_argument("--localizer-weights", metavar="WEIGHTS",
+                     help="weights of a learned localizer (medlam default: $URSAM_CACHE/medlam.pth or "
+                     "~/.cache/ursam/medlam.pth)")
     seg.add_argument("--reference", metavar="LABELS",
                      help="label map to score the result against (DSC in summary.json; same label values)")
     seg.add_argument("--box-margin", type=_margin, default=DEFAULT_BOX_MARGIN, metavar="Z,Y,X[mm]",
@@ -147,6 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace a template already in TEMPLATE_DIR")
     build.set_defaults(handler=_run_build_template)
 
+    learn = commands.add_parser("train-localizer", help="train the learned localizer (--localizer medlam) on "
+                                "unlabelled CT", description="Self-supervised training of the MedLAM-style "
+                                "landmark localizer (relative distance regression + multi-scale similarity, "
+                                "64^3 patches at 3 mm) on unlabelled CT scans of the body region to localize.")
+    learn.add_argument("--images", nargs="+", required=True, metavar="CT",
+                       help="CT volumes, or folders of them (no labels needed)")
+    learn.add_argument("--pattern", default="*", help="in folders, only files matching this glob, e.g. '*_ct.nii.gz' "
+                       "(default: every image file)")
+    learn.add_argument("-o", "--output", metavar="WEIGHTS", help="weights file to write (default $URSAM_CACHE/"
+                       "medlam.pth or ~/.cache/ursam/medlam.pth); the checkpoint goes beside it as NAME.ckpt.pth")
+    learn.add_argument("--steps", type=_positive_int, default=2000, help="total training steps (default 2000)")
+    learn.add_argument("--batch", type=_positive_int, help="patch pairs per step (default 4)")
+    learn.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")
+    learn.add_argument("--width", type=_positive_int, help="channels of the network's first level (default 8)")
+    learn.add_argument("--seed", type=int, help="seed of the initialisation and of every step's patches (default 0)")
+    learn.add_argument("--checkpoint-every", type=_positive_int, default=100, metavar="K",
+                       help="write the checkpoint every K steps (default 100)")
+    learn.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint (same images; its "
+                       "batch, lr, width and seed unless given again)")
+    learn.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    learn.add_argument("--overwrite", action="store_true", help="replace an existing weights file")
+    learn.add_argument("--quiet", action="store_true", help="no progress bar")
+    learn.set_defaults(handler=_run_train_localizer)
+
     sample = commands.add_parser("sample-data", help="download the public sample CT (SHA-256 verified)",
                                  description="Download TotalSegmentator's 30-slice abdomen CT and its labels, "
                                  "the same files as ../shared/data/abdomen-ts/ct_small.nii.gz and "
@@ -160,6 +187,13 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -270,6 +304,37 @@ def _run_build_template(args) -> int:
                               args.region, args.overwrite)
     print(f"Template with {len(template.supports)} supports and organs {', '.join(template.organs)} "
           f"in {template.folder}.")
+    return 0
+
+
+def _run_train_localizer(args) -> int:
+    from dataclasses import replace
+
+    from .backbones import resolve_device
+    from .medlam import default_weights_path, read_payload
+    from .medlam_net import MedLAMConfig
+    from .medlam_train import TrainSettings, checkpoint_path, find_images, train
+
+    output = Path(args.output) if args.output else default_weights_path()
+    if output.exists() and not (args.resume or args.overwrite):
+        raise URSAMError(f"{output} exists; choose another -o, add --overwrite, or continue its run with "
+                         f"--resume {checkpoint_path(output)}.")
+    images = find_images(args.images, args.pattern)
+    settings = TrainSettings()
+    if args.resume:  # options left out keep the checkpoint's values
+        settings = TrainSettings(**read_payload(args.resume, "MedLAM checkpoint").get("settings", {}))
+    given = {"batch": args.batch, "learning_rate": args.lr, "seed": args.seed}
+    settings = replace(settings, steps=args.steps, checkpoint_every=args.checkpoint_every,
+                       **{k: v for k, v in given.items() if v is not None})
+    # A resumed run keeps its checkpoint's network; --width is then only checked against it.
+    config = MedLAMConfig(**({"width": args.width} if args.width else {})) if args.width or not args.resume else None
+    device = resolve_device(args.device)
+    history = _with_progress_bar(args.quiet, "Training", lambda progress: train(
+        images, output, settings, config, args.resume, device, progress))
+    recent = f", mean loss of the last steps {np.mean([h[1] for h in history[-50:]]):.3f}" if history else ""
+    print(f"MedLAM weights after {settings.steps} steps on {len(images)} scans{recent}: {output} "
+          f"(checkpoint {checkpoint_path(output)}). Use them with: ursam segment CT --template DIR "
+          f"--localizer medlam --localizer-weights {output}")
     return 0
 
 

@@ -141,24 +141,43 @@ def localize_by_registration(ct: sitk.Image, template: Template, organs: list[st
         for organ in organs:
             points_mm = np.array([inverse.TransformPoint(p.tolist()) for p in support.points_mm[organ]])
             mapped[organ].append(_axial_points(points_mm, ct, frame))
-    results = {}
-    for organ in organs:
-        per_support = np.stack(mapped[organ])  # supports x 6 x 3
-        fused = np.median(per_support, axis=0)
-        result = Localization(organ, template.organs[organ], fused)
-        result.box, result.reason = _clipped_box(fused, frame.shape)
-        result.outside = result.reason == OUTSIDE_IMAGE
-        result.support_boxes = [b for b, _ in (_clipped_box(p, frame.shape) for p in per_support) if b]
-        if result.box is not None:
-            result.agreement = float(np.mean([box_iou(b, result.box) for b in result.support_boxes] or [0.0]))
-        results[organ] = result
+    results = {organ: fuse_supports(organ, template.organs[organ], np.stack(mapped[organ]), frame.shape)
+               for organ in organs}
     if progress:
         progress(1.0, "Localized")
     return results
 
 
+def fuse_supports(organ: str, label: int, per_support: np.ndarray, shape: tuple[int, int, int]) -> Localization:
+    """One organ's localization from each support's estimate of its extreme points.
+
+    per_support: ``supports x 6 x 3`` extreme points in axial voxels ``(z, y, x)`` of the query
+    (of ``shape``). The fused points are their median; the agreement is the mean IoU of each
+    support's box with the fused box.
+    """
+    fused = np.median(per_support, axis=0)
+    result = Localization(organ, label, fused)
+    result.box, result.reason = _clipped_box(fused, shape)
+    result.outside = result.reason == OUTSIDE_IMAGE
+    result.support_boxes = [b for b, _ in (_clipped_box(p, shape) for p in per_support) if b]
+    if result.box is not None:
+        result.agreement = float(np.mean([box_iou(b, result.box) for b in result.support_boxes] or [0.0]))
+    return result
+
+
+def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | None = None,
+                       progress: Progress | None = None, **options) -> dict[str, Localization]:
+    """The paper's learned localizer (MedLAM); see :func:`URSAMLib.medlam.localize_by_medlam`.
+
+    Imported on use: it needs torch and trained weights (``weights=PATH``)."""
+    from .medlam import localize_by_medlam as medlam
+
+    return medlam(ct, template, organs, progress, **options)
+
+
 LOCALIZERS: dict[str, Callable[..., dict[str, Localization]]] = {
     "registration": localize_by_registration,
+    "medlam": localize_by_medlam,
 }
 """Localizer name → function ``(ct, template, organs, progress=None, **options)`` returning
 ``{organ: Localization}``; options come from the command line (e.g. ``weights``)."""
