@@ -181,7 +181,8 @@ def claims(rows: list[dict], main: str, refine_variant: str | None) -> list[str]
 def uncertainty_lines(rows: list[dict], organs: list[str], variants: list[tuple[str, str]]) -> list[str]:
     """Per organ and prompt source: AUROC of voxel uncertainty for the ensemble's errors inside the
     boxes, and Spearman's rho between an organ's mean uncertainty and its ensemble DSC."""
-    lines = ["| prompts | organ | AUROC (mean ± sd) | ρ(mean uncertainty, DSC) | p | n |", "|---|---|---|---|---|---|"]
+    lines = ["| prompts | organ | AUROC (mean ± sd) | ρ(mean uncertainty, DSC) | p | n |",
+             "|---|---|---|---|---|---|"]
     for variant, title in variants:
         ensemble = [r for r in pick(rows, variant=variant, method="ensemble") if r["found"]]
         if not ensemble:
@@ -235,7 +236,8 @@ def sweep_lines(rows: list[dict], patients: set[str], main: str, num_aug: int, r
                   "| n \\ ratio | " + " | ".join(f"{r:g}" for r in SWEEP_RATIOS) + " |",
                   "|---|" + "---|" * len(SWEEP_RATIOS)]
         for n in SWEEP_NUM_AUG:
-            cells = [(f"**{_fmt(grid[(n, r)])}**" if grid[(n, r)] == best else _fmt(grid[(n, r)])) for r in SWEEP_RATIOS]
+            cells = [f"**{_fmt(grid[(n, r)])}**" if grid[(n, r)] == best else _fmt(grid[(n, r)])
+                     for r in SWEEP_RATIOS]
             lines.append(f"| n = {n} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -261,9 +263,10 @@ def environment(backbone=None) -> dict:
         commit = "unknown"
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        pass  # not Linux: platform's answer stands
     import os
 
     machine = {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}
@@ -361,7 +364,8 @@ def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
     if figure_examples(load_examples(records, output / "cache" / "panels"), figures / "examples.png"):
         lines += ["![examples](figures/examples.png)", "",
                   "Like the paper's Fig. 5: the slices where UR-SAM's rectification changed most voxels (green "
-                  "contour: ground truth; cyan dashed: the prompt box). The slice DSC under each mask says whether the change helped.", ""]
+                  "contour: ground truth; cyan dashed: the prompt box). The slice DSC under each mask says whether "
+                  "the change helped.", ""]
     lines += _run_section(records, context)
     (output / "report.md").write_text("\n".join(lines) + "\n")
     return lines
