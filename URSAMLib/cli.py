@@ -171,6 +171,9 @@ def _add_evaluate(commands) -> None:
     ev.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                     help="bfloat16: networks under autocast, about 2x faster encoding on recent CPUs")
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
+    ev.add_argument("--box-batch", type=int, metavar="N",
+                    help="boxes per decoder call (default 64); speed only, results are identical. On a busy "
+                    "2-core CPU, 4 decodes 1.8x faster than 64")
     ev.add_argument("--report-only", action="store_true",
                     help="rewrite the report from the patients already finished; compute nothing")
     ev.add_argument("--overwrite", action="store_true", help="recompute every patient")
@@ -221,7 +224,7 @@ def _run_evaluate(args) -> int:
 
     run = EvalRun(output, classes, template, json.dumps(template_key, sort_keys=True) if template_key else None,
                   args.sweep_patients if args.sweep_patients is not None else (-1 if args.sweep else 0),
-                  args.overwrite, args.device, load)
+                  args.overwrite, args.device, args.box_batch, load)
     notes = [f"Class map: {classes_path}. Labels: each case's reference label map (for abdomen-ts these are "
              "TotalSegmentator predictions, a reference rather than expert ground truth).",
              f"Manual prompting: per-slice boxes from the labels, each side widened by 0..{args.jitter} px of a "

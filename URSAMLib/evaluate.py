@@ -402,8 +402,12 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=None, sweep: bool = False,
-                  progress: Progress | None = None) -> tuple[dict, dict[str, np.ndarray]]:
-    """Run and score every variant of one patient; returns (the cache record, panel arrays)."""
+                  progress: Progress | None = None, box_batch: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run and score every variant of one patient; returns (the cache record, panel arrays).
+
+    box_batch: boxes per decoder call (None: the pipeline's default). It changes speed only —
+    a box's map does not depend on the batch it is decoded in — so it is not part of the cache key.
+    """
     started = time.perf_counter()
 
     def part(start: float, end: float) -> Progress | None:
@@ -423,6 +427,8 @@ def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=Non
     localized = time.perf_counter()
     sources = build_prompts(loaded, config, localizations)
     variants = [v for v in plan_variants(config, template is not None, sweep) if sources[v.prompt]]
+    if box_batch:
+        variants = [replace(v, settings=replace(v.settings, box_batch=box_batch)) for v in variants]
     results = segment_variants(loaded.hu, {v.key: (sources[v.prompt], v.settings) for v in variants}, backbone,
                                part(split, 1.0))
     segmented = time.perf_counter()
@@ -504,6 +510,8 @@ class EvalRun:
     """The first K cases also get the Table I sweep (-1: all)."""
     overwrite: bool = False
     device: str = "auto"
+    box_batch: int | None = None
+    """Boxes per decoder call (speed only; see :func:`evaluate_case`)."""
     backbone_loader: Callable | None = None
     """``() -> backbone``; called only if some patient needs computing (tests pass a stand-in)."""
     computed: list[str] = field(default_factory=list)
@@ -546,7 +554,7 @@ def run_cases(cases: list[Case], config: EvalConfig, run: EvalRun, progress: Pro
                 log(f"{case.name}: none of the evaluated organs is in its labels; skipped")
                 continue
             record, arrays = evaluate_case(loaded, config, backbone, run.template, sweep,
-                                           lambda f, m, step=step: step(0.05 + 0.9 * f, m))
+                                           lambda f, m, step=step: step(0.05 + 0.9 * f, m), run.box_batch)
             record["config"] = key
             np.savez_compressed(panels_dir / f"{case.name}.npz", **arrays)
             _write_json(cases_dir / f"{case.name}.json", record)
