@@ -238,3 +238,31 @@ def test_any_prompts_give_results_on_the_volume_and_rectify_only_inside_the_boxe
 def test_prompts_on_slices_outside_the_volume_are_a_bug_not_a_result():
     with pytest.raises(ValueError, match="outside the volume"):
         segment(volume(), [OrganPrompt("a", 1, {6: np.array([1.0, 1, 5, 5])})], BrightInBox())
+
+
+def test_identical_boxes_of_several_variants_are_decoded_once():
+    from URSAMLib.pipeline import segment_variants
+
+    class Counting(BrightInBox):
+        decoded = 0
+
+        def decode(self, embedding, boxes, slice_shape):
+            Counting.decoded += len(boxes)
+            return super().decode(embedding, boxes, slice_shape)
+
+    backbone = Counting()
+    # n = 3 and 5 from one seeded stream share their first 3 boxes; the refined variant's
+    # first pass is the plain one's.
+    variants = {"n3": (prompts(), Settings(num_aug=3, ratio=0.05)),
+                "n5": (prompts(), Settings(num_aug=5, ratio=0.05)),
+                "n3-refined": (prompts(), Settings(num_aug=3, ratio=0.05, refine=True))}
+    results = segment_variants(volume(), variants, backbone)
+    organ_slices = 3 + 4
+    first_pass = 5 * organ_slices  # the 5 distinct boxes per organ and slice
+    timings = results["n3"].timings
+    assert timings["boxes"] == (3 + 5 + 3 + 3) * organ_slices  # requested, refinement included
+    assert Counting.decoded == timings["decoded_boxes"] <= first_pass + 3 * organ_slices
+    assert Counting.decoded >= first_pass
+    for key, (organ_prompts, settings) in variants.items():
+        alone = segment(volume(), organ_prompts, BrightInBox(), settings)
+        assert np.array_equal(results[key].organs[1].ensemble, alone.organs[1].ensemble)

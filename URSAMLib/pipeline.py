@@ -186,12 +186,19 @@ def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _decode_groups(backbone: SamBackbone, embedding, groups: list[np.ndarray], slice_shape: tuple[int, int],
-                   box_batch: int) -> list[np.ndarray]:
-    """Decode groups of boxes (``k x 4`` each) on one slice together; one ``k x H x W`` map per group."""
+                   box_batch: int) -> tuple[list[np.ndarray], int]:
+    """Decode groups of boxes (``k x 4`` each) on one slice together; one ``k x H x W`` map per group,
+    and the number of boxes actually decoded.
+
+    Identical boxes are decoded once: variants that share prompts (a run and its refined
+    version before refinement, or n = 3, 5, 7 drawn from one seeded stream, whose first rows
+    coincide) then cost only their distinct boxes.
+    """
     boxes = np.concatenate(groups)
-    maps = np.concatenate([backbone.decode(embedding, boxes[i:i + box_batch], slice_shape)
-                           for i in range(0, len(boxes), box_batch)])
-    return np.split(maps, np.cumsum([len(g) for g in groups])[:-1])
+    unique, inverse = np.unique(boxes, axis=0, return_inverse=True)
+    maps = np.concatenate([backbone.decode(embedding, unique[i:i + box_batch], slice_shape)
+                           for i in range(0, len(unique), box_batch)])
+    return np.split(maps[inverse.ravel()], np.cumsum([len(g) for g in groups])[:-1]), len(unique)
 
 
 def refined_box(mask: np.ndarray, outer: np.ndarray, margin: int) -> np.ndarray | None:
@@ -209,10 +216,10 @@ def refined_box(mask: np.ndarray, outer: np.ndarray, margin: int) -> np.ndarray 
 
 
 def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np.ndarray], settings: Settings,
-                  slice_shape: tuple[int, int]) -> int:
+                  slice_shape: tuple[int, int]) -> tuple[int, int]:
     """Slice-wise refinement, in place: an organ the first pass found on slice ``z`` is
     prompted again with the box of what it found (a 3-D box projected on a slice is loose
-    near the organ's top and bottom). Returns the number of extra boxes decoded."""
+    near the organ's top and bottom). Returns the number of extra boxes (requested, decoded)."""
     refined, where = [], []
     for j, plan in enumerate(plans):
         box = refined_box(maps[j].mean(axis=0) > 0.5, plan.boxes[z], settings.refine_margin)
@@ -221,10 +228,12 @@ def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np
             refined.append(augment_box(box, settings.num_aug, settings.ratio, slice_shape, rng))
             where.append(j)
             plan.boxes[z] = box
+    decoded = 0
     if refined:
-        for j, group in zip(where, _decode_groups(backbone, embedding, refined, slice_shape, settings.box_batch)):
+        groups, decoded = _decode_groups(backbone, embedding, refined, slice_shape, settings.box_batch)
+        for j, group in zip(where, groups):
             maps[j] = group
-    return sum(len(g) for g in refined)
+    return sum(len(g) for g in refined), decoded
 
 
 def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
@@ -262,7 +271,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     first_settings = next(iter(variants.values()))[1]
     batch = first_settings.slice_batch or (1 if backbone.device == "cpu" else 8)
     box_batch = first_settings.box_batch
-    timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "boxes": 0}
+    timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "boxes": 0, "decoded_boxes": 0}
 
     for first in range(0, len(needed), batch):
         if cancel is not None and cancel():
@@ -276,14 +285,17 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
             embedding = embeddings[row:row + 1]
             owners = [(key, k) for key, group in plans.items() for k, plan in enumerate(group) if z in plan.augmented]
             groups = [plans[key][k].augmented[z] for key, k in owners]
-            maps = _decode_groups(backbone, embedding, groups, ct.shape[1:], box_batch)
+            maps, decoded = _decode_groups(backbone, embedding, groups, ct.shape[1:], box_batch)
             timings["boxes"] += sum(len(g) for g in groups)
+            timings["decoded_boxes"] += decoded
             for key, (_, settings) in variants.items():
                 mine = [i for i, (owner, _) in enumerate(owners) if owner == key]
                 if settings.refine and mine:
                     mine_maps = [maps[i] for i in mine]
-                    timings["boxes"] += _refine_slice(backbone, embedding, z, [plans[key][owners[i][1]] for i in mine],
-                                                      mine_maps, settings, ct.shape[1:])
+                    requested, decoded = _refine_slice(backbone, embedding, z, [plans[key][owners[i][1]] for i in mine],
+                                                       mine_maps, settings, ct.shape[1:])
+                    timings["boxes"] += requested
+                    timings["decoded_boxes"] += decoded
                     for i, group in zip(mine, mine_maps):
                         maps[i] = group
             for (key, k), group in zip(owners, maps):

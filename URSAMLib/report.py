@@ -1,0 +1,434 @@
+"""The evaluation's outputs: results.csv, report.md (tables shaped like the paper's) and figures.
+
+Everything here reads the rows of :mod:`URSAMLib.evaluate` (one per patient x organ x method x
+setting) and never runs a model, so a report can be rewritten from the per-patient cache at
+any time, also while a long run is still going.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import spearman
+
+METHOD_TITLES = {
+    "one-box": "Auto Prompting (one box)",
+    "ensemble": "Ensemble (prompt augmentation)",
+    "unc-fpc": "Unc-FPC",
+    "unc-fnc": "Unc-FNC",
+    "unc-fpnc": "Unc-FPNC",
+    "fixed": "Fixed T_unc + Rec",
+    "ursam": "UR-SAM (class-specific T_unc + Rec)",
+}
+PROMPT_TITLES = {
+    "auto": "auto (template localization)",
+    "box3d": "box3d from labels (perfect localization)",
+    "slice": "slice boxes from labels (tight)",
+    "manual": "manual (slice boxes + jitter)",
+}
+CSV_COLUMNS = ["patient", "organ", "prompt", "variant", "setting", "num_aug", "ratio", "refine", "method",
+               "found", "dsc", "hd95_mm", "mean_uncertainty", "auroc", "ensemble_error_voxels", "threshold",
+               "uncertain_voxels", "changed_voxels", "predicted_ml", "reference_ml", "reference_in_boxes"]
+REVIEW_THRESHOLD = 0.1
+"""The Slicer module's 'Review' flag: mean uncertainty over the boxes above 0.1 nats."""
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """One line per patient x organ x method x setting; NaN written as empty."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(row.get(k)) for k in CSV_COLUMNS})
+
+
+def _csv_value(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# Selecting and summarising rows.
+def pick(rows: list[dict], **where) -> list[dict]:
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+
+
+def by_organ(rows: list[dict], key: str, organs: list[str]) -> dict[str, list[float]]:
+    """organ → the per-patient values of ``key`` (NaN dropped)."""
+    values = defaultdict(list)
+    for r in rows:
+        if r[key] is not None and not (isinstance(r[key], float) and math.isnan(r[key])):
+            values[r["organ"]].append(float(r[key]))
+    return {o: values.get(o, []) for o in organs}
+
+
+def organ_mean(values: dict[str, list[float]]) -> float:
+    """The paper's summary: the mean over organs of each organ's mean over patients."""
+    means = [np.mean(v) for v in values.values() if v]
+    return float(np.mean(means)) if means else float("nan")
+
+
+def _cell(values: list[float], digits: int = 3, sd: bool = True) -> str:
+    if not values:
+        return "–"
+    mean = f"{np.mean(values):.{digits}f}"
+    return f"{mean} ± {np.std(values, ddof=1):.{digits}f}" if sd and len(values) > 1 else mean
+
+
+def table(rows_by_title: dict[str, list[dict]], organs: list[str], key: str = "dsc", higher: bool = True,
+          digits: int = 3, reference_titles: tuple[str, ...] = ()) -> list[str]:
+    """A Markdown table: organs as columns (+ mean over organs), one row per title; the best value
+    of each column in bold (rows in ``reference_titles`` are shown in italics and not ranked)."""
+    summaries = {t: by_organ(rows, key, organs) for t, rows in rows_by_title.items()}
+    columns = organs + ["mean"]
+    value = {t: {**{o: (np.mean(v) if v else math.nan) for o, v in s.items()}, "mean": organ_mean(s)}
+             for t, s in summaries.items()}
+    ranked = [t for t in rows_by_title if t not in reference_titles]
+    best = {}
+    for c in columns:
+        candidates = [value[t][c] for t in ranked if not math.isnan(value[t][c])]
+        if candidates:
+            best[c] = round(max(candidates) if higher else min(candidates), digits)
+    lines = ["| method | " + " | ".join(_short(o) for o in columns) + " |", "|---|" + "---|" * len(columns)]
+    for title, summary in summaries.items():
+        cells = []
+        for c in columns:
+            text = (f"{value[title][c]:.{digits}f}" if c == "mean" and not math.isnan(value[title][c])
+                    else "–" if c == "mean" else _cell(summary[c], digits))
+            if title in reference_titles:
+                text = f"*{text}*" if text != "–" else text
+            elif c in best and not math.isnan(value[title][c]) and round(value[title][c], digits) == best[c]:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _short(organ: str) -> str:
+    return organ.replace("inferior_vena_cava", "IVC").replace("adrenal_gland_", "adrenal ").replace("_", " ")
+
+
+# ---------------------------------------------------------------------------------------
+# Paired comparisons: do our numbers agree with the paper's claims?
+def paired(rows_a: list[dict], rows_b: list[dict], key: str = "dsc") -> np.ndarray:
+    """``b - a`` per (patient, organ) present in both."""
+    a = {(r["patient"], r["organ"]): r[key] for r in rows_a}
+    pairs = [(a[(r["patient"], r["organ"])], r[key]) for r in rows_b if (r["patient"], r["organ"]) in a]
+    diff = np.array([b - x for x, b in pairs], dtype=float)
+    return diff[np.isfinite(diff)]
+
+
+def verdict(diff: np.ndarray, margin: float = 0.005) -> tuple[str, str]:
+    """(``better``/``worse``/``no clear difference``, evidence) for paired differences ``b - a``."""
+    if diff.size == 0:
+        return "no data", "no pairs"
+    wins, losses = int((diff > 1e-4).sum()), int((diff < -1e-4).sum())
+    p = float("nan")
+    if wins + losses >= 6:
+        from scipy.stats import wilcoxon
+
+        p = float(wilcoxon(diff[np.abs(diff) > 1e-4]).pvalue)
+    mean = float(diff.mean())
+    evidence = (f"mean Δ {mean:+.4f} DSC over {diff.size} patient-organ pairs, {wins} better / {losses} worse"
+                + (f", Wilcoxon p = {p:.2g}" if not math.isnan(p) else ", too few pairs for a test"))
+    significant = (not math.isnan(p) and p < 0.05) or (math.isnan(p) and diff.size > 0)
+    if mean > margin and significant and wins > losses:
+        return "better", evidence
+    if mean < -margin and significant and losses > wins:
+        return "worse", evidence
+    return "no clear difference", evidence
+
+
+def claims(rows: list[dict], main: str, refine_variant: str | None) -> list[str]:
+    """Sentences that set our paired results against the paper's claims, with the evidence."""
+    def sel(method, variant=main):
+        return pick(rows, variant=variant, method=method)
+
+    checks = [
+        ("prompt augmentation: the ensemble beats the one-box prompt", sel("one-box"), sel("ensemble"), "better"),
+        ("UR-SAM beats the one-box auto prompt (the paper: up to +10.7 / +13.8 % DSC)",
+         sel("one-box"), sel("ursam"), "better"),
+        ("rectification: UR-SAM beats the ensemble it rectifies", sel("ensemble"), sel("ursam"), "better"),
+        ("the class-specific threshold (Eq. 3) beats a fixed one, both with Rec", sel("fixed"), sel("ursam"),
+         "better"),
+        ("UR-SAM beats Unc-FPC (remove every uncertain voxel)", sel("unc-fpc"), sel("ursam"), "better"),
+        ("UR-SAM beats Unc-FNC (add every uncertain voxel)", sel("unc-fnc"), sel("ursam"), "better"),
+        ("UR-SAM beats Unc-FPNC (flip every uncertain voxel)", sel("unc-fpnc"), sel("ursam"), "better"),
+        ("manual prompting beats automatic prompting with UR-SAM", sel("ursam"),
+         pick(rows, variant="manual", method="one-box"), "better"),
+    ]
+    if refine_variant:
+        checks.append(("slice-wise refinement improves UR-SAM (not a claim of the paper; our addition)",
+                       sel("ursam"), sel("ursam", refine_variant), "better"))
+    lines = ["| claim (B vs A) | paper | here | evidence |", "|---|---|---|---|"]
+    for text, a, b, expected in checks:
+        outcome, evidence = verdict(paired(a, b))
+        agrees = ("**agrees**" if outcome == expected else "**disagrees**" if outcome in ("better", "worse")
+                  else "**not reproduced**" if outcome == "no clear difference" else "–")
+        if "not a claim" in text:
+            agrees = outcome
+        lines.append(f"| {text} | {expected} | {outcome} ({agrees}) | {evidence} |")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------
+# Uncertainty quality.
+def uncertainty_lines(rows: list[dict], organs: list[str], variants: list[tuple[str, str]]) -> list[str]:
+    """Per organ and prompt source: AUROC of voxel uncertainty for the ensemble's errors inside the
+    boxes, and Spearman's rho between an organ's mean uncertainty and its ensemble DSC."""
+    lines = ["| prompts | organ | AUROC (mean ± sd) | ρ(mean uncertainty, DSC) | p | n |",
+             "|---|---|---|---|---|---|"]
+    for variant, title in variants:
+        ensemble = [r for r in pick(rows, variant=variant, method="ensemble") if r["found"]]
+        if not ensemble:
+            continue
+        aurocs = by_organ(ensemble, "auroc", organs)
+        for organ in organs + ["all organs"]:
+            subset = ensemble if organ == "all organs" else pick(ensemble, organ=organ)
+            if not subset:
+                continue
+            values = [a for v in aurocs.values() for a in v] if organ == "all organs" else aurocs[organ]
+            rho, p, n = spearman([r["mean_uncertainty"] for r in subset], [r["dsc"] for r in subset])
+            lines.append(f"| {title} | {_short(organ)} | {_cell(values)} | {_fmt(rho, 2)} | {_fmt(p, 2, 'g')} "
+                         f"| {n} |")
+    return lines
+
+
+def review_flag_lines(rows: list[dict], variant: str) -> list[str]:
+    ensemble = [r for r in pick(rows, variant=variant, method="ensemble") if r["found"]]
+    flagged = [r["dsc"] for r in ensemble if r["mean_uncertainty"] > REVIEW_THRESHOLD]
+    clear = [r["dsc"] for r in ensemble if r["mean_uncertainty"] <= REVIEW_THRESHOLD]
+    return [f"- organs flagged *Review* (mean uncertainty > {REVIEW_THRESHOLD} nats): {len(flagged)} of "
+            f"{len(ensemble)}, mean DSC {_fmt(np.mean(flagged) if flagged else math.nan)}; not flagged: "
+            f"{len(clear)}, mean DSC {_fmt(np.mean(clear) if clear else math.nan)}."]
+
+
+def _fmt(value: float, digits: int = 3, kind: str = "f") -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}{kind}}"
+
+
+# ---------------------------------------------------------------------------------------
+# report.md
+def sweep_lines(rows: list[dict], patients: set[str], main: str, num_aug: int, ratio: float) -> list[str]:
+    """Table I: mean DSC (over organs) of the ensemble and of UR-SAM, n x ratio, for ``patients``."""
+    from .evaluate import SWEEP_NUM_AUG, SWEEP_RATIOS, setting_name
+
+    rows = [r for r in rows if r["patient"] in patients and r["prompt"] == main and not r["refine"]]
+
+    def mean_dsc(n, r, method):
+        setting = setting_name(n, r)
+        subset = pick(rows, setting=setting, method=method, variant=main if (n, r) == (num_aug, ratio)
+                      else (f"{main}@n1" if n == 1 else f"{main}@n{n}r{r:g}"))
+        return organ_mean(by_organ(subset, "dsc", sorted({x["organ"] for x in rows})))
+
+    lines = []
+    for method, title in (("ensemble", "Ensemble"), ("ursam", "UR-SAM")):
+        grid = {(n, r): mean_dsc(n, r, method) for n in SWEEP_NUM_AUG for r in SWEEP_RATIOS}
+        plain = mean_dsc(1, 0.0, method)
+        best = max([v for v in grid.values() if not math.isnan(v)] + [plain])
+        lines += [f"**{title}** (mean DSC over organs; no augmentation: "
+                  f"{'**' if plain == best else ''}{_fmt(plain)}{'**' if plain == best else ''})", "",
+                  "| n \\ ratio | " + " | ".join(f"{r:g}" for r in SWEEP_RATIOS) + " |",
+                  "|---|" + "---|" * len(SWEEP_RATIOS)]
+        for n in SWEEP_NUM_AUG:
+            cells = [f"**{_fmt(grid[(n, r)])}**" if grid[(n, r)] == best else _fmt(grid[(n, r)])
+                     for r in SWEEP_RATIOS]
+            lines.append(f"| n = {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def environment(backbone=None) -> dict:
+    """Versions, machine and code revision, for the report."""
+    import platform
+    import subprocess
+
+    from . import __version__
+
+    versions = {"ursam": __version__, "python": platform.python_version()}
+    for module in ("torch", "numpy", "scipy", "SimpleITK", "matplotlib"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # a missing optional module is not worth failing a report for
+            versions[module] = "not installed"
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass  # not Linux: platform's answer stands
+    import os
+
+    machine = {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        machine["torch_threads"] = torch.get_num_threads()
+        machine["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    except Exception:
+        pass
+    return {"versions": versions, "commit": commit, "machine": machine}
+
+
+PAPER_CONTEXT = ("The paper (SAM / MedSAM ViT-B, auto-prompting with a trained localizer, 512-px slices) reports "
+                 "mean DSC for UR-SAM of 0.572 / 0.586 on FLARE22 (13 abdominal organs) and 0.501 / 0.486 on "
+                 "StructSeg (22 head-and-neck organs), and 0.787 for SAM with manual boxes on FLARE22. We run "
+                 "LiteMedSAM on other data, so only the direction of each effect is comparable, not the level.")
+
+
+def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
+    """Write results.csv, report.md and figures/ from the per-patient records; returns the
+    report's Markdown lines. ``context``: title, organs (column order), total_cases, config,
+    invocations, template (or None), notes."""
+    from .figures import figure_bars, figure_examples, figure_scatter, load_examples
+
+    rows = [row for record in records for row in record["rows"]]
+    write_csv(rows, output / "results.csv")
+    present = {r["organ"] for r in rows}
+    organs = [o for o in context["organs"] if o in present]
+    main = records[0]["main_variant"] if records else "box3d"
+    variants = {v for record in records for v in record["variants"]}
+    refine = f"{main}-refine" if f"{main}-refine" in variants else None
+    config = context["config"]
+    done, total = len(records), context["total_cases"]
+    figures = output / "figures"
+    figures.mkdir(exist_ok=True)
+
+    lines = [f"# UR-SAM evaluation: {context['title']}", ""]
+    if done < total:
+        lines += [f"**Partial report: {done} of {total} patients.** Resume with the command below (finished "
+                  "patients are skipped).", ""]
+    lines += [f"{done} patients, {len(organs)} organs, {len(rows)} result rows (`results.csv`: one per patient x "
+              "organ x method x setting). " + PAPER_CONTEXT, ""]
+    main_title = PROMPT_TITLES[main]
+    methods = {METHOD_TITLES[m]: pick(rows, variant=main, method=m) for m in METHOD_TITLES}
+    if refine:
+        methods["Slice-wise refinement (one box)"] = pick(rows, variant=refine, method="one-box")
+        methods["Slice-wise refinement + UR-SAM"] = pick(rows, variant=refine, method="ursam")
+    manual = "Manual Prompting (one box per slice, jittered)"
+    methods[manual] = pick(rows, variant="manual", method="one-box")
+    lines += [f"## DSC per organ (like Tables II-III); prompts: {main_title}", "",
+              f"Mean ± sd over patients; *mean* = mean over organs. Bold: best automatic method per column; "
+              f"*{manual}* uses the labels and is shown for reference, unranked. Settings: n = {config['num_aug']}, "
+              f"ratio = {config['ratio']}, α_h = {config['alpha_h']}, lower bound {config['lower_bound']}, fixed "
+              f"T_unc = {config['fixed_threshold']:.4f} nats.", ""]
+    lines += table(methods, organs, "dsc", reference_titles=(manual,)) + [""]
+    lines += ["## HD95 (mm) per organ, same runs", "",
+              "Lower is better; patients where a mask is empty are left out of that cell.", ""]
+    lines += table(methods, organs, "hd95_mm", higher=False, digits=1, reference_titles=(manual,)) + [""]
+    lines += _prompt_section(rows, organs, variants, main, refine)
+    lines += _localization_section(records, organs, rows, main)
+    sweep_patients = {r["patient"] for r in rows if "@" in r["variant"]}
+    if sweep_patients:
+        lines += [f"## Table I: number of augmented prompts x perturbation ratio ({len(sweep_patients)} patient"
+                  f"{'s' if len(sweep_patients) > 1 else ''}: {', '.join(sorted(sweep_patients))})", "",
+                  f"Prompts: {main_title}. Bold: the best cell of each table.", ""]
+        lines += sweep_lines(rows, sweep_patients, main, config["num_aug"], config["ratio"])
+    lines += ["## Uncertainty quality", "",
+              "AUROC: inside each organ's prompt boxes, how well voxel uncertainty ranks the ensemble's error "
+              "voxels (ensemble mask ≠ reference) above its correct ones (0.5 = chance). ρ: Spearman correlation, "
+              "over patients, between an organ's mean uncertainty in its boxes and its ensemble DSC — negative "
+              "means the reliability score works (more uncertain, worse).", ""]
+    uvariants = [(v, PROMPT_TITLES[v.split("-")[0]]) for v in (main, "box3d", "slice") if v in variants]
+    uvariants = list(dict.fromkeys(uvariants))
+    lines += uncertainty_lines(rows, organs, uvariants) + [""]
+    lines += review_flag_lines(rows, main) + [""]
+    lines += [f"## Our results against the paper's claims (prompts: {main_title})", "",
+              "Paired per patient and organ (B − A); a difference counts when the mean exceeds 0.005 DSC and a "
+              "Wilcoxon signed-rank test gives p < 0.05.", ""]
+    claim_lines = claims(rows, main, refine)
+    lines += claim_lines + [""]
+    disagreements = [line.split(" | ")[0].lstrip("| ") for line in claim_lines[2:]
+                     if "disagrees" in line or "not reproduced" in line]
+    if disagreements:
+        lines += ["**Where we disagree with the paper:** " + "; ".join(disagreements) + ". See the evidence "
+                  "column; per-patient values are in `results.csv`.", ""]
+    lines += ["## Figures", ""]
+    figure_bars(rows, organs, main, figures / "dsc_by_organ.png", f"{context['title']}: DSC before/after "
+                f"rectification ({main_title})")
+    figure_scatter(rows, organs, main, figures / "uncertainty_vs_dsc.png")
+    lines += ["![DSC by organ](figures/dsc_by_organ.png)", "",
+              "Per organ: the one-box prompt, the ensemble and UR-SAM (like the paper's Figs. 3-4).", "",
+              "![uncertainty vs DSC](figures/uncertainty_vs_dsc.png)", "",
+              f"One point per patient and organ; dashed: the *Review* flag at {REVIEW_THRESHOLD} nats.", ""]
+    if figure_examples(load_examples(records, output / "cache" / "panels"), figures / "examples.png"):
+        lines += ["![examples](figures/examples.png)", "",
+                  "Like the paper's Fig. 5: the slices where UR-SAM's rectification changed most voxels (green "
+                  "contour: ground truth; cyan dashed: the prompt box). The slice DSC under each mask says whether "
+                  "the change helped.", ""]
+    lines += _run_section(records, context)
+    (output / "report.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def _prompt_section(rows, organs, variants, main, refine) -> list[str]:
+    """Table IV-like: every prompt source x (one box, ensemble, UR-SAM)."""
+    titles = {}
+    order = [v for v in ("auto", refine, "box3d", "slice", "manual") if v and v in variants]
+    for variant in order:
+        source = PROMPT_TITLES[variant.split("-")[0]] + (", refined" if variant.endswith("refine") else "")
+        for method in (("one-box",) if variant == "manual" else ("one-box", "ensemble", "ursam")):
+            titles[f"{source}: {METHOD_TITLES[method].split(' (')[0]}"] = pick(rows, variant=variant, method=method)
+    return ["## Prompt sources (like Table IV): the effect of localization error", "",
+            "The same organs with prompts from the template's localization, from the reference labels' 3-D box "
+            "(perfect localization), from tight per-slice boxes, and jittered per-slice boxes (manual). Mean "
+            "DSC ± sd; bold: best per column.", ""] + table(titles, organs, "dsc") + [""]
+
+
+def _localization_section(records, organs, rows, main) -> list[str]:
+    if main != "auto":
+        return []
+    lines = ["## Localization (auto prompts)", "",
+             "Box IoU: the localized 3-D box vs the reference's, both extended by the margin. Covered: the "
+             "fraction of the reference organ inside the prompt boxes (auto vs box3d from labels).", "",
+             "| organ | found | box IoU | support agreement | covered (auto) | covered (box3d) |",
+             "|---|---|---|---|---|---|"]
+    for organ in organs:
+        entries = [r["localization"][organ] for r in records if organ in r.get("localization", {})]
+        found = [e for e in entries if e["found"]]
+        covered = {v: [r["reference_in_boxes"] for r in pick(rows, variant=v, method="ensemble", organ=organ)]
+                   for v in ("auto", "box3d")}
+        lines.append(f"| {_short(organ)} | {len(found)}/{len(entries)} | {_cell([e['box_iou'] for e in found], 2)} | "
+                     f"{_cell([e['agreement'] for e in found], 2)} | {_cell(covered['auto'], 2)} | "
+                     f"{_cell(covered['box3d'], 2)} |")
+    return lines + [""]
+
+
+def _run_section(records, context) -> list[str]:
+    timings = [r["timings"] for r in records]
+    total = sum(t["total_s"] for t in timings)
+    lines = ["## How this report was made", ""]
+    for k, run in enumerate(context["invocations"]):
+        env = run["environment"]
+        lines += [f"{'Run' if k == 0 else 'Resumed'} {run['date']}: `{run['command']}` (from the repository root; "
+                  f"computed {len(run['computed'])} patients in {run['wall_s'] / 60:.1f} min)", "",
+                  f"- code {env['commit']}; " + ", ".join(f"{m} {v}" for m, v in env["versions"].items()),
+                  f"- machine: {env['machine'].get('cpu')} ({env['machine'].get('cpus')} CPUs, torch threads "
+                  f"{env['machine'].get('torch_threads')}, GPU {env['machine'].get('cuda', 'none')}), "
+                  f"{env['machine'].get('platform')}",
+                  f"- backbone {run.get('backbone', '?')}, precision {context['config']['precision']}, device "
+                  f"{run.get('device', '?')}", ""]
+    if timings:
+        mean = {k: np.mean([t.get(k, 0) for t in timings]) for k in
+                ("total_s", "localize_s", "embed_s", "decode_s", "score_s", "slices", "boxes", "decoded_boxes")}
+        lines += [f"Compute: {total / 60:.1f} min over {len(records)} patients; per patient on average "
+                  f"{mean['total_s']:.0f} s ({mean['localize_s']:.0f} s localization, {mean['embed_s']:.0f} s "
+                  f"encoder for {mean['slices']:.0f} slices, {mean['decode_s']:.0f} s decoder for "
+                  f"{mean['decoded_boxes']:.0f} distinct of {mean['boxes']:.0f} boxes, {mean['score_s']:.0f} s "
+                  "scoring).", ""]
+    if context.get("template"):
+        template = context["template"]
+        lines += [f"Template: {len(template['supports'])} supports ({', '.join(template['supports'])}); organs "
+                  f"{', '.join(template['organs'])}; localizer {context['config']['localizer']}.", ""]
+    lines += [f"- {note}" for note in context.get("notes", [])]
+    return lines + [""]
