@@ -5,6 +5,7 @@ import SimpleITK as sitk
 
 from conftest import hn_pair
 from URSAMLib import io
+from URSAMLib.errors import URSAMError
 from URSAMLib.localize import _clipped_box, box_iou, localize_by_registration
 from URSAMLib.prompts import Box3D
 from URSAMLib.template import build_template
@@ -77,3 +78,17 @@ def test_organs_of_an_unseen_patient_are_localized(head_neck, hn_template):
 def _contains_most(box: Box3D, mask: np.ndarray) -> bool:
     inside = mask[box.z0:box.z1 + 1, box.y0:box.y1 + 1, box.x0:box.x1 + 1].sum()
     return inside / mask.sum() > 0.8  # the extended box holds most of the organ
+
+
+def test_a_ct_too_small_to_register_is_one_clear_error(head_neck, hn_template):
+    ct = io.read_ct(hn_pair(head_neck, 201, "validation")[0])
+    small = ct[50:62, 50:62, 60:68]  # 65 x 65 x 24 mm
+    with pytest.raises(URSAMError, match="Could not register the template's support .* mm"):
+        localize_by_registration(small, hn_template)
+
+
+def test_registration_is_repeatable(head_neck, hn_template):
+    ct = io.read_ct(hn_pair(head_neck, 201, "validation")[0])
+    first = localize_by_registration(ct, hn_template, ["Brainstem"])["Brainstem"]
+    again = localize_by_registration(ct, hn_template, ["Brainstem"])["Brainstem"]
+    assert np.array_equal(first.points, again.points)

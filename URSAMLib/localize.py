@@ -8,6 +8,7 @@ is unsure before SAM even runs.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -72,6 +73,9 @@ def _registration_image(ct: sitk.Image) -> sitk.Image:
 def register_affine(fixed: sitk.Image, moving: sitk.Image, seed: int = 0) -> sitk.AffineTransform:
     """Affine transform mapping points of ``fixed`` (query) to ``moving`` (support).
 
+    ``seed`` fixes the random voxel sample of the metric, so the same inputs give the same
+    transform (SimpleITK would take a seed of 0 as "seed from the clock", hence the + 1).
+
     Moments initialisation, a similarity stage at 24 and 12 mm, then an affine stage at 12
     and 6 mm, each with Mattes mutual information on a random 5 % of the voxels. Finer
     levels cost much and change organ boxes little: boxes are extended by 10 voxels anyway.
@@ -80,7 +84,7 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, seed: int = 0) -> sit
         method = sitk.ImageRegistrationMethod()
         method.SetMetricAsMattesMutualInformation(32)
         method.SetMetricSamplingStrategy(method.RANDOM)
-        method.SetMetricSamplingPercentage(0.05, seed)
+        method.SetMetricSamplingPercentage(0.05, seed + 1)
         method.SetInterpolator(sitk.sitkLinear)
         method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=100,
                                                         gradientMagnitudeTolerance=1e-6)
@@ -93,14 +97,28 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, seed: int = 0) -> sit
             result = result.GetNthTransform(0)
         return result.Downcast()
 
-    start = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
-                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
-    similarity = run(start, [8, 4], [2.0, 1.0])
-    affine = sitk.AffineTransform(3)
-    affine.SetCenter(similarity.GetCenter())
-    affine.SetMatrix(similarity.GetMatrix())
-    affine.SetTranslation(similarity.GetTranslation())
-    return run(affine, [4, 2], [1.0, 0.0])
+    with _single_threaded_itk():
+        start = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
+                                                  sitk.CenteredTransformInitializerFilter.MOMENTS)
+        similarity = run(start, [8, 4], [2.0, 1.0])
+        affine = sitk.AffineTransform(3)
+        affine.SetCenter(similarity.GetCenter())
+        affine.SetMatrix(similarity.GetMatrix())
+        affine.SetTranslation(similarity.GetTranslation())
+        return run(affine, [4, 2], [1.0, 0.0])
+
+
+@contextmanager
+def _single_threaded_itk():
+    """ITK's threaded metric and scale estimation sum in a varying order, so a multi-threaded
+    registration differs slightly from run to run; with one thread it is repeatable (and at 3 mm
+    it takes about 12 s per support on one core)."""
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
 
 def _axial_points(points_mm: np.ndarray, query: sitk.Image, frame: AxialFrame) -> np.ndarray:
@@ -136,7 +154,15 @@ def localize_by_registration(ct: sitk.Image, template: Template, organs: list[st
     for k, support in enumerate(template.supports):
         if progress:
             progress(k / len(template.supports), f"Registering support {support.name}")
-        transform = register_affine(fixed, _registration_image(support.read()))
+        try:
+            transform = register_affine(fixed, _registration_image(support.read()))
+        except RuntimeError as error:  # ITK fails on fields of view too small for its pyramid
+            size_mm = [round(n * d) for n, d in zip(ct.GetSize(), ct.GetSpacing())]
+            raise URSAMError(f"Could not register the template's support {support.name} to this CT of "
+                             f"{' x '.join(map(str, size_mm))} mm ({str(error).strip().splitlines()[-1][:120]}); "
+                             "registration needs a CT that covers the body region (about 10 cm or more in each "
+                             "direction): use a larger field of view, or prompt with labels or segments instead."
+                             ) from None
         inverse = transform.GetInverse()  # support points → query points
         for organ in organs:
             points_mm = np.array([inverse.TransformPoint(p.tolist()) for p in support.points_mm[organ]])
