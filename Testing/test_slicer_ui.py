@@ -187,7 +187,7 @@ def test_the_readme_workflow_names_only_controls_that_exist():
     texts = {t.text.rstrip(":") for t in ET.parse(UI).iter("string") if t.text}
     texts |= {"Any organ in the prompts", "Cancel", "Review", "OK"}  # set by URSAM.py
     steps = {"Load the CT", "Mark the organs roughly", "Open URSAM", "Read the result", "Go where it is unsure",
-             "Tune, then correct", "Auto-segment organs"}
+             "Tune, then correct", "Auto-segment organs", "Or let URSAM find the organs"}
     not_controls = {"to URSAM's segments", "α_h", "Next / Previous uncertain region"}
     assert {"Next uncertain region", "Previous uncertain region"} <= texts
     unknown = {phrase for phrase in named - steps - not_controls
