@@ -96,7 +96,7 @@ def test_prompt_source_shows_its_own_controls(env):
     ui.promptSourceComboBox.currentIndex = 3
     assert all(getattr(ui, name).visible for name in SUPPORT_CONTROLS) and ui.templateNoteLabel.visible
     assert not ui.templatePathLineEdit.visible and not ui.promptModeComboBox.enabled
-    assert [data for _, data in ui.localizerComboBox.items] == ["registration"]
+    assert [data for _, data in ui.localizerComboBox.items] == list(module.LOCALIZERS) == ["registration", "medlam"]
 
 
 def oblique_template(folder):

@@ -6,6 +6,7 @@ segmented.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,6 @@ from URSAMSlicerLib.testing import bright_in_box  # noqa: E402
 
 LIVER, GALLBLADDER = 5, 4  # in abdomen-ts/classes.json
 CROP = (slice(10, 110), slice(10, 95), slice(0, 30))  # SimpleITK (i, j, k): the body, every slice
-UPPER_SLAB = (slice(5, 115), slice(5, 100), slice(16, 30))  # above the gallbladder (slices 2-14)
 STAND_IN = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
 
 
@@ -116,17 +116,25 @@ def test_a_template_built_from_a_labelled_ct_in_the_scene_prompts_the_organ_wher
 
 @pytest.fixture
 def template_folder(abdomen, tmp_path):
-    """A template of the whole ct_small with its liver and gallbladder (URSAMLib's build_template)."""
-    return build_template([str(abdomen / "ct_small.nii.gz")], [str(abdomen / "labels_small.nii.gz")],
-                          {LIVER: "liver", GALLBLADDER: "gallbladder"}, tmp_path / "template").folder
+    """A template of the whole ct_small with its liver and gallbladder (URSAMLib's build_template),
+    the gallbladder's points then moved 50 cm up: whatever the registration does, it lies outside
+    any crop of this CT."""
+    folder = build_template([str(abdomen / "ct_small.nii.gz")], [str(abdomen / "labels_small.nii.gz")],
+                            {LIVER: "liver", GALLBLADDER: "gallbladder"}, tmp_path / "template").folder
+    manifest = json.loads((folder / "template.json").read_text())
+    for support in manifest["supports"]:
+        points = support["extreme_points"]["gallbladder"]
+        points["mm"] = (np.array(points["mm"]) + [0.0, 0.0, 500.0]).tolist()
+    (folder / "template.json").write_text(json.dumps(manifest))
+    return folder
 
 
 def test_an_organ_outside_the_ct_is_reported_and_the_other_segmented_in_the_background(
         ursam, abdomen, tmp_path, template_folder):
     import slicer
 
-    ct_path, _ = write_crop(abdomen, tmp_path, UPPER_SLAB, {}, "upper")
-    query = load_volume(slicer.mrmlScene, ct_path, "Upper slab")
+    ct_path, _ = write_crop(abdomen, tmp_path, CROP, {}, "crop")
+    query = load_volume(slicer.mrmlScene, ct_path, "Query CT")
     logic = ursam.URSAMLogic()
     logic.workerArguments = STAND_IN  # the background worker localizes, then segments
     request = ursam.URSAMRequest(query, promptSource="template", templateFolder=str(template_folder),
@@ -143,8 +151,8 @@ def test_an_organ_outside_the_ct_is_reported_and_the_other_segmented_in_the_back
 def test_the_status_line_names_the_organs_not_found(ursam, abdomen, tmp_path, template_folder):
     import slicer
 
-    ct_path, _ = write_crop(abdomen, tmp_path, UPPER_SLAB, {}, "upper")
-    query = load_volume(slicer.mrmlScene, ct_path, "Upper slab")
+    ct_path, _ = write_crop(abdomen, tmp_path, CROP, {}, "crop")
+    query = load_volume(slicer.mrmlScene, ct_path, "Query CT")
     widget = ursam.URSAMWidget()
     widget.setup()
     widget.logic.ensureDependencies = lambda ask=True: None

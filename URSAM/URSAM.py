@@ -67,7 +67,8 @@ PROMPT_SOURCES = ("segmentation", "labelmap", "template", "sceneTemplate")
 TEMPLATE_SOURCES = ("template", "sceneTemplate")
 """Sources whose prompts are found automatically, by localizing organs of a template (a folder
 made by 'ursam build-template', or one built from labelled CTs in the scene) in the input CT."""
-LOCALIZER_TITLES = {"registration": "Registration of the template scans (no training)"}
+LOCALIZER_TITLES = {"registration": "Registration of the template scans (no training)",
+                    "medlam": "MedLAM landmarks (trained weights)"}
 """Titles of URSAMLib's localizers in localizerComboBox (others show their name)."""
 PROMPT_MODES = ("slice", "box3d")
 """URSAMLib prompt modes, in the order of promptModeComboBox's items."""

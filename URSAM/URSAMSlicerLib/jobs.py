@@ -155,7 +155,7 @@ def localize(job: Job, progress: Callable[[float, str], None] | None = None,
              cancel: Callable[[], bool] | None = None) -> None:
     """Fill ``job.prompts`` (and ``job.not_found``) by localizing the template's organs in the CT
     (raises URSAMError when none is found, Cancelled)."""
-    from URSAMLib.localize import prompts_from_template
+    from URSAMLib.localize import no_organ_found, prompts_from_template
     from URSAMLib.template import Template
 
     task = job.localization
@@ -166,14 +166,13 @@ def localize(job: Job, progress: Callable[[float, str], None] | None = None,
         if progress is not None:
             progress(fraction, f"Localizing organs: {message}")
 
-    found = prompts_from_template(task.geometry.image(job.hu), Template.load(task.folder), list(task.organs),
-                                  task.localizer, task.weights, task.margin, report)
-    job.prompts = [OrganPrompt(task.organs[p.name], p.label, p.boxes) for p in found.prompts]
+    template = Template.load(task.folder)
+    found = prompts_from_template(task.geometry.image(job.hu), template, list(task.organs), task.localizer,
+                                  task.weights, task.margin, report)
     job.not_found = {task.organs[name]: reason for name, reason in found.missing.items()}
-    if not job.prompts:
-        raise URSAMError("No organ was found in the CT: "
-                         + "; ".join(f"{name}: {reason}" for name, reason in job.not_found.items())
-                         + ". Check that the template shows the same body region.")
+    if not found.prompts:
+        raise no_organ_found(dataclasses.replace(found, missing=job.not_found), template, "the input CT")
+    job.prompts = [OrganPrompt(task.organs[p.name], p.label, p.boxes) for p in found.prompts]
 
 
 def compute(job: Job, progress: Callable[[float, str], None] | None = None,
