@@ -156,3 +156,143 @@ def test_settings_survive_the_trip_whatever_their_values(tmp_path):
     jobs.save_job(job, tmp_path)
     again = jobs.load_job(tmp_path)
     assert again.settings == settings and (again.checkpoint, again.device) == ("/w.pth", "cuda:1")
+
+
+# ---------------------------------------------------------------------------------------
+# Jobs that localize their prompts from a template
+
+def tiny_template(folder):
+    """A template of one synthetic support with organs 'liver' (label 1) and 'spleen' (label 2)."""
+    import SimpleITK as sitk
+
+    from conftest import synthetic_ct
+    from URSAMLib.template import build_template
+
+    ct = synthetic_ct()
+    labels = np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.uint8)
+    labels[1:5, 10:25, 12:30] = 1
+    labels[1:3, 30:35, 35:40] = 2
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(ct)
+    sitk.WriteImage(ct, str(folder / "ct.nrrd"))
+    sitk.WriteImage(label_image, str(folder / "labels.nrrd"))
+    return build_template([str(folder / "ct.nrrd")], [str(folder / "labels.nrrd")], {1: "liver", 2: "spleen"},
+                          folder / "template")
+
+
+def localizing_job(template_folder, temporary=False) -> jobs.Job:
+    from conftest import synthetic_ct
+    from URSAMLib import io
+
+    ct = synthetic_ct()
+    hu, _ = io.axial_array(ct)
+    localization = jobs.TemplateLocalization(str(template_folder), {"liver": "Liver", "spleen": "Spleen"},
+                                             jobs.ImageGeometry.of(ct), temporary=temporary)
+    return jobs.Job(hu, [], Settings(num_aug=2, ratio=0.0), "bright", localization=localization)
+
+
+def fake_localizer(found_box):
+    """A localizer finding the liver in ``found_box`` and not the spleen (as registration would report)."""
+    from URSAMLib.localize import Localization
+
+    calls = []
+
+    def localize(ct, template, organs, progress=None):
+        calls.append((ct.GetSize(), list(organs)))
+        progress(0.5, "Registering support ct")
+        points = np.zeros((6, 3))
+        return {"liver": Localization("liver", template.organs["liver"], points, box=found_box),
+                "spleen": Localization("spleen", template.organs["spleen"], points, reason="outside the image")}
+
+    localize.calls = calls
+    return localize
+
+
+def test_a_localization_survives_the_trip(tmp_path):
+    from URSAMLib.prompts import BoxMargin
+
+    job = localizing_job(tmp_path / "t", temporary=True)
+    job.localization.margin = BoxMargin((2, 10, 10), "voxel")
+    jobs.save_job(job, tmp_path)
+    again = jobs.load_job(tmp_path)
+    assert again.localization == job.localization and again.prompts == []
+
+
+def test_the_geometry_rebuilds_the_ct_from_its_axial_array():
+    from conftest import synthetic_ct
+    from URSAMLib import io
+
+    ct = synthetic_ct(direction=np.diag([-1.0, 1.0, -1.0]))  # stored flipped: axial differs from stored
+    hu, _ = io.axial_array(ct)
+    rebuilt = jobs.ImageGeometry.of(ct).image(hu)
+    assert np.array_equal(sitk_array(rebuilt), sitk_array(ct).astype(np.float32))
+    assert rebuilt.GetOrigin() == ct.GetOrigin() and rebuilt.GetDirection() == ct.GetDirection()
+    assert rebuilt.GetSpacing() == ct.GetSpacing()
+
+
+def sitk_array(image):
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(image)
+
+
+def test_a_job_localizes_reports_the_organs_not_found_and_deletes_its_temporary_template(tmp_path, monkeypatch):
+    from URSAMLib import localize
+    from URSAMLib.prompts import Box3D
+
+    template = tiny_template(tmp_path)
+    localizer = fake_localizer(Box3D(1, 4, 10, 24, 12, 29))
+    monkeypatch.setitem(localize.LOCALIZERS, "registration", localizer)
+    messages = []
+    localizing = localizing_job(template.folder)
+    result = jobs.compute(localizing, lambda fraction, message: messages.append((fraction, message)),
+                          loader=bright_in_box)
+    assert localizer.calls == [((48, 40, 6), ["liver", "spleen"])]
+    assert [o.name for o in result.organs] == ["Liver"]  # the user's names, not the template's
+    assert localizing.not_found == {"Spleen": "outside the image"}
+    boxes = result.organs[0].boxes
+    assert min(boxes) == 0 and max(boxes) == 5  # the found box, extended by 5 mm (2 slices of 2.5 mm)
+    assert (0.15, "Localizing organs: Registering support ct") in messages  # half of the localization share
+    segmenting = [f for f, m in messages if not m.startswith(("Loading", "Localizing"))]
+    assert segmenting and min(segmenting) >= jobs.LOCALIZATION_SHARE
+
+    job = jobs.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
+    job.start()
+    assert job.poll().state == "done" and job.not_found == {"Spleen": "outside the image"}
+    assert not template.folder.exists()
+
+
+def test_cancel_during_localization_stops_before_sam(tmp_path, monkeypatch):
+    from URSAMLib import localize
+    from URSAMLib.prompts import Box3D
+
+    template = tiny_template(tmp_path)
+    backbone = BrightInBox()
+    job = jobs.InProcessJob(localizing_job(template.folder), lambda *args: backbone)
+    localizer = fake_localizer(Box3D(1, 4, 10, 24, 12, 29))
+
+    def cancelled_while_registering(ct, template, organs, progress=None):
+        job.cancel()  # the user presses Cancel while the supports are registered
+        return localizer(ct, template, organs, progress)
+
+    monkeypatch.setitem(localize.LOCALIZERS, "registration", cancelled_while_registering)
+    job.start()
+    assert job.poll().state == "cancelled" and backbone.embedded == []
+    assert template.folder.exists()  # a template folder of the user's is never deleted
+
+
+def test_a_job_that_finds_no_organ_fails_with_the_reasons(tmp_path, monkeypatch):
+    from URSAMLib import localize
+    from URSAMLib.localize import Localization
+
+    template = tiny_template(tmp_path)
+
+    def finds_nothing(ct, template, organs, progress=None):
+        return {o: Localization(o, template.organs[o], np.zeros((6, 3)), reason="outside the image") for o in organs}
+
+    monkeypatch.setitem(localize.LOCALIZERS, "registration", finds_nothing)
+    job = jobs.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
+    job.start()
+    status = job.poll()
+    assert status.state == "failed" and "Liver: outside the image; Spleen: outside the image" in status.error
+    assert not template.folder.exists()

@@ -70,21 +70,120 @@ def test_setup_fills_the_organ_sets_models_and_checklist(env):
     assert ui.applyButton.text == "Auto-segment organs" and not ui.nextRegionButton.enabled
 
 
+SUPPORT_CONTROLS = ("supportVolumeSelector", "supportSegmentationSelector", "supportsListWidget", "addSupportButton",
+                    "clearSupportsButton", "supportVolumeLabel", "supportSegmentationLabel", "supportsLabel")
+
+
 def test_prompt_source_shows_its_own_controls(env):
     module, widget, dialogs, *_ = env
     ui = widget.ui
     assert ui.promptSegmentationSelector.visible and not ui.promptLabelMapSelector.visible
     assert not ui.templatePathLineEdit.visible and not ui.templateNoteLabel.visible
+    assert not any(getattr(ui, name).visible for name in SUPPORT_CONTROLS)
     ui.promptSourceComboBox.currentIndex = 1
     assert ui.promptLabelMapSelector.visible and ui.classesPathLineEdit.visible
     assert not ui.promptSegmentationSelector.visible
     ui.promptSourceComboBox.currentIndex = 2
     assert ui.templatePathLineEdit.visible and ui.templateNoteLabel.visible and not ui.promptModeComboBox.enabled
+    assert not any(getattr(ui, name).visible for name in SUPPORT_CONTROLS)
     assert organ_items(widget) == []
     ui.organSetComboBox.currentIndex = 1  # a built-in set is listed, though nothing can be ticked yet
-    assert len(organ_items(widget)) == 13 and organ_items(widget)[0] == ("Liver (no prompt)", False, False)
+    assert len(organ_items(widget)) == 13
+    assert organ_items(widget)[0] == ("Liver (not in the template)", False, False)
     ui.applyButton.click()
-    assert [text for text, _ in dialogs.errors] == ["Choose a template folder, or prompt with segments or a label map."]
+    assert [text for text, _ in dialogs.errors] == [
+        "Choose a template folder (made with 'ursam build-template'), or prompt with segments or a label map."]
+    ui.promptSourceComboBox.currentIndex = 3
+    assert all(getattr(ui, name).visible for name in SUPPORT_CONTROLS) and ui.templateNoteLabel.visible
+    assert not ui.templatePathLineEdit.visible and not ui.promptModeComboBox.enabled
+    assert [data for _, data in ui.localizerComboBox.items] == list(module.LOCALIZERS) == ["registration", "medlam"]
+
+
+def oblique_template(folder):
+    """A template folder made by URSAMLib from the oblique case's files (liver 1, gallbladder 2)."""
+    from URSAMLib.template import build_template
+
+    return build_template([str(folder / "oblique.nrrd")], [str(folder / "oblique_labels.nrrd")],
+                          {1: "liver", 2: "gallbladder"}, folder / "template")
+
+
+def recording_start(module, widget, monkeypatch):
+    """Replace Logic.start by a job that stays running; returns the prepared runs it was given."""
+    class Running:
+        cancelled = False
+
+        def poll(self):
+            if self.cancelled:
+                return module.jobs.JobStatus("cancelled", 0.1, "Cancelled")
+            return module.jobs.JobStatus("running", 0.1, "Localizing organs: Registering support support1")
+
+        def cancel(self):
+            self.cancelled = True
+
+    started = []
+    monkeypatch.setattr(widget.logic, "start", lambda prepared: started.append(prepared) or Running())
+    return started
+
+
+def test_a_template_folder_offers_its_organs_and_reaches_the_logic(env, monkeypatch, tmp_path):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    template = oblique_template(tmp_path)
+    ui = widget.ui
+    ui.promptSourceComboBox.currentIndex = 2
+    ui.templatePathLineEdit.currentPath = str(template.folder)
+    assert organ_items(widget) == [("Liver", True, True), ("Gallbladder", True, True)]
+    ui.organsListWidget.item(0).setCheckState(fake.Qt.Unchecked)  # only the gallbladder
+    started = recording_start(module, widget, monkeypatch)
+    ui.applyButton.click()
+    assert dialogs.errors == [] and ui.applyButton.text == "Cancel"
+    localization = started[0].job.localization
+    assert started[0].job.prompts == []  # the job finds them, in the background
+    assert localization.folder == str(template.folder) and localization.organs == {"gallbladder": "Gallbladder"}
+    assert (localization.localizer, localization.weights, localization.temporary) == ("registration", None, False)
+    assert localization.geometry.size == tuple(ct_node.GetImageData().GetDimensions())
+    assert [o.key for o in started[0].organs] == ["gallbladder"]
+    assert ui.statusLabel.text == "Localizing organs: Registering support support1"
+    ui.applyButton.click()  # Cancel
+    assert widget.job is None and ui.statusLabel.text == "Cancelled; the scene was not changed."
+
+    ui.templatePathLineEdit.currentPath = str(tmp_path)  # not a template
+    assert organ_items(widget) == [] and "is not an URSAM template" in ui.statusLabel.text
+
+
+def test_supports_in_the_scene_make_a_template_for_the_logic(env, monkeypatch):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    ui = widget.ui
+    ui.promptSourceComboBox.currentIndex = 3
+    assert organ_items(widget) == []
+    ui.addSupportButton.click()  # nothing chosen yet
+    assert widget.supports == [] and ui.statusLabel.text.startswith("Choose a support volume")
+    ui.supportVolumeSelector.setCurrentNode(ct_node)
+    ui.supportSegmentationSelector.setCurrentNode(prompts)
+    ui.addSupportButton.click()
+    ui.addSupportButton.click()  # the same pair once only
+    assert widget.supports == [(ct_node, prompts)]
+    assert [item.text() for item in ui.supportsListWidget.items] == ["Oblique: Prompts"]
+    assert organ_items(widget) == [("Liver", True, True), ("Gallbladder", True, True)]
+    ui.localizerWeightsPathLineEdit.currentPath = ""
+    started = recording_start(module, widget, monkeypatch)
+    ui.applyButton.click()
+    assert dialogs.errors == []
+    localization = started[0].job.localization
+    assert localization.organs == {"liver": "Liver", "gallbladder": "Gallbladder"} and localization.temporary
+    from URSAMLib.template import Template
+
+    template = Template.load(localization.folder)  # built from the support, in a folder of its own
+    assert template.organs == {"liver": 1, "gallbladder": 2} and len(template.supports) == 1
+    module.jobs._remove(localization.folder)  # the job would have
+    ui.applyButton.click()  # Cancel
+    assert widget.job is None
+
+    ui.clearSupportsButton.click()
+    assert widget.supports == [] and ui.supportsListWidget.count == 0 and organ_items(widget) == []
+    ui.applyButton.click()
+    assert [text for text, _ in dialogs.errors] == [
+        "Add a support first: a CT in the scene with its organs segmented (choose the support volume and its "
+        "segmentation, then press Add support)."]
 
 
 def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypatch):
@@ -257,7 +356,7 @@ def test_the_in_slicer_self_test_passes_here_too(monkeypatch):
     test = module.URSAMTest()
     test.runTest()
     passed = [m for m in test.displayed if m.startswith("Test passed")]
-    assert len(passed) == 4, test.displayed
+    assert len(passed) == 5, test.displayed
 
 
 def test_importing_the_module_imports_no_torch_and_installs_nothing(tmp_path):

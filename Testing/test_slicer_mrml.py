@@ -266,7 +266,8 @@ def test_bad_inputs_are_one_line_user_errors(ursam, oblique_scene, abdomen):
         (Request(None, promptNode=prompts), "Select the input CT"),
         (Request(ct_node, promptNode=None), "Select the prompt segmentation"),
         (Request(ct_node, promptSource="template"), "Choose a template folder"),
-        (Request(ct_node, promptSource="template", templateFolder=str(abdomen)), "not part of URSAM yet"),
+        (Request(ct_node, promptSource="template", templateFolder=str(abdomen)), "not an URSAM template"),
+        (Request(ct_node, promptSource="sceneTemplate"), "Add a support first"),
         (Request(ct_node, promptNode=prompts, organLabels=[]), "No organ is chosen"),
         (Request(ct_node, promptNode=prompts, settings=Settings(num_aug=0)), "augmented prompts"),
     ]

@@ -28,29 +28,35 @@ SLIDERS = {  # name: (minimum, maximum, singleStep, decimals, default)
 }
 COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
     "promptSourceComboBox": ["Segments in the scene", "Label map in the scene",
-                             "Template folder (needs a template; not available yet)"],
+                             "Template folder (automatic localization)", "Template from labelled CTs in the scene"],
     "promptModeComboBox": ["Per-slice boxes", "3-D box (+2/10/10 voxel margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
     "thresholdModeComboBox": ["Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
     "organSetComboBox": [],
     "backboneComboBox": [],
+    "localizerComboBox": [],
 }
 NODE_SELECTORS = {  # name: (node type, none enabled, none display)
     "inputVolumeSelector": ("vtkMRMLScalarVolumeNode", False, None),
     "promptSegmentationSelector": ("vtkMRMLSegmentationNode", True, "Select segments drawn on this CT"),
     "promptLabelMapSelector": ("vtkMRMLLabelMapVolumeNode", True, "Select a label map on this CT"),
     "outputSegmentationSelector": ("vtkMRMLSegmentationNode", True, "Create new segmentation"),
+    "supportVolumeSelector": ("vtkMRMLScalarVolumeNode", True, "Select a labelled CT"),
+    "supportSegmentationSelector": ("vtkMRMLSegmentationNode", True, "Select its organ segments"),
 }
-PATHS = {"classesPathLineEdit": "Files", "templatePathLineEdit": "Dirs", "checkpointPathLineEdit": "Files"}
+PATHS = {"classesPathLineEdit": "Files", "templatePathLineEdit": "Dirs", "checkpointPathLineEdit": "Files",
+         "localizerWeightsPathLineEdit": "Files"}
 COLLAPSIBLES = {"inputsCollapsibleButton": False, "advancedCollapsibleButton": True, "outputsCollapsibleButton": False}
 OTHERS = {"URSAM": "qMRMLWidget", "applyButton": "QPushButton", "progressBar": "QProgressBar", "statusLabel": "QLabel",
           "showEnsembleCheckBox": "QCheckBox", "previousRegionButton": "QPushButton",
           "nextRegionButton": "QPushButton", "organsListWidget": "QListWidget", "organTableWidget": "QTableWidget",
-          "templateNoteLabel": "QLabel"}
+          "templateNoteLabel": "QLabel", "supportsListWidget": "QListWidget", "addSupportButton": "QPushButton",
+          "clearSupportsButton": "QPushButton"}
 LABELS = {"inputVolumeLabel", "promptSourceLabel", "promptSegmentationLabel", "promptLabelMapLabel", "classesLabel",
           "templateLabel", "promptModeLabel", "organSetLabel", "organsLabel", "numAugLabel", "ratioLabel",
           "backboneLabel", "checkpointLabel", "deviceLabel", "alphaHLabel", "thresholdModeLabel",
-          "outputSegmentationLabel", "heatmapOpacityLabel"}
+          "outputSegmentationLabel", "heatmapOpacityLabel", "supportVolumeLabel", "supportSegmentationLabel",
+          "supportsLabel", "localizerLabel", "localizerWeightsLabel"}
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +147,9 @@ def test_buttons_table_progress_and_sections(ui):
     for name in ("previousRegionButton", "nextRegionButton"):
         assert not child(ui, name).isEnabled()  # nothing to step through before a result
     assert not child(ui, "showEnsembleCheckBox").isChecked()
+    assert child(ui, "addSupportButton").text() == "Add support" and child(ui, "addSupportButton").isEnabled()
+    assert child(ui, "clearSupportsButton").text() == "Clear supports"
+    assert child(ui, "supportsListWidget").count() == 0  # supports are added by the user
     progress = child(ui, "progressBar")
     assert (progress.minimum(), progress.maximum(), progress.value()) == (0, 100, 0)
     table = child(ui, "organTableWidget")
@@ -178,7 +187,7 @@ def test_the_readme_workflow_names_only_controls_that_exist():
     texts = {t.text.rstrip(":") for t in ET.parse(UI).iter("string") if t.text}
     texts |= {"Any organ in the prompts", "Cancel", "Review", "OK"}  # set by URSAM.py
     steps = {"Load the CT", "Mark the organs roughly", "Open URSAM", "Read the result", "Go where it is unsure",
-             "Tune, then correct", "Auto-segment organs"}
+             "Tune, then correct", "Auto-segment organs", "Or let URSAM find the organs"}
     not_controls = {"to URSAM's segments", "α_h", "Next / Previous uncertain region"}
     assert {"Next uncertain region", "Previous uncertain region"} <= texts
     unknown = {phrase for phrase in named - steps - not_controls

@@ -7,12 +7,17 @@ the background job in URSAMSlicerLib. :class:`URSAMLogic` works without the GUI:
     request = URSAMRequest(ctNode, promptNode=segmentationNode, settings=Settings(num_aug=3, ratio=0.01))
     outputs = logic.process(request)          # synchronous; the GUI runs it in a background process
     logic.rerectify(outputs, alpha_h=1.5)     # no SAM recomputation
+
+    # automatic prompts: organs localized from a template folder, or from labelled CTs in the scene
+    logic.process(URSAMRequest(ctNode, promptSource="template", templateFolder="/data/abdomen-template"))
+    logic.process(URSAMRequest(ctNode, promptSource="sceneTemplate", supports=[(otherCtNode, itsSegmentation)]))
 """
 from __future__ import annotations
 
 import logging
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -51,12 +56,20 @@ _addSourceTreeToPath()
 from URSAMLib import io  # noqa: E402  (needs the path set above)
 from URSAMLib.backbones import DEFAULT_BACKBONE, catalogue as backboneCatalogue  # noqa: E402
 from URSAMLib.errors import URSAMError  # noqa: E402
+from URSAMLib.localize import LOCALIZERS, check_localizer  # noqa: E402
 from URSAMLib.pipeline import SegmentationResult, Settings  # noqa: E402
 from URSAMLib.prompts import OrganPrompt, prompts_from_labels  # noqa: E402
+from URSAMLib.template import Template, build_template  # noqa: E402
 from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions  # noqa: E402
 
-PROMPT_SOURCES = ("segmentation", "labelmap", "template")
+PROMPT_SOURCES = ("segmentation", "labelmap", "template", "sceneTemplate")
 """Prompt sources, in the order of promptSourceComboBox's items."""
+TEMPLATE_SOURCES = ("template", "sceneTemplate")
+"""Sources whose prompts are found automatically, by localizing organs of a template (a folder
+made by 'ursam build-template', or one built from labelled CTs in the scene) in the input CT."""
+LOCALIZER_TITLES = {"registration": "Registration of the template scans (no training)",
+                    "medlam": "MedLAM landmarks (trained weights)"}
+"""Titles of URSAMLib's localizers in localizerComboBox (others show their name)."""
 PROMPT_MODES = ("slice", "box3d")
 """URSAMLib prompt modes, in the order of promptModeComboBox's items."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -111,6 +124,14 @@ class URSAMRequest:
     classesPath: str = ""
     """Optional JSON class map naming the label values of a label map."""
     templateFolder: str = ""
+    """Source ``template``: a folder made by ``ursam build-template``."""
+    supports: list = field(default_factory=list)
+    """Source ``sceneTemplate``: ``(CT volume node, segmentation node)`` pairs, the labelled scans
+    the template is built from; segment names (or terminology) say which organ each segment is."""
+    localizer: str = "registration"
+    """Template sources: one of URSAMLib's LOCALIZERS."""
+    localizerWeights: str | None = None
+    """Template sources: weights of a learned localizer."""
     promptMode: str = "slice"
     organSet: str = ANY_ORGAN
     organLabels: list[int] | None = None
@@ -131,9 +152,20 @@ class PromptOrgan:
     """Its label value in URSAMLib's label maps (the label value, or the segment's position + 1)."""
     output: mrml.OrganOutput
     source: str = ""
-    """Segment ID (source ``segmentation``) or '' (``labelmap``)."""
+    """Segment ID (source ``segmentation``), the template's organ name (template sources) or ''
+    (``labelmap``)."""
     inPrompt: bool = True
     """False for organs of a built-in set that the prompt source does not hold."""
+
+
+@dataclass
+class SceneSupports:
+    """The organs that labelled CTs in the scene can give a template."""
+
+    organs: list[PromptOrgan]
+    """The catalogue organs segmented in every support; ``source`` is the catalogue key."""
+    segments: list[dict[str, str]]
+    """Per support: catalogue key → segment ID."""
 
 
 @dataclass
@@ -192,10 +224,15 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
     # -- prompts ------------------------------------------------------------------------
 
     def promptOrgans(self, promptSource: str, promptNode, organSet: str = ANY_ORGAN,
-                     classesPath: str = "") -> list[PromptOrgan]:
-        """The organs ``promptNode`` can prompt, restricted to ``organSet`` (plus, greyed, the set's
-        organs it lacks). Labels are stable: a segment's position + 1, or the label value."""
-        if promptSource == "template" or promptNode is None:
+                     classesPath: str = "", templateFolder: str = "", supports=()) -> list[PromptOrgan]:
+        """The organs ``promptNode`` (or the template) can prompt, restricted to ``organSet`` (plus,
+        greyed, the set's organs it lacks). Labels are stable: a segment's position + 1, the label
+        value, or the template's label value."""
+        if promptSource == "template":
+            found = self._templateOrgans(templateFolder) if templateFolder else []
+        elif promptSource == "sceneTemplate":
+            found = self.sceneSupports(supports).organs if supports else []
+        elif promptNode is None:
             found = []
         elif promptSource == "segmentation":
             found = self._segmentOrgans(promptNode)
@@ -246,28 +283,75 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                                                   mrml.label_color(labelMapNode, value)))
                 for value in values]
 
+    def _templateOrgans(self, folder: str) -> list[PromptOrgan]:
+        template = Template.load(folder)
+        return [PromptOrgan(value, self._describe(value, name, "", None), name)
+                for name, value in template.organs.items()]
+
+    def sceneSupports(self, supports) -> SceneSupports:
+        """The organs the supports (``(volume, segmentation)`` pairs) have in common, matched to the
+        organ catalogue by segment terminology or name. Raises URSAMError for no supports, a support
+        without segments, or segments that name no catalogue organ (in one support or in all)."""
+        if not supports:
+            raise URSAMError("Add a support first: a CT in the scene with its organs segmented (choose the "
+                             "support volume and its segmentation, then press Add support).")
+        perSupport = [self._supportOrgans(volume, segmentation) for volume, segmentation in supports]
+        common = [key for key in perSupport[0] if all(key in named for named in perSupport[1:])]
+        if not common:
+            found = "; ".join(f"{segmentation.GetName()}: {', '.join(o.output.name for o in named.values())}"
+                              for (_, segmentation), named in zip(supports, perSupport))
+            raise URSAMError(f"The supports have no organ in common ({found}); every support must segment "
+                             "the organs to localize, under the same organ names.")
+        organs = [PromptOrgan(index + 1, replace(perSupport[0][key].output, label=index + 1), key)
+                  for index, key in enumerate(common)]
+        return SceneSupports(organs, [{key: named[key].source for key in common} for named in perSupport])
+
+    def _supportOrgans(self, volume, segmentation) -> dict[str, PromptOrgan]:
+        """A support's segments that name catalogue organs, by catalogue key (first segment of each)."""
+        if volume is None or segmentation is None:
+            raise URSAMError("A support needs both a CT volume and the segmentation of its organs.")
+        for node in (volume, segmentation):
+            if node.GetScene() is None:
+                raise URSAMError(f"Support {node.GetName()} was removed from the scene; clear the supports and "
+                                 "add them again.")
+        if volume.IsA("vtkMRMLLabelMapVolumeNode") or not volume.IsA("vtkMRMLScalarVolumeNode"):
+            raise URSAMError(f"Support {volume.GetName()} is not a grey-scale CT volume.")
+        segments = self._segmentOrgans(segmentation)
+        if not segments:
+            raise URSAMError(f"Support {segmentation.GetName()} has no segments; segment the organs on "
+                             f"{volume.GetName()} first, or choose another support.")
+        named: dict[str, PromptOrgan] = {}
+        for organ in segments:
+            if organ.output.key in catalogue.organs():
+                named.setdefault(organ.output.key, organ)
+        if not named:
+            names = ", ".join(organ.output.name for organ in segments)
+            raise URSAMError(f"No segment of support {segmentation.GetName()} names an organ URSAM knows ({names}); "
+                             "name them like 'Liver' or 'Right kidney', or choose their terminology.")
+        return named
+
+    def _chosenOrgans(self, request: URSAMRequest, holders: str) -> list[PromptOrgan]:
+        """The prompt source's organs in the organ set that are ticked (raises if none). ``holders``:
+        what holds the organs, with its verb ("Prompts holds")."""
+        available = [o for o in self.promptOrgans(request.promptSource, request.promptNode, request.organSet,
+                                                  request.classesPath, request.templateFolder, request.supports)
+                     if o.inPrompt]
+        chosen = [o for o in available if request.organLabels is None or o.label in request.organLabels]
+        if not chosen:
+            raise URSAMError(f"No organ is chosen: {holders} no organ of this organ set, or none is ticked.")
+        return chosen
+
     def buildPrompts(self, request: URSAMRequest, image, frame: io.AxialFrame
                      ) -> tuple[list[OrganPrompt], list[mrml.OrganOutput], dict[str, str]]:
-        """The box prompts of the requested organs, in URSAMLib's axial frame.
+        """The box prompts of the requested organs drawn in the scene, in URSAMLib's axial frame.
 
-        This is the one place prompts come from; a template source (automatic localization)
-        plugs in here. Returns the prompts, the organs they belong to and ``{name: reason}``
-        for requested organs without a prompt.
+        Returns the prompts, the organs they belong to and ``{name: reason}`` for requested organs
+        without a prompt. (Template sources find their prompts in the job: :meth:`templateLocalization`.)
         """
-        if request.promptSource == "template":
-            if not request.templateFolder:
-                raise URSAMError("Choose a template folder, or prompt with segments or a label map.")
-            raise URSAMError("Automatic localization from a template folder is not part of URSAM yet; prompt "
-                             "with segments or a label map drawn on this CT instead.")
         if request.promptNode is None:
             kind = "segmentation" if request.promptSource == "segmentation" else "label map"
             raise URSAMError(f"Select the prompt {kind}: the organs drawn roughly on the input CT.")
-        available = [o for o in self.promptOrgans(request.promptSource, request.promptNode, request.organSet,
-                                                  request.classesPath) if o.inPrompt]
-        chosen = [o for o in available if request.organLabels is None or o.label in request.organLabels]
-        if not chosen:
-            raise URSAMError(f"No organ is chosen: {request.promptNode.GetName()} holds no organ of this organ set, "
-                             "or none is ticked.")
+        chosen = self._chosenOrgans(request, f"{request.promptNode.GetName()} holds")
         if request.promptSource == "segmentation":
             prompts, missing = [], {}
             for organ in chosen:
@@ -289,6 +373,55 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                              "draw them on the input CT first.")
         return prompts, outputs, missing
 
+    def templateLocalization(self, request: URSAMRequest, image
+                             ) -> tuple[jobs.TemplateLocalization, list[mrml.OrganOutput]]:
+        """What the job needs to localize the requested organs of a template in ``image`` itself
+        (localizing takes a minute: it runs in the job), and the organs it may find.
+
+        For the scene source the template is built here, from the supports, in a temporary folder
+        that the job deletes when it ends."""
+        check_localizer(request.localizer)
+        if request.promptSource == "template":
+            if not request.templateFolder:
+                raise URSAMError("Choose a template folder (made with 'ursam build-template'), or prompt with "
+                                 "segments or a label map.")
+            chosen = self._chosenOrgans(request, f"the template {Path(request.templateFolder).name} holds")
+            folder, temporary = request.templateFolder, False
+        else:
+            self.sceneSupports(request.supports)  # no supports, or unusable ones: say so, not "no organ"
+            chosen = self._chosenOrgans(request, "the supports have")
+            folder, temporary = self.buildSceneTemplate(request.supports, [o.source for o in chosen]), True
+        localization = jobs.TemplateLocalization(folder, {o.source: o.output.name for o in chosen},
+                                                 jobs.ImageGeometry.of(image), request.localizer,
+                                                 request.localizerWeights or None, temporary=temporary)
+        return localization, [o.output for o in chosen]
+
+    def buildSceneTemplate(self, supports, organKeys: list[str]) -> str:
+        """A template of ``organKeys`` (catalogue keys) built from labelled CTs in the scene, in a new
+        temporary folder (returned; the caller deletes it). Each support's CT and the label map of
+        its segments are written there and handed to URSAMLib's build_template."""
+        scene = self.sceneSupports(supports)
+        classes = {o.label: o.source for o in scene.organs if o.source in organKeys}
+        folder = Path(tempfile.mkdtemp(prefix="ursam-template-"))
+        scans = folder / "scans"
+        try:
+            scans.mkdir()
+            images, labels = [], []
+            for index, ((volume, segmentation), segments) in enumerate(zip(supports, scene.segments)):
+                labelImage = mrml.label_image_from_segments(
+                    segmentation, {segments[key]: label for label, key in classes.items()}, volume)
+                images.append(scans / f"support{index + 1}.nrrd")
+                labels.append(scans / f"support{index + 1}_labels.nrrd")
+                io.write_image(mrml.image_from_volume_node(volume), images[-1], compress=False)
+                io.write_image(labelImage, labels[-1], compress=False)
+            build_template([str(p) for p in images], [str(p) for p in labels], classes, folder,
+                           organs=list(classes.values()))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        shutil.rmtree(scans, ignore_errors=True)
+        return str(folder)
+
     # -- running ------------------------------------------------------------------------
 
     def prepare(self, request: URSAMRequest) -> PreparedRun:
@@ -304,9 +437,15 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         image = mrml.image_from_volume_node(volume)
         io.check_volume(image, volume.GetName())
         hu, frame = io.axial_array(image)
-        prompts, organs, missing = self.buildPrompts(request, image, frame)
+        if request.promptSource in TEMPLATE_SOURCES:
+            localization, organs = self.templateLocalization(request, image)
+            prompts, missing = [], {}
+        else:
+            prompts, organs, missing = self.buildPrompts(request, image, frame)
+            localization = None
         warning = io.intensity_warning(hu, volume.GetName())
-        job = jobs.Job(hu, prompts, settings, request.backbone, request.checkpoint or None, request.device)
+        job = jobs.Job(hu, prompts, settings, request.backbone, request.checkpoint or None, request.device,
+                       localization)
         return PreparedRun(request, job, frame, organs, missing, [warning] if warning else [])
 
     def start(self, prepared: PreparedRun):
@@ -326,14 +465,19 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         status = job.wait()
         if status.state != "done":
             raise URSAMError(status.error or f"The segmentation was {status.state}.")
-        return self.apply(prepared, job.result())
+        return self.apply(prepared, job.result(), job.not_found)
 
-    def apply(self, prepared: PreparedRun, result: SegmentationResult) -> URSAMOutputs:
+    def apply(self, prepared: PreparedRun, result: SegmentationResult,
+              notFound: dict[str, str] | None = None) -> URSAMOutputs:
         """Write a finished result into the scene: segments, ensemble segments, uncertainty volume.
 
-        Only URSAM's own segments are (re)written. If writing fails, the nodes it created are removed.
+        ``notFound``: organs the job could not localize (``job.not_found``), reported with the
+        outputs. Only URSAM's own segments are (re)written. If writing fails, the nodes it created
+        are removed.
         """
         request = prepared.request
+        segmented = {organ.label for organ in result.organs}
+        organs = [organ for organ in prepared.organs if organ.label in segmented]
         volume = request.inputVolume
         scene = volume.GetScene()
         if scene is None:  # the scene may change while a background run computes
@@ -357,10 +501,9 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                 mrml.set_segmentation_visible(ensemble, False)  # hidden until asked for
             uncertainty = segmentation.GetNodeReference(mrml.REFERENCE_UNCERTAINTY)
             rectifiedLabels = result.label_map("rectified")
-            mrml.write_organ_segments(segmentation, frame.from_axial(rectifiedLabels), prepared.organs, volume,
-                                      "rectified")
-            mrml.write_organ_segments(ensemble, frame.from_axial(result.label_map("ensemble")), prepared.organs,
-                                      volume, "ensemble")
+            mrml.write_organ_segments(segmentation, frame.from_axial(rectifiedLabels), organs, volume, "rectified")
+            mrml.write_organ_segments(ensemble, frame.from_axial(result.label_map("ensemble")), organs, volume,
+                                      "ensemble")
             if uncertainty is None:
                 uncertainty = new(mrml.write_uncertainty_volume(scene, None, f"{baseName} uncertainty",
                                                                 frame.from_axial(result.uncertainty_map()), volume))
@@ -375,9 +518,9 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             for node in created:
                 scene.RemoveNode(node)
             raise
-        return URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, prepared.organs,
+        return URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, organs,
                             regions.organ_statistics(result, frame.spacing, rectifiedLabels),
-                            regions.uncertain_regions(result), prepared.missing)
+                            regions.uncertain_regions(result), {**prepared.missing, **(notFound or {})})
 
     def rerectify(self, outputs: URSAMOutputs, **changes) -> None:
         """Re-run only the rectification (e.g. ``alpha_h=1.5``, ``method="fixed"``) and update URSAM's
@@ -428,6 +571,8 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.started = 0.0
         self.timer = None
         self._promptOrgans: list[PromptOrgan] = []
+        self.supports: list[tuple[object, object]] = []
+        """The (CT volume, segmentation) pairs added as supports of a template built from the scene."""
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -443,6 +588,8 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for name, entry in backboneCatalogue().items():
             self.ui.backboneComboBox.addItem(entry["title"], name)
         self.ui.backboneComboBox.setCurrentIndex(self.ui.backboneComboBox.findData(DEFAULT_BACKBONE))
+        for name in LOCALIZERS:
+            self.ui.localizerComboBox.addItem(LOCALIZER_TITLES.get(name, name), name)
 
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
@@ -452,6 +599,9 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.promptSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPromptChanged)
         self.ui.promptLabelMapSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPromptChanged)
         self.ui.classesPathLineEdit.connect("currentPathChanged(QString)", self.onPromptChanged)
+        self.ui.templatePathLineEdit.connect("currentPathChanged(QString)", self.onPromptChanged)
+        self.ui.addSupportButton.connect("clicked(bool)", self.onAddSupport)
+        self.ui.clearSupportsButton.connect("clicked(bool)", self.onClearSupports)
         self.ui.organSetComboBox.connect("currentIndexChanged(int)", self.onPromptChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.alphaHSliderWidget.connect("valueChanged(double)", self.onRectificationChanged)
@@ -482,6 +632,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.setRunning(False)
         self.outputs = None
         self.updateOutputs()
+        self.onClearSupports()
 
     # -- reading the GUI ----------------------------------------------------------------
 
@@ -518,6 +669,9 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             promptNode=self.promptNode(),
             classesPath=self.ui.classesPathLineEdit.currentPath,
             templateFolder=self.ui.templatePathLineEdit.currentPath,
+            supports=list(self.supports),
+            localizer=self.ui.localizerComboBox.currentData,
+            localizerWeights=self.ui.localizerWeightsPathLineEdit.currentPath or None,
             promptMode=PROMPT_MODES[self.ui.promptModeComboBox.currentIndex],
             organSet=self.ui.organSetComboBox.currentData,
             organLabels=self.checkedOrganLabels(),
@@ -533,24 +687,31 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         source = self.promptSource()
         for name, visible in (("promptSegmentation", source == "segmentation"),
                               ("promptLabelMap", source == "labelmap"), ("classes", source == "labelmap"),
-                              ("template", source == "template")):
+                              ("template", source == "template"), ("supportVolume", source == "sceneTemplate"),
+                              ("supportSegmentation", source == "sceneTemplate"),
+                              ("supports", source == "sceneTemplate")):
             getattr(self.ui, f"{name}Label").setVisible(visible)
         self.ui.promptSegmentationSelector.setVisible(source == "segmentation")
         self.ui.promptLabelMapSelector.setVisible(source == "labelmap")
         self.ui.classesPathLineEdit.setVisible(source == "labelmap")
         self.ui.templatePathLineEdit.setVisible(source == "template")
-        self.ui.templateNoteLabel.setVisible(source == "template")
-        self.ui.promptModeComboBox.setEnabled(source != "template")
+        for widget in (self.ui.supportVolumeSelector, self.ui.supportSegmentationSelector, self.ui.supportsListWidget,
+                       self.ui.addSupportButton, self.ui.clearSupportsButton):
+            widget.setVisible(source == "sceneTemplate")
+        self.ui.templateNoteLabel.setVisible(source in TEMPLATE_SOURCES)
+        self.ui.promptModeComboBox.setEnabled(source not in TEMPLATE_SOURCES)
         try:
             self._promptOrgans = self.logic.promptOrgans(source, self.promptNode(),
                                                          self.ui.organSetComboBox.currentData,
-                                                         self.ui.classesPathLineEdit.currentPath)
+                                                         self.ui.classesPathLineEdit.currentPath,
+                                                         self.ui.templatePathLineEdit.currentPath, self.supports)
         except URSAMError as error:
             self._promptOrgans = []
             self.ui.statusLabel.text = str(error)
+        absent = _("{name} (not in the template)") if source in TEMPLATE_SOURCES else _("{name} (no prompt)")
         self.ui.organsListWidget.clear()
         for organ in self._promptOrgans:
-            text = organ.output.name if organ.inPrompt else _("{name} (no prompt)").format(name=organ.output.name)
+            text = organ.output.name if organ.inPrompt else absent.format(name=organ.output.name)
             item = qt.QListWidgetItem(text)
             if organ.inPrompt:
                 item.setFlags(qt.Qt.ItemIsUserCheckable | qt.Qt.ItemIsEnabled)
@@ -559,6 +720,24 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 item.setFlags(qt.Qt.NoItemFlags)
             self.ui.organsListWidget.addItem(item)
+
+    def onAddSupport(self, *args):
+        """Add the chosen (CT volume, segmentation) pair to the supports of the scene template."""
+        volume = self.ui.supportVolumeSelector.currentNode()
+        segmentation = self.ui.supportSegmentationSelector.currentNode()
+        if volume is None or segmentation is None:
+            self.ui.statusLabel.text = _("Choose a support volume and the segmentation of its organs first.")
+            return
+        if (volume, segmentation) not in self.supports:
+            self.supports.append((volume, segmentation))
+            self.ui.supportsListWidget.addItem(qt.QListWidgetItem(
+                _("{volume}: {segmentation}").format(volume=volume.GetName(), segmentation=segmentation.GetName())))
+        self.onPromptChanged()
+
+    def onClearSupports(self, *args):
+        self.supports = []
+        self.ui.supportsListWidget.clear()
+        self.onPromptChanged()
 
     # -- running ------------------------------------------------------------------------
 
@@ -613,7 +792,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(status.error, windowTitle=_("URSAM"), **details)
             return
         try:
-            self.outputs = self.logic.apply(prepared, job.result())
+            self.outputs = self.logic.apply(prepared, job.result(), job.not_found)
         except URSAMError as error:
             slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
             return
@@ -720,32 +899,54 @@ class URSAMTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_background_process_and_cancel()
         self.setUp()
+        self.test_template_from_a_labelled_ct_in_the_scene()
+        self.setUp()
         self.test_litemedsam_on_a_small_volume()
 
     # A small oblique CT (turned 15 degrees about the S axis): a bright 'organ' block in soft tissue.
     def _volume(self, name="URSAM test CT"):
-        from vtk.util import numpy_support
-
         hu = np.full((6, 48, 40), -80, np.int16)  # [k, j, i]
         hu[1:5, 12:30, 8:26] = 120
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-        image = vtk.vtkImageData()
-        image.SetDimensions(40, 48, 6)
-        image.AllocateScalars(vtk.VTK_SHORT, 1)
-        numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = hu.ravel()
-        node.SetAndObserveImageData(image)
         angle = np.radians(15)
         ijkToRas = np.array([[-0.8 * np.cos(angle), 0.9 * np.sin(angle), 0, 12.0],
                              [-0.8 * np.sin(angle), -0.9 * np.cos(angle), 0, -4.0],
                              [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
+        return self._volumeNode(name, hu, ijkToRas), hu
+
+    @staticmethod
+    def _volumeNode(name, hu, ijkToRas):
+        """A scalar volume node holding ``hu`` ``[k, j, i]`` (int16) with the given IJK-to-RAS matrix."""
+        from vtk.util import numpy_support
+
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        image = vtk.vtkImageData()
+        image.SetDimensions(hu.shape[2], hu.shape[1], hu.shape[0])
+        image.AllocateScalars(vtk.VTK_SHORT, 1)
+        numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = hu.ravel()
+        node.SetAndObserveImageData(image)
         node.SetIJKToRASMatrix(mrml._vtk_matrix(ijkToRas))
         node.CreateDefaultDisplayNodes()
-        return node, hu
+        return node
 
-    def _promptSegmentation(self, volume, hu, name="Liver"):
+    def _bodyVolume(self, name):
+        """A 10 cm slab of a synthetic body (soft tissue in air, a bright 'organ' and a 'spine'): big
+        enough for the registration localizer, which works at 3 mm. Returns the node and the organ mask."""
+        rng = np.random.default_rng(0)
+        k, j, i = np.mgrid[:40, :96, :96]
+        hu = np.full(k.shape, -1000.0)
+        hu[((j - 48) / 40.0) ** 2 + ((i - 48) / 44.0) ** 2 < 1] = 0
+        organ = np.zeros(k.shape, bool)
+        organ[8:30, 20:50, 14:44] = True
+        hu[organ] = 150
+        hu[:, 62:74, 42:54] = 700
+        hu = (hu + rng.normal(0, 10, hu.shape)).astype(np.int16)
+        ijkToRas = np.array([[-2.0, 0, 0, 90.0], [0, -2.0, 0, 60.0], [0, 0, 2.5, -50.0], [0, 0, 0, 1]])
+        return self._volumeNode(name, hu, ijkToRas), organ
+
+    def _promptSegmentation(self, volume, mask, name="Liver"):
         segmentation = mrml.new_segmentation(slicer.mrmlScene, "URSAM test prompts", volume)
         segmentation.GetSegmentation().AddEmptySegment("prompt", name)
-        image, extent = mrml._mask_image(hu > 0, mrml.ijk_to_ras(volume))
+        image, extent = mrml._mask_image(mask, mrml.ijk_to_ras(volume))
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         logic.SetBinaryLabelmapToSegment(image, segmentation, "prompt", logic.MODE_REPLACE, extent)
         return segmentation
@@ -761,7 +962,7 @@ class URSAMTest(ScriptedLoadableModuleTest):
     def test_segments_land_on_the_prompted_organ(self):
         self.delayDisplay("URSAM: segments and heatmap on the input's voxels")
         volume, hu = self._volume()
-        prompts = self._promptSegmentation(volume, hu)
+        prompts = self._promptSegmentation(volume, hu > 0)
         outputs = self._logic().process(URSAMRequest(volume, promptNode=prompts,
                                                      settings=Settings(num_aug=3, ratio=0.0)))
         segment = outputs.segmentation.GetSegmentation().GetSegment(outputs.segmentation.GetSegmentation()
@@ -779,7 +980,7 @@ class URSAMTest(ScriptedLoadableModuleTest):
     def test_user_segments_survive_a_rerun_and_rectification_changes(self):
         self.delayDisplay("URSAM: user segments are never touched")
         volume, hu = self._volume()
-        prompts = self._promptSegmentation(volume, hu)
+        prompts = self._promptSegmentation(volume, hu > 0)
         logic = self._logic()
         request = URSAMRequest(volume, promptNode=prompts, settings=Settings(num_aug=4, ratio=0.1))
         outputs = logic.process(request)
@@ -799,7 +1000,7 @@ class URSAMTest(ScriptedLoadableModuleTest):
     def test_background_process_and_cancel(self):
         self.delayDisplay("URSAM: background process, then cancel")
         volume, hu = self._volume()
-        prompts = self._promptSegmentation(volume, hu)
+        prompts = self._promptSegmentation(volume, hu > 0)
         logic = URSAMLogic()
         logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
         outputs = logic.process(URSAMRequest(volume, promptNode=prompts, settings=Settings(ratio=0.0)))
@@ -814,6 +1015,27 @@ class URSAMTest(ScriptedLoadableModuleTest):
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.delayDisplay("Test passed")
 
+    def test_template_from_a_labelled_ct_in_the_scene(self):
+        self.delayDisplay("URSAM: organs localized from a template built of a labelled CT in the scene")
+        support, organ = self._bodyVolume("URSAM test support")
+        segments = self._promptSegmentation(support, organ)
+        query, _ = self._bodyVolume("URSAM test query")  # the same anatomy; registration must find it
+        logic = self._logic()
+        request = URSAMRequest(query, promptSource="sceneTemplate", supports=[(support, segments)],
+                               settings=Settings(num_aug=3, ratio=0.0))
+        self.assertEqual([o.output.name for o in logic.promptOrgans("sceneTemplate", None, supports=request.supports)],
+                         ["Liver"])
+        outputs = logic.process(request)
+        self.assertEqual([o.name for o in outputs.organs], ["Liver"])
+        self.assertEqual(outputs.missing, {})
+        mask = mrml.segment_mask(outputs.segmentation, outputs.segmentation.GetSegmentation().GetNthSegmentID(0),
+                                 query)
+        dice = 2 * np.count_nonzero(mask & organ) / (np.count_nonzero(mask) + np.count_nonzero(organ))
+        self.assertGreater(dice, 0.95)  # the stand-in marks the bright voxels in the localized box
+        with self.assertRaises(URSAMError):
+            logic.process(replace(request, supports=[]))
+        self.delayDisplay(f"Test passed (Dice {dice:.3f})")
+
     def test_litemedsam_on_a_small_volume(self):
         self.delayDisplay("URSAM: LiteMedSAM on a 6-slice synthetic CT")
         if dependencies.missing_requirements() or not dependencies.torch_installed():
@@ -821,7 +1043,7 @@ class URSAMTest(ScriptedLoadableModuleTest):
                               "to install them).")
             return
         volume, hu = self._volume()
-        prompts = self._promptSegmentation(volume, hu)
+        prompts = self._promptSegmentation(volume, hu > 0)
         logic = URSAMLogic()
         logic.runInProcess = True
         outputs = logic.process(URSAMRequest(volume, promptNode=prompts, device="cpu"))

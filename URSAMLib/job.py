@@ -113,32 +113,22 @@ def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
 
 
 def _prompts_from_template(job: SegmentJob, template, organs, ct_image, frame, progress) -> _Prompting:
-    from .localize import LOCALIZERS
+    from .localize import no_organ_found, prompts_from_template
 
-    options = {"weights": job.localizer_weights} if job.localizer_weights else {}
-    localizations = LOCALIZERS[job.localizer](ct_image, template, organs, progress=progress, **options)
-    margin = job.box_margin.voxels(frame.spacing)
-    prompts = [loc.prompt(frame.shape, margin) for loc in localizations.values() if loc.box]
-    missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
-    if not prompts and all(loc.outside for loc in localizations.values()):
-        region = f" (made for: {template.body_region})" if template.body_region else ""
-        raise URSAMError(f"Every organ of the template{region} was localized outside {job.ct} "
-                         f"({', '.join(localizations)}): the template is probably for another body region than "
-                         "this CT. Use a template built from scans of the same body region.")
-    if not prompts:
-        raise URSAMError(f"No organ of the template was found in {job.ct}: "
-                         f"{'; '.join(f'{n}: {r}' for n, r in missing.items())}.")
-    return _Prompting(prompts, missing, {"template": str(job.template), "localizer": job.localizer,
-                                         "body_region": template.body_region},
-                      boxes_json=_boxes_json(localizations, frame, ct_image, margin))
+    found = prompts_from_template(ct_image, template, organs, job.localizer, job.localizer_weights,
+                                  job.box_margin, progress)
+    if not found.prompts:
+        raise no_organ_found(found, template, str(job.ct))
+    return _Prompting(found.prompts, found.missing, {"template": str(job.template), "localizer": job.localizer,
+                                                     "body_region": template.body_region},
+                      boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin))
 
 
 def _template_organs(job: SegmentJob):
-    from .localize import LOCALIZERS
+    from .localize import check_localizer
     from .template import Template
 
-    if job.localizer not in LOCALIZERS:
-        raise URSAMError(f"Unknown localizer {job.localizer!r}; choose one of: {', '.join(LOCALIZERS)}.")
+    check_localizer(job.localizer)
     template = Template.load(job.template)
     organs = [n.strip() for n in job.organs.split(",") if n.strip()] if job.organs else list(template.organs)
     unknown = [o for o in organs if o not in template.organs]

@@ -5,10 +5,12 @@ not release it), so a Python thread computing SAM there would crawl. The module 
 the heavy part — loading the backbone and :func:`URSAMLib.pipeline.segment` — in a separate
 Python process (:class:`BackgroundJob`) that shares nothing with the scene:
 
-* the job (axial HU volume, prompt boxes, settings, backbone) is written to a private folder;
+* the job (axial HU volume, prompt boxes or the template to localize them with, settings,
+  backbone) is written to a private folder;
 * the worker (``python -m URSAMSlicerLib.jobs FOLDER``) writes its progress to a file that the
   GUI polls with a timer, and the result (each organ's crops: ensemble, plain SAM, intensity,
-  uncertainty, box region) to ``result.npz``;
+  uncertainty, box region) to ``result.npz`` and the organs it could not localize to
+  ``not_found.json``;
 * a user mistake ends the worker with ``error.json`` (one line for a dialog); cancelling
   terminates it. Either way nothing reaches the scene, and the folder is deleted.
 
@@ -38,12 +40,58 @@ import numpy as np
 
 from URSAMLib.errors import Cancelled, URSAMError
 from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings, segment
-from URSAMLib.prompts import OrganPrompt
+from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt
 
 BackboneLoader = Callable[[str, "str | None", str], object]
 """``(name, checkpoint, device) -> backbone``; :func:`URSAMLib.backbones.load_backbone` by default."""
 
 EXIT_USER_ERROR = 2
+LOCALIZATION_SHARE = 0.3
+"""The part of the progress bar that localizing organs takes, when a job localizes."""
+
+
+@dataclass
+class ImageGeometry:
+    """Where the CT's voxels are (SimpleITK's stored order and LPS), to rebuild it from the axial array."""
+
+    size: tuple[int, int, int]
+    origin: tuple[float, float, float]
+    spacing: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image) -> "ImageGeometry":
+        return cls(tuple(image.GetSize()), tuple(image.GetOrigin()), tuple(image.GetSpacing()),
+                   tuple(image.GetDirection()))
+
+    def image(self, axial: np.ndarray):
+        """A SimpleITK image with this geometry whose voxels are the axial array ``[z, y, x]``."""
+        import SimpleITK as sitk
+
+        from URSAMLib.io import image_from_axial
+
+        reference = sitk.Image([int(n) for n in self.size], sitk.sitkUInt8)
+        reference.SetOrigin(self.origin)
+        reference.SetSpacing(self.spacing)
+        reference.SetDirection(self.direction)
+        return image_from_axial(axial, reference)
+
+
+@dataclass
+class TemplateLocalization:
+    """Prompts that the job finds itself, by localizing organs of a template in the CT (slow, so
+    it runs in the job rather than on Slicer's GUI thread)."""
+
+    folder: str
+    """The template (made by ``ursam build-template`` or :func:`URSAMLib.template.build_template`)."""
+    organs: dict[str, str]
+    """Template organ name → the organ's name for the user (prompts and reports use it)."""
+    geometry: ImageGeometry
+    localizer: str = "registration"
+    weights: str | None = None
+    margin: BoxMargin = DEFAULT_BOX_MARGIN
+    temporary: bool = False
+    """Delete the template folder when the job is cleaned up (a template built for this run)."""
 
 
 @dataclass
@@ -53,10 +101,14 @@ class Job:
     hu: np.ndarray
     """The CT, axial ``[z, y, x]``, float32 HU."""
     prompts: list[OrganPrompt]
+    """Empty when ``localization`` finds them."""
     settings: Settings
     backbone: str = "litemedsam"
     checkpoint: str | None = None
     device: str = "auto"
+    localization: TemplateLocalization | None = None
+    not_found: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Filled by :func:`compute`: organ → why localization did not find it."""
 
 
 @dataclass
@@ -92,15 +144,61 @@ def cached_backbone(name: str, checkpoint: str | None, device: str, loader: Back
     return _BACKBONES[key]
 
 
+def _scaled(progress: Callable[[float, str], None] | None, start: float, share: float):
+    """A progress callback reporting into ``[start, start + share]`` of ``progress``."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + share * fraction, message)
+
+
+def localize(job: Job, progress: Callable[[float, str], None] | None = None,
+             cancel: Callable[[], bool] | None = None) -> None:
+    """Fill ``job.prompts`` (and ``job.not_found``) by localizing the template's organs in the CT
+    (raises URSAMError when none is found, Cancelled)."""
+    from URSAMLib.localize import no_organ_found, prompts_from_template
+    from URSAMLib.template import Template
+
+    task = job.localization
+
+    def report(fraction: float, message: str) -> None:
+        if cancel is not None and cancel():
+            raise Cancelled()
+        if progress is not None:
+            progress(fraction, f"Localizing organs: {message}")
+
+    template = Template.load(task.folder)
+    found = prompts_from_template(task.geometry.image(job.hu), template, list(task.organs), task.localizer,
+                                  task.weights, task.margin, report)
+    job.not_found = {task.organs[name]: reason for name, reason in found.missing.items()}
+    if not found.prompts:
+        raise no_organ_found(dataclasses.replace(found, missing=job.not_found), template, "the input CT")
+    job.prompts = [OrganPrompt(task.organs[p.name], p.label, p.boxes) for p in found.prompts]
+
+
 def compute(job: Job, progress: Callable[[float, str], None] | None = None,
             cancel: Callable[[], bool] | None = None, loader: BackboneLoader | None = None) -> SegmentationResult:
-    """Load the backbone and run UR-SAM on the job (raises URSAMError, Cancelled)."""
+    """Load the backbone, localize the organs if the job says so, and run UR-SAM on the job
+    (raises URSAMError, Cancelled)."""
     if progress is not None:
         progress(0.0, f"Loading {job.backbone}")
     backbone = cached_backbone(job.backbone, job.checkpoint, job.device, loader)
     if cancel is not None and cancel():
         raise Cancelled()
+    if job.localization is not None:
+        localize(job, _scaled(progress, 0.0, LOCALIZATION_SHARE), cancel)
+        progress = _scaled(progress, LOCALIZATION_SHARE, 1.0 - LOCALIZATION_SHARE)
     return segment(job.hu, job.prompts, backbone, job.settings, progress=progress, cancel=cancel)
+
+
+def temporary_template(job: Job) -> str | None:
+    """The job's template folder if it was built for this run only (to delete after it), else None."""
+    task = job.localization
+    return task.folder if task is not None and task.temporary else None
+
+
+def _remove(folder: str | os.PathLike | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,7 +217,20 @@ def save_job(job: Job, folder: Path) -> None:
     np.savez(folder / "boxes.npz", **boxes)
     (folder / "job.json").write_text(json.dumps({
         "organs": organs, "settings": dataclasses.asdict(job.settings), "backbone": job.backbone,
-        "checkpoint": job.checkpoint, "device": job.device}))
+        "checkpoint": job.checkpoint, "device": job.device, "localization": _localization_json(job.localization)}))
+
+
+def _localization_json(task: TemplateLocalization | None) -> dict | None:
+    if task is None:
+        return None
+    return {**dataclasses.asdict(task), "margin": str(task.margin)}
+
+
+def _localization_from_json(entry: dict | None) -> TemplateLocalization | None:
+    if entry is None:
+        return None
+    geometry = ImageGeometry(**{key: tuple(value) for key, value in entry["geometry"].items()})
+    return TemplateLocalization(**{**entry, "geometry": geometry, "margin": BoxMargin.parse(entry["margin"])})
 
 
 def load_job(folder: Path) -> Job:
@@ -129,7 +240,7 @@ def load_job(folder: Path) -> Job:
                                {int(z): box for z, box in zip(boxes[f"z{i}"], boxes[f"b{i}"])})
                    for i, organ in enumerate(meta["organs"])]
     return Job(np.load(folder / "hu.npy"), prompts, Settings(**meta["settings"]), meta["backbone"],
-               meta["checkpoint"], meta["device"])
+               meta["checkpoint"], meta["device"], _localization_from_json(meta.get("localization")))
 
 
 _ORGAN_ARRAYS = ("box_region", "intensity", "ensemble", "uncertainty", "plain")
@@ -188,6 +299,8 @@ class InProcessJob:
         self._status = JobStatus("running")
         self._result: SegmentationResult | None = None
         self._cancelled = False
+        self.not_found: dict[str, str] = {}
+        """Organ → why localization did not find it (known once the job is done)."""
 
     def start(self) -> None:
         def progress(fraction: float, message: str) -> None:
@@ -195,11 +308,14 @@ class InProcessJob:
 
         try:
             self._result = compute(self.job, progress, lambda: self._cancelled, self.loader)
+            self.not_found = dict(self.job.not_found)
             self._status = JobStatus("done", 1.0, "Done")
         except Cancelled:
             self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
         except URSAMError as error:
             self._status = JobStatus("failed", self._status.fraction, "Failed", str(error))
+        finally:
+            _remove(temporary_template(self.job))
 
     def poll(self) -> JobStatus:
         return self._status
@@ -244,6 +360,9 @@ class BackgroundJob:
         self._status = JobStatus("running", 0.0, "Starting")
         self._result: SegmentationResult | None = None
         self._log = None
+        self.not_found: dict[str, str] = {}
+        """Organ → why localization did not find it (known once the job is done)."""
+        self._temporary_template = temporary_template(job)
 
     def start(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ursam-job-"))
@@ -272,6 +391,8 @@ class BackgroundJob:
         self._close_log()
         if code == 0 and (self.folder / "result.npz").exists():
             self._result = load_result(self.folder / "result.npz")
+            if (self.folder / "not_found.json").exists():
+                self.not_found = json.loads((self.folder / "not_found.json").read_text())
             self._status = JobStatus("done", 1.0, "Done")
         elif (self.folder / "error.json").exists():
             message = json.loads((self.folder / "error.json").read_text())["message"]
@@ -319,8 +440,8 @@ class BackgroundJob:
             self._log = None
 
     def cleanup(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        _remove(self.folder)
+        _remove(self._temporary_template)
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         job = load_job(folder)
         loader = _factory(args.backbone_factory) if args.backbone_factory else None
         result = compute(job, progress, loader=loader)
+        _write_atomically(folder / "not_found.json", json.dumps(job.not_found))
         save_result(result, folder / "result.npz")
     except URSAMError as error:
         _write_atomically(folder / "error.json", json.dumps({"message": str(error)}))

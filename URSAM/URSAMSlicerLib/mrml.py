@@ -73,12 +73,17 @@ def voxel_array(node) -> np.ndarray:
 def image_from_volume_node(node) -> sitk.Image:
     """A SimpleITK image (LPS) with a copy of the node's voxels and exactly its geometry."""
     image = sitk.GetImageFromArray(np.array(voxel_array(node)))
+    _set_node_geometry(image, node)
+    return image
+
+
+def _set_node_geometry(image: sitk.Image, node) -> None:
+    """Give a SimpleITK image of the node's voxel array the node's spacing, direction and origin (LPS)."""
     matrix = ijk_to_ras(node)
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
     image.SetSpacing(spacing.tolist())
     image.SetDirection((LPS_FROM_RAS @ (matrix[:3, :3] / spacing)).ravel().tolist())
     image.SetOrigin((LPS_FROM_RAS @ matrix[:3, 3]).tolist())
-    return image
 
 
 def geometry_image(node) -> slicer.vtkOrientedImageData:
@@ -141,6 +146,23 @@ def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
         labelmap, geometry_image(volume_node), resampled, False, True)
     return numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()).reshape(shape) > 0
+
+
+def label_image_from_segments(segmentation_node, segment_labels: dict[str, int], volume_node) -> sitk.Image:
+    """A label map (uint16) on ``volume_node``'s grid, in LPS like :func:`image_from_volume_node`:
+    each segment of ``segment_labels`` (segment id → label value) written with its value. Raises
+    URSAMError naming a segment that has no voxels on the volume."""
+    labels = np.zeros(node_shape(volume_node), np.uint16)
+    for segment_id, value in segment_labels.items():
+        mask = segment_mask(segmentation_node, segment_id, volume_node)
+        if not mask.any():
+            name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+            raise URSAMError(f"Segment {name} of {segmentation_node.GetName()} has no voxels on "
+                             f"{volume_node.GetName()}; draw it there, or choose the volume it was drawn on.")
+        labels[mask] = value
+    image = sitk.GetImageFromArray(labels)
+    _set_node_geometry(image, volume_node)
+    return image
 
 
 def node_shape(volume_node) -> tuple[int, int, int]:

@@ -1,0 +1,206 @@
+"""The module's automatic prompt sources on a real MRML scene (slicer-core) and real CT: a template
+built from a labelled CT in the scene, and a template folder made by URSAMLib. The organs are
+localized in the job (in this process, or in the background worker) by URSAMLib's registration
+localizer; the stand-in backbone keeps SAM out of it. Organs not found are reported, the others
+segmented.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import fake_slicer_gui as fake
+from slicer_scene import load_volume, require, scene_snapshot
+from URSAMLib import io
+from URSAMLib.errors import URSAMError
+from URSAMLib.localize import box_iou
+from URSAMLib.pipeline import Settings
+from URSAMLib.prompts import Box3D
+from URSAMLib.template import build_template
+
+require("slicer")
+from URSAMSlicerLib import mrml  # noqa: E402
+from URSAMSlicerLib.testing import bright_in_box  # noqa: E402
+
+LIVER, GALLBLADDER = 5, 4  # in abdomen-ts/classes.json
+CROP = (slice(10, 110), slice(10, 95), slice(0, 30))  # SimpleITK (i, j, k): the body, every slice
+STAND_IN = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
+
+
+@pytest.fixture
+def ursam(monkeypatch):
+    fake.install(monkeypatch)
+    return fake.import_module(monkeypatch)
+
+
+def write_crop(abdomen: Path, folder: Path, crop, organs: dict[int, int], name: str) -> tuple[Path, Path]:
+    """A crop of ct_small and of its labels, keeping ``organs`` (value → new value), as NRRD files."""
+    ct = io.read_ct(abdomen / "ct_small.nii.gz")[crop]
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(abdomen / "labels_small.nii.gz"))[crop])
+    kept = np.zeros(labels.shape, np.uint8)
+    for value, new in organs.items():
+        kept[labels == value] = new
+    label_image = sitk.GetImageFromArray(kept)
+    label_image.CopyInformation(ct)
+    paths = folder / f"{name}.nrrd", folder / f"{name}_labels.nrrd"
+    sitk.WriteImage(ct, str(paths[0]))
+    sitk.WriteImage(label_image, str(paths[1]))
+    return paths
+
+
+def segmentation_from_labels(scene, labels_path: Path, names: list[str], name="Support organs"):
+    """A segmentation Slicer imported from a label map file, its segments renamed as a user would."""
+    import slicer
+
+    label_node = load_volume(scene, labels_path, "labels", labelmap=True)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label_node, segmentation)
+    scene.RemoveNode(label_node)
+    for index, segment_name in enumerate(names):
+        segmentation.GetSegmentation().GetNthSegment(index).SetName(segment_name)
+    return segmentation
+
+
+def in_process_logic(module):
+    logic = module.URSAMLogic()
+    logic.runInProcess = True
+    logic.backboneLoader = bright_in_box
+    return logic
+
+
+def temporary_templates() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("ursam-template-*"))
+
+
+def test_a_template_built_from_a_labelled_ct_in_the_scene_prompts_the_organ_where_it_is(ursam, abdomen, tmp_path):
+    import slicer
+
+    scene = slicer.mrmlScene
+    ct_path, labels_path = write_crop(abdomen, tmp_path, CROP, {LIVER: 1}, "crop")
+    support = load_volume(scene, ct_path, "Support CT")
+    support_segments = segmentation_from_labels(scene, labels_path, ["liver"])
+    query = load_volume(scene, ct_path, "Query CT")  # the same scan: registration must give it back
+    logic = in_process_logic(ursam)
+    built = []
+    build = logic.buildSceneTemplate
+    logic.buildSceneTemplate = lambda *args: built.append(build(*args)) or built[-1]
+    before = temporary_templates()
+
+    outputs = logic.process(ursam.URSAMRequest(query, promptSource="sceneTemplate",
+                                               supports=[(support, support_segments)],
+                                               settings=Settings(num_aug=2, ratio=0.0)))
+
+    assert [o.key for o in outputs.organs] == ["liver"] and outputs.missing == {}
+    ct = io.read_ct(ct_path)
+    reference = io.axial_array(io.read_label_map(labels_path, ct), np.uint16)[0] == 1
+    boxes = outputs.result.organs[0].boxes  # the prompts the job localized: {z: (x0, y0, x1, y1)}
+    inside = 0
+    for z, (x0, y0, x1, y1) in boxes.items():
+        inside += reference[z, int(y0):int(y1) + 1, int(x0):int(x1) + 1].sum()
+    assert inside / reference.sum() > 0.98  # the boxes hold the liver ...
+    z0, z1 = min(boxes), max(boxes)
+    x0, y0, x1, y1 = np.array(list(boxes.values())).astype(int)[0]
+    assert box_iou(Box3D(z0, z1, y0, y1, x0, x1), Box3D.from_mask(reference)) > 0.75  # ... and little more
+    segment = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    assert outputs.segmentation.GetSegmentation().GetSegment(segment).GetName() == "Liver"
+    assert mrml.segment_mask(outputs.segmentation, segment, query).any()
+    assert len(built) == 1 and not Path(built[0]).exists()  # the temporary template is gone
+    assert temporary_templates() == before
+    assert support_segments.GetSegmentation().GetNumberOfSegments() == 1  # the support is untouched
+
+
+@pytest.fixture
+def template_folder(abdomen, tmp_path):
+    """A template of the whole ct_small with its liver and gallbladder (URSAMLib's build_template),
+    the gallbladder's points then moved 50 cm up: whatever the registration does, it lies outside
+    any crop of this CT."""
+    folder = build_template([str(abdomen / "ct_small.nii.gz")], [str(abdomen / "labels_small.nii.gz")],
+                            {LIVER: "liver", GALLBLADDER: "gallbladder"}, tmp_path / "template").folder
+    manifest = json.loads((folder / "template.json").read_text())
+    for support in manifest["supports"]:
+        points = support["extreme_points"]["gallbladder"]
+        points["mm"] = (np.array(points["mm"]) + [0.0, 0.0, 500.0]).tolist()
+    (folder / "template.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_an_organ_outside_the_ct_is_reported_and_the_other_segmented_in_the_background(
+        ursam, abdomen, tmp_path, template_folder):
+    import slicer
+
+    ct_path, _ = write_crop(abdomen, tmp_path, CROP, {}, "crop")
+    query = load_volume(slicer.mrmlScene, ct_path, "Query CT")
+    logic = ursam.URSAMLogic()
+    logic.workerArguments = STAND_IN  # the background worker localizes, then segments
+    request = ursam.URSAMRequest(query, promptSource="template", templateFolder=str(template_folder),
+                                 settings=Settings(num_aug=2, ratio=0.0))
+    assert [o.output.name for o in logic.promptOrgans("template", None, templateFolder=str(template_folder))] == \
+        ["Liver", "Gallbladder"]
+    outputs = logic.process(request)
+    assert [o.key for o in outputs.organs] == ["liver"]
+    assert list(outputs.missing) == ["Gallbladder"] and "outside the image" in outputs.missing["Gallbladder"]
+    assert list(mrml.ursam_segments(outputs.segmentation, "rectified")) == ["liver"]
+    assert (template_folder / "template.json").exists()  # the user's template is kept
+
+
+def test_the_status_line_names_the_organs_not_found(ursam, abdomen, tmp_path, template_folder):
+    import slicer
+
+    ct_path, _ = write_crop(abdomen, tmp_path, CROP, {}, "crop")
+    query = load_volume(slicer.mrmlScene, ct_path, "Query CT")
+    widget = ursam.URSAMWidget()
+    widget.setup()
+    widget.logic.ensureDependencies = lambda ask=True: None
+    widget.logic.runInProcess, widget.logic.backboneLoader = True, bright_in_box
+    ui = widget.ui
+    ui.inputVolumeSelector.setCurrentNode(query)
+    ui.promptSourceComboBox.currentIndex = 2
+    ui.templatePathLineEdit.currentPath = str(template_folder)
+    ui.applyButton.click()
+    assert ui.statusLabel.text.startswith("Segmented 1 organ in")
+    assert "Not segmented: Gallbladder: its localized box lies outside the image" in ui.statusLabel.text
+    assert ui.organTableWidget.rowCount() == 1 and ui.organTableWidget.item(0, 0).text() == "Liver"
+    widget.cleanup()
+
+
+def test_unusable_supports_are_one_line_errors_and_change_nothing(ursam, abdomen, tmp_path):
+    import slicer
+
+    scene = slicer.mrmlScene
+    ct_path, labels_path = write_crop(abdomen, tmp_path, CROP, {LIVER: 1, GALLBLADDER: 2}, "crop")
+    support = load_volume(scene, ct_path, "Support CT")
+    named = segmentation_from_labels(scene, labels_path, ["liver", "Gallbladder"], "Named")
+    unnamed = segmentation_from_labels(scene, labels_path, ["Segment_1", "Segment_2"], "Unnamed")
+    other = segmentation_from_labels(scene, labels_path, ["spleen", "Segment_2"], "Other organs")
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Empty")
+    with_empty_segment = segmentation_from_labels(scene, labels_path, ["liver", "Gallbladder"], "Empty liver")
+    with_empty_segment.GetSegmentation().AddEmptySegment("stomach", "stomach")
+    logic = in_process_logic(ursam)
+    Request = ursam.URSAMRequest
+
+    def request(supports, **changes):
+        return Request(support, promptSource="sceneTemplate", supports=supports, **changes)
+
+    cases = [
+        (request([]), "Add a support first"),
+        (request([(support, empty)]), "Support Empty has no segments"),
+        (request([(support, unnamed)]), r"No segment of support Unnamed names an organ URSAM knows \(Segment_1, "),
+        (request([(support, named), (support, other)]), "The supports have no organ in common"),
+        (request([(support, with_empty_segment)], organSet="any"), "Segment stomach of Empty liver has no voxels"),
+        (request([(support, named)], localizer="landmarks"), "Unknown localizer 'landmarks'"),
+        (request([(None, named)]), "needs both a CT volume and the segmentation"),
+    ]
+    before, templates = scene_snapshot(scene), temporary_templates()
+    for case, message in cases:
+        with pytest.raises(URSAMError, match=message) as error:
+            logic.process(case)
+        assert "\n" not in str(error.value)
+    assert scene_snapshot(scene) == before and temporary_templates() == templates
+    scene.RemoveNode(named)
+    with pytest.raises(URSAMError, match="Support Named was removed from the scene"):
+        logic.process(request([(support, named)]))
