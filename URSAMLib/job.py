@@ -152,8 +152,12 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
                             "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
 
 
-def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dict:
-    """Run one job and write its outputs; returns the summary written to summary.json."""
+def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, backbone=None) -> dict:
+    """Run one job and write its outputs; returns the summary written to summary.json.
+
+    backbone: an already loaded ``load_backbone(job.backbone, job.checkpoint, job.device)`` to
+    reuse across jobs (``ursam batch``); the job sets its window and precision.
+    """
     from .backbones import load_backbone
     from .overview import save_overview
     from .pipeline import segment
@@ -176,7 +180,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar) -> dic
     if job.reference:
         prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
         prompting.reference_key = "dice_vs_reference"
-    backbone = load_backbone(job.backbone, job.checkpoint, job.device)
+    if backbone is None:
+        backbone = load_backbone(job.backbone, job.checkpoint, job.device)
     if job.window:
         backbone.window = job.window
     backbone.precision = job.precision
