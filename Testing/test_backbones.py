@@ -147,33 +147,3 @@ def test_bfloat16_autocast_gives_nearly_the_same_probabilities(tiny_checkpoint):
     half = backbone.decode(backbone.embed(slices), box, (64, 64))
     assert half.dtype == np.float32 and not np.array_equal(full, half)  # it really ran in bfloat16
     assert np.abs(full - half).max() < 0.1
-
-
-@pytest.mark.parametrize("name", ["sam-vit-b", "medsam-vit-b"])
-@pytest.mark.parametrize("slice_shape", [(90, 130), (300, 200)])
-def test_decoding_regions_equals_cropping_the_full_slice(tiny_checkpoint, name, slice_shape):
-    """decode_regions upsamples only each group's region; the result is decode()'s crop (1024 px
-    models: 256 → 1024 → crop → slice for 'longest', 256 → slice for 'square')."""
-    backbone = load_backbone(name, checkpoint=tiny_checkpoint, device="cpu", vit_config=TINY_VIT)
-    height, width = slice_shape
-    rng = np.random.default_rng(1)
-    embedding = backbone.embed(rng.uniform(0, 1, (1, height, width)).astype(np.float32))
-    groups = [np.array([[10, 12, 60, 50], [11, 10, 62, 52]], float), np.array([[width - 40, height - 30, width - 1, height - 1]], float)]
-    regions = [(slice(5, 60), slice(0, 70)), (slice(height - 35, height), slice(width - 45, width))]
-    full = backbone.decode(embedding, np.concatenate(groups), slice_shape)
-    maps = backbone.decode_regions(embedding, groups, slice_shape, regions)
-    assert maps[0].shape == (2, 55, 70) and maps[1].shape == (1, 35, 45)
-    assert np.abs(maps[0] - full[:2, 5:60, 0:70]).max() < 1e-5
-    assert np.abs(maps[1] - full[2:, height - 35:, width - 45:]).max() < 1e-5
-
-
-def test_litemedsam_decodes_regions_like_the_full_slice(abdomen):
-    from URSAMLib import io
-
-    backbone = load_backbone("litemedsam", device="cpu")
-    hu, _ = io.axial_array(io.read_ct(abdomen / "ct_small.nii.gz"))
-    embedding = backbone.embed(window_ct(hu[15:16], backbone.window))
-    boxes = np.array([[20, 25, 70, 80], [22, 24, 71, 78]], float)
-    full = backbone.decode(embedding, boxes, hu.shape[1:])
-    (crop,) = backbone.decode_regions(embedding, [boxes], hu.shape[1:], [(slice(20, 85), slice(15, 75))])
-    assert np.abs(crop - full[:, 20:85, 15:75]).max() < 1e-5 and (crop > 0.5).sum() > 500

@@ -24,7 +24,6 @@ torch is imported lazily so that ``import URSAMLib`` works where torch is not in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -131,66 +130,18 @@ class SamBackbone:
         """
         import torch
 
-        with torch.inference_mode(), self._autocast():
-            logits = self._to_slice(self._low_res_logits(embedding, boxes, slice_shape), slice_shape)
-            return torch.sigmoid(logits)[:, 0].float().cpu().numpy()
-
-    def decode_regions(self, embedding: "torch.Tensor", groups: list[np.ndarray], slice_shape: tuple[int, int],
-                       regions: list[tuple[slice, slice]]) -> list[np.ndarray]:
-        """Like :meth:`decode`, but each group of boxes only inside its region of the slice.
-
-        groups: ``k_i x 4`` XYXY box arrays, decoded together in one network call.
-        regions: per group ``(rows, cols)``, slices of the ``H x W`` slice (clipped to it).
-        Returns per group ``k_i x rows x cols`` float32 probabilities, equal (to float rounding,
-        ~1e-6) to ``decode(...)[:, rows, cols]``: the low-resolution logits are upsampled with
-        separable bilinear weights for those rows and columns only, not for the whole slice —
-        a 512 x 512 slice costs as much as the organs' boxes, not 256k pixels per box.
-        """
-        import torch
-
-        with torch.inference_mode(), self._autocast():
-            low_res = self._low_res_logits(embedding, np.concatenate(groups), slice_shape)[:, 0].float()
-            maps, first = [], 0
-            for group, (rows, cols) in zip(groups, regions):
-                weights_y, weights_x = (torch.as_tensor(w, device=low_res.device) for w in
-                                        self._region_weights(slice_shape, rows, cols))
-                block = low_res[first:first + len(group)]
-                first += len(group)
-                logits = weights_y @ (block @ weights_x.T)  # columns first, as F.interpolate
-                maps.append(torch.sigmoid(logits).cpu().numpy())
-            return maps
-
-    def _low_res_logits(self, embedding: "torch.Tensor", boxes: np.ndarray,
-                        slice_shape: tuple[int, int]) -> "torch.Tensor":
-        """The mask decoder's ``N x 1 x 256 x 256`` logits for boxes (XYXY slice pixels), float32."""
-        import torch
-
         model = self.model
-        model_boxes = self.preprocessing.boxes_to_model(boxes, slice_shape)
-        box_tensor = torch.as_tensor(model_boxes, dtype=torch.float32, device=self.device)[:, None]
-        sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
-        low_res, _ = model.mask_decoder(
-            image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        return low_res.float()
-
-    def _region_weights(self, slice_shape: tuple[int, int], rows: slice,
-                        cols: slice) -> tuple[np.ndarray, np.ndarray]:
-        """Bilinear weights ``rows x 256`` and ``cols x 256`` taking the decoder's low-resolution
-        logits to those rows/columns of the slice: the same chain as :meth:`_to_slice`."""
-        prep = self.preprocessing
-        weights = []
-        for size, keep, index in zip(slice_shape, prep.resized_shape(*slice_shape), (rows, cols)):
-            if prep.resize == "longest":  # 256 → input_size, keep the resized slice's pixels, → the slice
-                upsample = _bilinear_weights(256, prep.input_size) if prep.input_size != 256 \
-                    else np.eye(256, dtype=np.float32)
-                chain = _bilinear_weights(keep, size) @ upsample[:keep]
-            else:  # "square": 256 → the slice
-                chain = _bilinear_weights(256, size)
-            weights.append(np.ascontiguousarray(chain[range(*index.indices(size))], dtype=np.float32))
-        return weights[0], weights[1]
+        with torch.inference_mode(), self._autocast():
+            model_boxes = self.preprocessing.boxes_to_model(boxes, slice_shape)
+            box_tensor = torch.as_tensor(model_boxes, dtype=torch.float32, device=self.device)[:, None]
+            sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
+            low_res, _ = model.mask_decoder(
+                image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            logits = self._to_slice(low_res.float(), slice_shape)
+            return torch.sigmoid(logits)[:, 0].float().cpu().numpy()
 
     def _autocast(self):
         import contextlib
@@ -213,22 +164,6 @@ class SamBackbone:
             rows, cols = prep.resized_shape(*slice_shape)
             low_res = low_res[..., :rows, :cols]
         return F.interpolate(low_res, size=tuple(slice_shape), mode="bilinear", align_corners=False)
-
-
-@lru_cache(maxsize=64)
-def _bilinear_weights(source: int, target: int) -> np.ndarray:
-    """``target x source`` matrix of 1-D linear interpolation as ``F.interpolate(mode="bilinear",
-    align_corners=False, antialias=False)`` does it (source index clamped at 0 and source-1)."""
-    scale = np.float32(source / target)
-    position = np.maximum((np.arange(target, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
-    lower = position.astype(np.int64)
-    upper = np.minimum(lower + 1, source - 1)
-    weight = (position - lower).astype(np.float32)
-    matrix = np.zeros((target, source), np.float32)
-    np.add.at(matrix, (np.arange(target), lower), np.float32(1) - weight)
-    np.add.at(matrix, (np.arange(target), upper), weight)
-    matrix.setflags(write=False)
-    return matrix
 
 
 # ---------------------------------------------------------------------------------------

@@ -180,22 +180,8 @@ def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _decode_groups(backbone: SamBackbone, embedding, groups: list[np.ndarray], slice_shape: tuple[int, int],
-                   box_batch: int, regions: list[tuple[slice, slice]] | None = None) -> list[np.ndarray]:
-    """Decode groups of boxes (``k x 4`` each) on one slice together; one ``k x H x W`` map per
-    group, or with ``regions`` (per group: rows, cols) one ``k x rows x cols`` map of that region."""
-    if regions is not None and not hasattr(backbone, "decode_regions"):  # a stand-in model (tests, Slicer)
-        full = _decode_groups(backbone, embedding, groups, slice_shape, box_batch)
-        return [maps[:, rows, cols] for maps, (rows, cols) in zip(full, regions)]
-    if regions is not None:  # whole groups per network call, at most box_batch boxes (or one group)
-        maps, first = [], 0
-        while first < len(groups):
-            last, count = first + 1, len(groups[first])
-            while last < len(groups) and count + len(groups[last]) <= box_batch:
-                count += len(groups[last])
-                last += 1
-            maps += backbone.decode_regions(embedding, groups[first:last], slice_shape, regions[first:last])
-            first = last
-        return maps
+                   box_batch: int) -> list[np.ndarray]:
+    """Decode groups of boxes (``k x 4`` each) on one slice together; one ``k x H x W`` map per group."""
     boxes = np.concatenate(groups)
     maps = np.concatenate([backbone.decode(embedding, boxes[i:i + box_batch], slice_shape)
                            for i in range(0, len(boxes), box_batch)])
@@ -270,7 +256,6 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     first_settings = next(iter(variants.values()))[1]
     batch = first_settings.slice_batch or (1 if backbone.device == "cpu" else 8)
     box_batch = first_settings.box_batch
-    refining = any(settings.refine for _, settings in variants.values())
     timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "boxes": 0}
 
     for first in range(0, len(needed), batch):
@@ -285,9 +270,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
             embedding = embeddings[row:row + 1]
             owners = [(key, k) for key, group in plans.items() for k, plan in enumerate(group) if z in plan.augmented]
             groups = [plans[key][k].augmented[z] for key, k in owners]
-            # Refinement looks at the whole slice; otherwise only each organ's crop is upsampled.
-            regions = None if refining else [plans[key][k].region[1:] for key, k in owners]
-            maps = _decode_groups(backbone, embedding, groups, ct.shape[1:], box_batch, regions)
+            maps = _decode_groups(backbone, embedding, groups, ct.shape[1:], box_batch)
             timings["boxes"] += sum(len(g) for g in groups)
             for key, (_, settings) in variants.items():
                 mine = [i for i, (owner, _) in enumerate(owners) if owner == key]
@@ -299,9 +282,9 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
                         maps[i] = group
             for (key, k), group in zip(owners, maps):
                 plan = plans[key][k]
-                crop = group[:, plan.region[1], plan.region[2]] if refining else group
-                sums[key][k][z - plan.region[0].start] = crop.sum(axis=0)
-                plains[key][k][z - plan.region[0].start] = crop[0]  # row 0: the original box
+                _, ys, xs = plan.region
+                sums[key][k][z - plan.region[0].start] = group[:, ys, xs].sum(axis=0)
+                plains[key][k][z - plan.region[0].start] = group[0, ys, xs]  # row 0: the original box
         timings["decode_s"] += time.perf_counter() - tick
         if progress is not None:
             progress(min(first + batch, len(needed)) / len(needed),
