@@ -204,7 +204,7 @@ def memory_300(chest_image, slices: int, work: Path, depth: int = 10) -> dict:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# URSAM benchmark ({report['date']})", "",
+    lines = [f"# URSAM benchmark ({report['date']} to {report.get('finished', '?')})", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, GPU: {m['gpu'] or 'none'}; "
              f"torch {m['torch']}. Load average (1/5/15 min) {m['load_average_1_5_15_at_start']} at the start, "
              f"{report['load_average_1_5_15_at_end']} at the end — the CPU is shared with other jobs, so times "
@@ -290,6 +290,7 @@ def main() -> None:
             part("end_to_end_n7", lambda: end_to_end(data, organs, 7, work))
         report["end_to_end"] = [report[f"end_to_end_n{n}"] for n in (1, 3, 7) if f"end_to_end_n{n}" in report]
     report["load_average_1_5_15_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    report.setdefault("finished", time.strftime("%Y-%m-%d %H:%M"))
     n1 = report["end_to_end_n1"]
     report["target_check"] = [
         {"target": "n = 3 wall time / n = 1 (CPU)", "goal": f"<= {TARGETS['n3_over_n1']}",
