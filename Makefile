@@ -1,6 +1,7 @@
 # Quickstart targets (see README.md). Each sets up .venv on first use.
 #   make demo   install, then segment 9 organs of a real abdominal CT (prints DSC, writes out/demo)
 #   make test   install, then run the whole test suite
+#   make bench  install, then benchmarks/run.py (speed and memory; writes benchmarks/results/latest.*)
 PYTHON ?= python3
 VENV ?= .venv
 # PyTorch wheel(s); for a CPU-only install elsewhere:
@@ -10,7 +11,7 @@ DATA ?= ../shared/data/abdomen-ts
 ORGANS ?= spleen,kidney_right,kidney_left,gallbladder,liver,stomach,pancreas,aorta,inferior_vena_cava
 BIN = $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +35,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) out

@@ -68,6 +68,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .batch import add_parser as add_batch_parser
     from .prompts import DEFAULT_BOX_MARGIN
     from .rectify import DEFAULT_ALPHA_H, METHODS
 
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace URSAM's files in an existing output folder")
     seg.add_argument("--quiet", action="store_true", help="no progress bar or table")
     seg.set_defaults(handler=_run_segment)
+    add_batch_parser(commands, seg)  # `ursam batch`: segment's options, for every CT of a folder
 
     listing = commands.add_parser("backbones", help="list the available models")
     listing.set_defaults(handler=_run_backbones)

@@ -172,11 +172,15 @@ def _check_model_choice(job: SegmentJob) -> None:
         parse_sha256(job.checkpoint_sha256)
 
 
-def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: Warn = _no_warn) -> dict:
+def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: Warn = _no_warn,
+                    backbone=None) -> dict:
     """Run one job and write its outputs; returns the summary written to summary.json.
 
     Warnings (e.g. intensities that are not CT) go to ``warn`` when they arise and into the
     summary's ``warnings``.
+
+    backbone: an already loaded ``load_backbone(job.backbone, job.checkpoint, job.device)`` to
+    reuse across jobs (``ursam batch``); the job sets its window and precision.
     """
     from .backbones import load_backbone
     from .overview import save_overview
@@ -212,12 +216,13 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     if job.reference:
         prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
         prompting.reference_key = "dice_vs_reference"
-    backbone = load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256)
-    if getattr(backbone, "weights_verified", True) is False:
-        digest = backbone.weights_sha256
-        note(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
-             "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
-             f"this file checked on every run, pin it: --checkpoint-sha256 {digest}")
+    if backbone is None:
+        backbone = load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256)
+        if getattr(backbone, "weights_verified", True) is False:
+            digest = backbone.weights_sha256
+            note(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
+                 "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
+                 f"this file checked on every run, pin it: --checkpoint-sha256 {digest}")
     if job.window:
         backbone.window = job.window
     backbone.precision = job.precision

@@ -64,7 +64,8 @@ def staged_output(outdir: Path, overwrite: bool) -> Iterator[Path]:
         if not outdir.exists():
             os.rename(staging, outdir)
             return
-        for file in staging.iterdir():
+        # summary.json last: its presence marks a complete folder (``ursam batch`` resumes on it)
+        for file in sorted(staging.iterdir(), key=lambda f: f.name == "summary.json"):
             os.replace(file, outdir / file.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

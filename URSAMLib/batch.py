@@ -1,0 +1,402 @@
+"""``ursam batch``: segment every CT of a folder (a cohort), resumably, optionally on dask.
+
+Which files are cases, and where their label maps are (all patterns hold exactly one ``*``):
+
+* The CTs are the entries of INPUT_DIR whose name matches ``--ct-pattern`` (default ``*``) and
+  that are image files (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) or folders
+  (one DICOM series each). Hidden entries, the output folder and anything matching a label
+  pattern are never CTs.
+* A case's **name** is the part of the CT's name that the ``*`` matched, less any image
+  extension: ``--ct-pattern '*_ct.nii.gz'`` makes ``pt_1_ct.nii.gz`` case ``pt_1``; the default
+  ``*`` makes it ``pt_1_ct``. Its results go to ``OUTDIR/<name>/``.
+* ``--prompt-labels-pattern`` (and ``--reference-pattern``) is a path relative to INPUT_DIR in
+  which ``*`` stands for the case name: with ``'*_oar.nii.gz'`` case ``pt_1`` is prompted from
+  ``INPUT_DIR/pt_1_oar.nii.gz``; ``'labels/*.nii.gz'`` looks in a subfolder.
+
+A case is **complete** when ``OUTDIR/<name>/summary.json`` exists (it is moved in last) and
+names outputs that all exist; a rerun skips complete cases and retries the others. Each case
+runs :func:`URSAMLib.job.run_segment_job`; a failing case is reported in one line and the
+others go on. ``OUTDIR/summary.csv`` has one row per case and organ.
+
+With ``--dask-scheduler ADDRESS`` the cases run as tasks on an existing dask.distributed
+cluster (``pip install 'ursam[batch]'``). Every case sets PyTorch's CPU thread count to
+``--threads`` wherever it runs, because PyTorch sums in a thread-dependent order: with the
+same ``--threads`` the outputs are byte-identical to a sequential run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from .errors import URSAMError
+
+if TYPE_CHECKING:  # job imports the pipeline; `ursam --help` should not
+    from .job import SegmentJob
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+EXIT_CASES_FAILED = 1
+CSV_COLUMNS = ("case", "organ", "label", "status", "volume_ml", "volume_ml_ensemble", "mean_uncertainty",
+               "dsc_rectified", "dsc_ensemble", "dsc_against", "seconds", "message")
+# `ursam segment` options that a batch replaces by per-case values (or does not need).
+_PER_CASE = {"help", "ct", "output", "prompt_labels", "reference", "overwrite", "quiet"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One CT of the cohort and the files that go with it."""
+
+    name: str
+    ct: Path
+    prompt_labels: Path | None = None
+    reference: Path | None = None
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """What became of one case. status: ``done``, ``skipped`` (complete before) or ``failed``."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    message: str = ""
+    detail: str = ""
+    """For failures that are bugs (not :class:`URSAMError`): the traceback."""
+
+
+# ---------------------------------------------------------------------------------------
+# The command line.
+
+def add_parser(commands, segment_parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register ``ursam batch`` under ``commands`` (argparse subparsers).
+
+    It takes every option of ``segment_parser`` (shared action objects, as argparse's
+    ``parents`` does) except those that name one case's files, so both commands stay in step.
+    """
+    batch = commands.add_parser(
+        "batch", help="segment every CT in a folder (resumable; optionally on a dask cluster)",
+        description="Segment each CT of INPUT_DIR into OUTDIR/<case>/, skipping cases already complete, "
+        "and write OUTDIR/summary.csv. Case names and label files: see 'ursam batch' in README.md.")
+    batch.add_argument("input_dir", metavar="INPUT_DIR", help="folder of CT files and/or DICOM series folders")
+    batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (one subfolder per case)")
+    batch.add_argument("--ct-pattern", default="*", metavar="GLOB",
+                       help="which entries are CTs; the '*' part (less the extension) names the case "
+                       "(default '*'; e.g. '*_ct.nii.gz' makes pt_1_ct.nii.gz case pt_1)")
+    batch.add_argument("--prompt-labels-pattern", metavar="GLOB",
+                       help="each case's prompt label map, relative to INPUT_DIR, '*' = case name "
+                       "(e.g. '*_oar.nii.gz'; needs --classes)")
+    batch.add_argument("--reference-pattern", metavar="GLOB",
+                       help="each case's label map to score against (DSC), '*' = case name")
+    batch.add_argument("--dask-scheduler", metavar="ADDRESS",
+                       help="run the cases on this dask.distributed scheduler (e.g. tcp://host:8786)")
+    batch.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="PyTorch CPU threads per case, wherever it runs (default: this machine's "
+                       "PyTorch default); the same N gives byte-identical outputs")
+    for action in segment_parser._actions:  # noqa: SLF001 - argparse offers no public copy
+        if action.dest not in _PER_CASE:
+            batch._add_action(action)  # noqa: SLF001
+    batch.set_defaults(handler=run_from_args)
+    return batch
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """``ursam batch``'s handler: 0 when every case is complete, 1 when some failed."""
+    from .job import SegmentJob
+    from .pipeline import Settings
+
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
+    template = SegmentJob(ct="", output="", settings=settings, **{
+        f.name: getattr(args, f.name) for f in fields(SegmentJob)
+        if hasattr(args, f.name) and f.name not in _PER_CASE | {"settings"}})
+    if bool(args.prompt_labels_pattern) == bool(template.template):
+        raise URSAMError("Give exactly one prompt source: --prompt-labels-pattern GLOB (with --classes) or "
+                         "--template TEMPLATE_DIR (automatic localization).")
+    outcomes = run_batch(args.input_dir, args.output, template, ct_pattern=args.ct_pattern,
+                         labels_pattern=args.prompt_labels_pattern, reference_pattern=args.reference_pattern,
+                         threads=args.threads, scheduler=args.dask_scheduler)
+    return EXIT_CASES_FAILED if any(o.status == "failed" for o in outcomes) else 0
+
+
+# ---------------------------------------------------------------------------------------
+# Finding the cases.
+
+def _split_pattern(pattern: str, option: str) -> tuple[str, str]:
+    if pattern.count("*") != 1 or any(c in pattern for c in "?[]"):
+        raise URSAMError(f"{option} {pattern!r} must hold exactly one '*' (the case name) and no other "
+                         "wildcard, e.g. '*_ct.nii.gz'.")
+    prefix, suffix = pattern.split("*")
+    return prefix, suffix
+
+
+def _matched(name: str, pattern: tuple[str, str]) -> str | None:
+    """The part of ``name`` that the ``*`` of ``pattern`` (prefix, suffix) matches, or None."""
+    prefix, suffix = pattern
+    if len(name) > len(prefix) + len(suffix) and name.startswith(prefix) and name.endswith(suffix):
+        return name[len(prefix):len(name) - len(suffix)]
+    return None
+
+
+def _strip_image_suffix(name: str) -> str:
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def find_cases(input_dir: str | os.PathLike, ct_pattern: str = "*", labels_pattern: str | None = None,
+               reference_pattern: str | None = None, exclude: Iterable[Path] = ()) -> list[Case]:
+    """The cases of ``input_dir``, sorted by name (rules: module docstring).
+
+    A case whose label map is missing keeps ``prompt_labels`` pointing at the missing file
+    (it fails alone); no label map at all, no CT, or two CTs with one name is an
+    :class:`URSAMError`.
+    """
+    folder = Path(input_dir)
+    if not folder.is_dir():
+        raise URSAMError(f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}; give the "
+                         "folder that holds the CTs (image files or DICOM series folders).")
+    ct_glob = _split_pattern(ct_pattern, "--ct-pattern")
+    if "/" in ct_pattern:
+        raise URSAMError(f"--ct-pattern {ct_pattern!r} names entries of INPUT_DIR itself; it cannot hold '/'.")
+    others = {key: _split_pattern(p, option) for key, p, option in
+              (("labels", labels_pattern, "--prompt-labels-pattern"),
+               ("reference", reference_pattern, "--reference-pattern")) if p}
+    excluded = {Path(p).resolve() for p in exclude}
+    not_cts = {p.split("/")[0] for p in (labels_pattern, reference_pattern) if p and "/" in p}
+    cases: dict[str, Case] = {}
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
+        if (name.startswith(".") or name in not_cts or entry.resolve() in excluded
+                or any(_matched(name, glob) is not None for glob in others.values() if "/" not in glob[0])):
+            continue
+        star = _matched(name, ct_glob) if ct_pattern != "*" else name
+        if star is None or not (entry.is_dir() or name.lower().endswith(IMAGE_SUFFIXES)):
+            continue
+        case = _strip_image_suffix(star) if entry.is_file() else star
+        if case in cases:
+            raise URSAMError(f"Two CTs in {folder} make case {case!r} ({cases[case].ct.name} and {name}); "
+                             "rename one or narrow --ct-pattern.")
+        paths = {key: folder / (glob[0] + case + glob[1]) for key, glob in others.items()}
+        cases[case] = Case(case, entry, paths.get("labels"), paths.get("reference"))
+    if not cases:
+        raise URSAMError(f"No CT in {folder} matches --ct-pattern {ct_pattern!r} (image files "
+                         f"{', '.join(IMAGE_SUFFIXES)} or DICOM series folders).")
+    if labels_pattern and not any(c.prompt_labels.is_file() for c in cases.values()):
+        example = next(iter(cases.values()))
+        raise URSAMError(f"None of the {len(cases)} CTs has a label map matching --prompt-labels-pattern "
+                         f"{labels_pattern!r} (e.g. case {example.name!r} looks for {example.prompt_labels}); "
+                         "set --ct-pattern so that '*' is the part the CT and label names share.")
+    return list(cases.values())
+
+
+# ---------------------------------------------------------------------------------------
+# Running one case (in this process or on a dask worker).
+
+def completed_summary(folder: Path) -> dict | None:
+    """A case folder's summary.json when the folder is complete, else None."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not all((folder / name).is_file() for name in summary.get("outputs", ["?"])):
+        return None
+    return summary
+
+
+@lru_cache(maxsize=2)
+def _loaded_backbone(name: str, checkpoint: str | None, device: str):
+    from .backbones import load_backbone
+
+    return load_backbone(name, checkpoint, device)
+
+
+def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
+    """Segment one case; never raises for a failing case (the outcome says why).
+
+    threads: PyTorch CPU threads during the case (0 = leave as is); restored afterwards.
+    The model is loaded once per process and reused by later cases.
+    """
+    import torch
+
+    name = Path(job.output).name
+    started = time.perf_counter()
+    previous = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        from .job import run_segment_job
+
+        backbone = replace(_loaded_backbone(job.backbone, job.checkpoint, job.device))  # own window/precision
+        summary = run_segment_job(job, backbone=backbone)
+        return CaseOutcome(name, "done", round(time.perf_counter() - started, 2),
+                           f"{len(summary['organs'])} organs")
+    except URSAMError as error:
+        return CaseOutcome(name, "failed", round(time.perf_counter() - started, 2), str(error))
+    except Exception as error:  # a bug, or a worker-side problem: keep the others going
+        return CaseOutcome(name, "failed", round(time.perf_counter() - started, 2),
+                           f"{type(error).__name__}: {error} (traceback in errors.log)", traceback.format_exc())
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------
+# The batch.
+
+def _case_job(template: SegmentJob, case: Case, outdir: Path) -> SegmentJob:
+    return replace(template, ct=str(case.ct), output=str(outdir / case.name), overwrite=True,
+                   prompt_labels=str(case.prompt_labels) if case.prompt_labels else None,
+                   reference=str(case.reference) if case.reference and case.reference.is_file() else None)
+
+
+def _check_inputs(template: SegmentJob, label_prompts: bool) -> None:
+    """The checks every case would fail alike, once, before anything runs."""
+    from . import io
+
+    template.settings.validate()
+    if label_prompts:
+        if not template.classes:
+            raise URSAMError("--prompt-labels-pattern needs --classes CLASSES.json (label value → organ name).")
+        io.read_classes(template.classes)
+    if template.template:
+        from .job import _template_organs
+
+        _template_organs(template)
+    _loaded_backbone(template.backbone, template.checkpoint, template.device)
+
+
+def _check_previous(summary: dict, job: SegmentJob, folder: Path) -> None:
+    """A complete case made with other parameters must not pass for this run's."""
+    expected = {"backbone": job.backbone, **{k: getattr(job.settings, k, None) for k in summary.get("parameters", {})}}
+    found = {"backbone": summary.get("backbone", {}).get("name"), **summary.get("parameters", {})}
+    changed = [f"{k}: {found[k]} there, {expected[k]} now" for k in expected if found.get(k) != expected[k]]
+    if changed:
+        raise URSAMError(f"{folder} holds a result made with other settings ({'; '.join(changed)}); "
+                         "use another output folder, or remove that case's folder to redo it.")
+
+
+def run_batch(input_dir: str | os.PathLike, output: str | os.PathLike, template: SegmentJob,
+              ct_pattern: str = "*", labels_pattern: str | None = None, reference_pattern: str | None = None,
+              threads: int = 0, scheduler: str | None = None,
+              log: Callable[[str], None] = print) -> list[CaseOutcome]:
+    """Segment every case of ``input_dir`` into ``output/<case>/`` and write ``output/summary.csv``.
+
+    template: the options shared by all cases (its ct, output, prompt_labels and reference
+    are set per case). threads: PyTorch CPU threads per case (0: this process's current
+    count, passed on to dask workers too). scheduler: a dask.distributed address, or None to
+    run here one after another. Returns one outcome per case, in case-name order.
+    """
+    import torch
+
+    outdir = Path(output)
+    if outdir.exists() and not outdir.is_dir():
+        raise URSAMError(f"{outdir} exists and is not a folder; choose another output folder.")
+    if threads < 0:
+        raise URSAMError(f"--threads must be 1 or more (0: the default), not {threads}.")
+    threads = threads or torch.get_num_threads()
+    cases = find_cases(input_dir, ct_pattern, labels_pattern, reference_pattern, exclude=[outdir])
+    _check_inputs(template, bool(labels_pattern))
+    outcomes: dict[str, CaseOutcome] = {}
+    pending = []
+    for case in cases:
+        job = _case_job(template, case, outdir)
+        summary = completed_summary(outdir / case.name)
+        if summary is not None:
+            _check_previous(summary, job, outdir / case.name)
+            outcomes[case.name] = CaseOutcome(case.name, "skipped", summary.get("timings_s", {}).get("all_s", 0.0),
+                                              "complete from an earlier run")
+        elif case.prompt_labels is not None and not case.prompt_labels.is_file():
+            outcomes[case.name] = CaseOutcome(case.name, "failed", message=f"no prompt label map {case.prompt_labels}")
+        else:
+            pending.append(job)
+    for outcome in outcomes.values():
+        _report(outcome, log)
+    outdir.mkdir(parents=True, exist_ok=True)
+    run = _run_on_dask(scheduler, pending, threads) if scheduler else (run_case(job, threads) for job in pending)
+    for outcome in run:
+        outcomes[outcome.name] = outcome
+        _report(outcome, log)
+        if outcome.detail:
+            with open(outdir / "errors.log", "a") as errors:
+                errors.write(f"--- {outcome.name} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{outcome.detail}\n")
+    ordered = [outcomes[case.name] for case in cases]
+    csv_path = write_summary_csv(outdir, ordered)
+    counts = {s: sum(o.status == s for o in ordered) for s in ("done", "skipped", "failed")}
+    log(f"{counts['done']} done, {counts['skipped']} skipped (complete), {counts['failed']} failed; "
+        f"table: {csv_path}")
+    return ordered
+
+
+def _report(outcome: CaseOutcome, log: Callable[[str], None]) -> None:
+    if outcome.status == "failed":
+        print(f"ursam: case {outcome.name} failed: {outcome.message}", file=sys.stderr)
+    else:
+        log(f"{outcome.name}: {outcome.status} ({outcome.message}, {outcome.seconds:.0f} s)")
+
+
+def _run_on_dask(address: str, jobs: list[SegmentJob], threads: int) -> Iterable[CaseOutcome]:
+    """Run the jobs as tasks on the dask.distributed scheduler at ``address``; yields outcomes as
+    they finish. The workers must import this URSAMLib and read/write the same paths."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise URSAMError("--dask-scheduler needs dask.distributed: pip install 'ursam[batch]' "
+                         "(or: pip install dask distributed).") from None
+    try:
+        client = Client(address, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as error:
+        raise URSAMError(f"Could not connect to the dask scheduler at {address} ({error}); start one with "
+                         "'dask scheduler' and workers with 'dask worker ADDRESS'.") from None
+    with client:
+        futures = {client.submit(run_case, job, threads, pure=False, key=f"ursam-batch-{Path(job.output).name}-"
+                                 f"{os.getpid()}-{time.time_ns()}"): Path(job.output).name for job in jobs}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as error:  # the worker died (e.g. out of memory)
+                yield CaseOutcome(futures[future], "failed", message=f"dask task lost: {type(error).__name__}: {error}")
+
+
+# ---------------------------------------------------------------------------------------
+# The table.
+
+def summary_rows(outcome: CaseOutcome, folder: Path) -> list[dict]:
+    """summary.csv rows of one case: one per organ (and per organ not found), or one for a failure."""
+    if outcome.status == "failed":
+        return [{"case": outcome.name, "status": "failed", "seconds": outcome.seconds, "message": outcome.message}]
+    summary = json.loads((folder / "summary.json").read_text())
+    seconds = summary.get("timings_s", {}).get("all_s", outcome.seconds)
+    rows = []
+    for organ, entry in summary["organs"].items():
+        dice_key = next((k for k in entry if k.startswith("dice_vs_")), None)
+        dice = entry.get(dice_key, {})
+        rows.append({"case": outcome.name, "organ": organ, "label": entry["label"], "status": outcome.status,
+                     "volume_ml": entry["volume_ml"]["rectified"], "volume_ml_ensemble": entry["volume_ml"]["ensemble"],
+                     "mean_uncertainty": entry["mean_uncertainty_in_box"], "dsc_rectified": dice.get("rectified", ""),
+                     "dsc_ensemble": dice.get("ensemble", ""),
+                     "dsc_against": dice_key.removeprefix("dice_vs_") if dice_key else "", "seconds": seconds})
+    for organ, reason in summary.get("not_found", {}).items():
+        rows.append({"case": outcome.name, "organ": organ, "status": "not_found", "seconds": seconds,
+                     "message": reason})
+    return rows
+
+
+def write_summary_csv(outdir: Path, outcomes: list[CaseOutcome]) -> Path:
+    """Write ``outdir/summary.csv`` (columns :data:`CSV_COLUMNS`) atomically; returns its path."""
+    path = outdir / "summary.csv"
+    temporary = outdir / ".summary.csv.tmp"
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, CSV_COLUMNS, restval="")
+        writer.writeheader()
+        for outcome in outcomes:
+            writer.writerows(summary_rows(outcome, outdir / outcome.name))
+    os.replace(temporary, path)
+    return path

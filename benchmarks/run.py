@@ -1,0 +1,313 @@
+"""URSAM's speed and memory benchmark: one command, results in benchmarks/results/latest.{json,md}.
+
+    python benchmarks/run.py [--data ../shared/data] [--quick]
+
+Measures, on this machine (recorded: CPU model, cores, torch threads, load average, GPU):
+
+1. end to end: `ursam segment` on abdomen-ts/ct.nii.gz, its 12 FLARE22 organs prompted from its
+   labels (per-slice boxes), n = 1, 3, 7 — wall time and peak RSS, each run in a child process;
+2. the encoder's throughput (slices/s) on a subset of chest-ct's 512x512 slices;
+3. the decoder's throughput (boxes/s) at 512x512 and at abdomen-ts' 122x101 slices, with and
+   without upsampling the logits to the slice;
+4. the naive loop a paper script writes (embed the slice again for every organ and every
+   augmented box, decode that one box), timed on a sample of (slice, organ, box) items from the
+   n = 3 run and extrapolated to all of them, against our shared-embedding run;
+5. peak RSS of `ursam segment` on a synthetic 512x512x300 CT (chest-ct's slices repeated), three
+   box "organs" of 10 slices each, to check the 4 GB memory bound.
+
+--quick shrinks every part (n = 1 and 3 on 2 organs, fewer samples) to check that the script works.
+Each part is saved when it finishes (benchmarks/results/.latest.partial.json); --resume keeps them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FLARE12 = ("spleen,kidney_right,kidney_left,gallbladder,liver,stomach,pancreas,adrenal_gland_right,"
+           "adrenal_gland_left,aorta,inferior_vena_cava,duodenum")  # FLARE22's 13 less the esophagus (absent)
+TARGETS = {"n3_over_n1": 2.5, "naive_over_ours": 3.0, "abdomen_12_organs_s": 120.0, "peak_rss_300_slices_gb": 4.0}
+
+# A child process runs `ursam segment` and reports its own peak RSS: VmHWM, the high-water mark of
+# its address space (ru_maxrss would include the parent's RSS at fork time: Linux keeps it across exec).
+CHILD = """
+import json, sys, time
+start = time.perf_counter()
+from URSAMLib.cli import main
+code = main(json.loads(sys.argv[1]))
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("BENCH " + json.dumps({"code": code, "wall_s": time.perf_counter() - start, "peak_rss_mb": hwm / 1024}))
+"""
+
+
+def machine() -> dict:
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or platform.machine()) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "load_average_1_5_15_at_start": [round(v, 2) for v in os.getloadavg()]}
+
+
+def segment_child(argv: list[str]) -> dict:
+    """Run `ursam segment ARGV` in a fresh process; wall time, peak RSS and the summary."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(argv)], capture_output=True, text=True,
+                          env=env, cwd=ROOT)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if done.returncode or line is None or json.loads(line[6:])["code"]:
+        raise SystemExit(f"ursam segment {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+    result = json.loads(line[6:])
+    out = Path(argv[argv.index("-o") + 1])
+    result["summary"] = json.loads((out / "summary.json").read_text())
+    return result
+
+
+def end_to_end(data: Path, organs: str, num_aug: int, work: Path) -> dict:
+    out = work / f"abdomen_n{num_aug}"
+    run = segment_child(["segment", str(data / "abdomen-ts" / "ct.nii.gz"), "-o", str(out), "--quiet",
+                         "--prompt-labels", str(data / "abdomen-ts" / "labels.nii.gz"),
+                         "--classes", str(data / "abdomen-ts" / "classes.json"), "--organs", organs,
+                         "--num-aug", str(num_aug), "--device", "cpu"])
+    summary = run["summary"]
+    dice = [e["dice_vs_prompt_labels"]["rectified"] for e in summary["organs"].values()]
+    return {"num_aug": num_aug, "organs": len(summary["organs"]), "wall_s": round(run["wall_s"], 1),
+            "peak_rss_mb": round(run["peak_rss_mb"]), "mean_dsc_rectified": round(float(np.mean(dice)), 4),
+            **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in summary["timings_s"].items()}}
+
+
+def encoder_throughput(backbone, chest: np.ndarray, count: int) -> dict:
+    from URSAMLib.backbones import window_ct
+
+    zs = np.linspace(10, chest.shape[0] - 10, count).astype(int)
+    backbone.embed(window_ct(chest[zs[:1]], backbone.window))  # warm-up
+    start = time.perf_counter()
+    for z in zs:
+        backbone.embed(window_ct(chest[z:z + 1], backbone.window))
+    seconds = time.perf_counter() - start
+    return {"slices": len(zs), "of": chest.shape[0], "slice_size": list(chest.shape[1:]),
+            "seconds": round(seconds, 2), "slices_per_s": round(len(zs) / seconds, 3)}
+
+
+def decoder_throughput(backbone, slice_hu: np.ndarray, boxes: int, repeats: int) -> dict:
+    """Boxes/s of SamBackbone.decode (network + upsampling to the slice), 36-box batches like
+    12 organs x n = 3; and of the network alone, to see what upsampling whole slices costs."""
+    from URSAMLib.backbones import window_ct
+
+    embedding = backbone.embed(window_ct(slice_hu[None], backbone.window))
+    height, width = slice_hu.shape
+    rng = np.random.default_rng(0)
+    centre = rng.uniform(0.3, 0.7, (boxes, 2)) * [width, height]
+    half = rng.uniform(0.05, 0.15, (boxes, 2)) * [width, height]
+    box_array = np.concatenate([centre - half, centre + half], axis=1)
+    backbone.decode(embedding, box_array[:4], (height, width))  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        backbone.decode(embedding, box_array, (height, width))
+    seconds = time.perf_counter() - start
+    result = {"slice_size": [height, width], "boxes_per_call": boxes, "calls": repeats,
+              "seconds": round(seconds, 2), "boxes_per_s": round(boxes * repeats / seconds, 2)}
+    import torch
+
+    start = time.perf_counter()
+    for _ in range(repeats):  # the same network without upsampling the logits to the slice
+        with torch.inference_mode():
+            model = backbone.model
+            box_tensor = torch.as_tensor(backbone.preprocessing.boxes_to_model(box_array, (height, width)),
+                                         dtype=torch.float32)[:, None]
+            sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
+            model.mask_decoder(image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
+                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+    network = time.perf_counter() - start
+    result["network_only_boxes_per_s"] = round(boxes * repeats / network, 2)
+    result["upsampling_share"] = round(max(0.0, 1 - network / seconds), 3)
+    return result
+
+
+def naive_reference(backbone, data: Path, organs: str, num_aug: int, samples: int, ours: dict) -> dict:
+    """Time the naive loop (one embedding + one box decode per organ, slice and augmented box)
+    on ``samples`` items drawn from the real prompts; extrapolate to all of them."""
+    from URSAMLib import io
+    from URSAMLib.backbones import window_ct
+    from URSAMLib.prompts import augment_box, augmentation_rng, prompts_from_labels
+
+    ct = io.read_ct(data / "abdomen-ts" / "ct.nii.gz")
+    hu, _ = io.axial_array(ct)
+    labels, _ = io.axial_array(io.read_label_map(data / "abdomen-ts" / "labels.nii.gz", ct), np.uint16)
+    classes = {name: value for value, name in io.read_classes(data / "abdomen-ts" / "classes.json").items()}
+    prompts, _ = prompts_from_labels(labels, {classes[o]: o for o in organs.split(",")}, "slice")
+    items = [(p, z) for p in prompts for z in p.boxes]
+    total = len(items) * num_aug
+    rng = np.random.default_rng(1)
+    chosen = [items[i] for i in rng.choice(len(items), size=samples, replace=False)]
+    start = time.perf_counter()
+    for prompt, z in chosen:
+        box = augment_box(prompt.boxes[z], num_aug, 0.01, hu.shape[1:], augmentation_rng(0, prompt.label, z))[-1]
+        embedding = backbone.embed(window_ct(hu[z:z + 1], backbone.window))  # the naive part: again and again
+        backbone.decode(embedding, box[None], hu.shape[1:])
+    per_item = (time.perf_counter() - start) / samples
+    naive_sam_s = per_item * total
+    ours_sam_s = ours["embed_s"] + ours["decode_s"]
+    return {"measured_items": samples, "all_items": total, "seconds_per_item": round(per_item, 3),
+            "naive_sam_s_extrapolated": round(naive_sam_s, 1), "ours_sam_s": round(ours_sam_s, 1),
+            "naive_over_ours_sam": round(naive_sam_s / ours_sam_s, 2),
+            "naive_end_to_end_s_extrapolated": round(ours["wall_s"] - ours_sam_s + naive_sam_s, 1),
+            "naive_over_ours_end_to_end": round((ours["wall_s"] - ours_sam_s + naive_sam_s) / ours["wall_s"], 2),
+            "note": f"naive loop timed on {samples} random (organ, slice, box) items of the n = {num_aug} run "
+                    f"and extrapolated to all {total}; ours = embed_s + decode_s of that run"}
+
+
+
+def memory_300(chest_image, slices: int, work: Path, depth: int = 10) -> dict:
+    """Peak RSS of `ursam segment` on a synthetic 512x512xSLICES CT made of chest-ct's slices."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(chest_image)  # [k, j, i]
+    tiled = np.concatenate([array] * (slices // len(array) + 1))[:slices]
+    image = sitk.GetImageFromArray(tiled)
+    image.SetSpacing(chest_image.GetSpacing())
+    image.SetDirection(chest_image.GetDirection())
+    image.SetOrigin(chest_image.GetOrigin())
+    labels = np.zeros(tiled.shape, np.uint8)
+    middle = slices // 2
+    half = depth // 2  # three box "organs", depth slices each, overlapping in z
+    labels[middle - half:middle + half, 150:330, 100:260] = 1
+    labels[middle - half + 2:middle + half + 2, 200:300, 300:420] = 2
+    labels[middle - half - 2:middle + half - 2, 320:400, 220:300] = 3
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(image)
+    sitk.WriteImage(image, str(work / "synthetic_ct.nii.gz"))
+    sitk.WriteImage(label_image, str(work / "synthetic_labels.nii.gz"))
+    (work / "synthetic_classes.json").write_text(json.dumps({"1": "a", "2": "b", "3": "c"}))
+    run = segment_child(["segment", str(work / "synthetic_ct.nii.gz"), "-o", str(work / "synthetic_out"), "--quiet",
+                         "--prompt-labels", str(work / "synthetic_labels.nii.gz"),
+                         "--classes", str(work / "synthetic_classes.json"), "--device", "cpu"])
+    return {"shape_zyx": list(tiled.shape), "prompted_slices": run["summary"]["timings_s"]["slices"],
+            "wall_s": round(run["wall_s"], 1), "peak_rss_mb": round(run["peak_rss_mb"])}
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# URSAM benchmark ({report['date']} to {report.get('finished', '?')})", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, GPU: {m['gpu'] or 'none'}; "
+             f"torch {m['torch']}. Load average (1/5/15 min) {m['load_average_1_5_15_at_start']} at the start, "
+             f"{report['load_average_1_5_15_at_end']} at the end — the CPU is shared with other jobs, so times "
+             "are upper bounds.", "",
+             "## End to end: `ursam segment` abdomen-ts/ct.nii.gz, 12 FLARE22 organs, per-slice label prompts", "",
+             "| n | wall s | embed s | decode s | slices | boxes | peak RSS MB | mean DSC (rectified) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["end_to_end"]:
+        lines.append(f"| {r['num_aug']} | {r['wall_s']} | {r['embed_s']} | {r['decode_s']} | {r['slices']} | "
+                     f"{r['boxes']} | {r['peak_rss_mb']} | {r['mean_dsc_rectified']} |")
+    enc, naive = report["encoder"], report["naive"]
+    lines += ["", f"Encoder: {enc['slices_per_s']} slices/s ({enc['slices']} of chest-ct's {enc['of']} "
+              f"{enc['slice_size'][0]}x{enc['slice_size'][1]} slices, evenly spaced).", ""]
+    for d in report["decoder"]:
+        lines.append(f"Decoder at {d['slice_size'][0]}x{d['slice_size'][1]}: {d['boxes_per_s']} boxes/s "
+                     f"({d['boxes_per_call']} boxes per call, probability maps of whole slices); the network "
+                     f"alone {d['network_only_boxes_per_s']} boxes/s: upsampling is {d['upsampling_share']:.0%} "
+                     "of the decoder's time.")
+    lines += ["", f"Naive loop: {naive['seconds_per_item']} s per (organ, slice, box); {naive['note']}. "
+              f"SAM time naive {naive['naive_sam_s_extrapolated']} s vs ours {naive['ours_sam_s']} s "
+              f"(x{naive['naive_over_ours_sam']}); end to end x{naive['naive_over_ours_end_to_end']}.", ""]
+    mem = report["memory"]
+    lines += [f"Memory: synthetic {mem['shape_zyx'][2]}x{mem['shape_zyx'][1]}x{mem['shape_zyx'][0]} CT "
+              f"(chest-ct slices repeated), 3 box organs over {mem['prompted_slices']} slices: "
+              f"peak RSS {mem['peak_rss_mb']} MB, {mem['wall_s']} s.", "", "## Targets", "",
+              "| target | goal | measured | met |", "|---|---|---|---|"]
+    for row in report["target_check"]:
+        lines.append(f"| {row['target']} | {row['goal']} | {row['measured']} | {'yes' if row['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--quick", action="store_true", help="a fast check that the script works")
+    parser.add_argument("--resume", action="store_true", help="keep the parts an interrupted run finished")
+    args = parser.parse_args()
+    data = Path(args.data)
+    from URSAMLib import io
+    from URSAMLib.backbones import load_backbone
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "quick" if args.quick else "latest"
+    partial = out / f".{name}.partial.json"  # each part is saved as it finishes; --resume skips those done
+    report = json.loads(partial.read_text()) if args.resume and partial.exists() else {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "targets": TARGETS, "quick": args.quick}
+    organs = "gallbladder,adrenal_gland_right" if args.quick else FLARE12
+    loaded: dict = {}
+
+    def backbone():
+        if "backbone" not in loaded:
+            loaded["backbone"] = load_backbone("litemedsam", device="cpu")
+        return loaded["backbone"]
+
+    def chest():
+        if "chest" not in loaded:
+            loaded["chest_image"] = io.read_ct(data / "chest-ct" / "ct.nii.gz")
+            loaded["chest"] = io.axial_array(loaded["chest_image"])[0]
+        return loaded["chest"]
+
+    def part(key, compute):
+        if key not in report:
+            report[key] = compute()
+            partial.write_text(json.dumps(report, indent=1) + "\n")
+        print(key, json.dumps(report[key], indent=1), flush=True)
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        part("encoder", lambda: encoder_throughput(backbone(), chest(), 2 if args.quick else 12))
+        part("decoder", lambda: [
+            decoder_throughput(backbone(), chest()[70], 36, 1 if args.quick else 3),
+            decoder_throughput(backbone(), io.axial_array(io.read_ct(data / "abdomen-ts" / "ct.nii.gz"))[0][90], 36,
+                               1 if args.quick else 3)])
+        part("memory", lambda: (chest(), memory_300(loaded["chest_image"], 60 if args.quick else 300, work,
+                                                    4 if args.quick else 10))[1])
+        for n in (1, 3):
+            part(f"end_to_end_n{n}", lambda: end_to_end(data, organs, n, work))
+        n3 = report["end_to_end_n3"]
+        part("naive", lambda: naive_reference(backbone(), data, organs, 3, 2 if args.quick else 12, n3))
+        if not args.quick:
+            part("end_to_end_n7", lambda: end_to_end(data, organs, 7, work))
+        report["end_to_end"] = [report[f"end_to_end_n{n}"] for n in (1, 3, 7) if f"end_to_end_n{n}" in report]
+    report["load_average_1_5_15_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    report.setdefault("finished", time.strftime("%Y-%m-%d %H:%M"))
+    n1 = report["end_to_end_n1"]
+    report["target_check"] = [
+        {"target": "n = 3 wall time / n = 1 (CPU)", "goal": f"<= {TARGETS['n3_over_n1']}",
+         "measured": round(n3["wall_s"] / n1["wall_s"], 2), "met": n3["wall_s"] / n1["wall_s"] <= TARGETS["n3_over_n1"]},
+        {"target": "naive / ours, SAM time, 12 organs n = 3", "goal": f">= {TARGETS['naive_over_ours']}",
+         "measured": report["naive"]["naive_over_ours_sam"],
+         "met": report["naive"]["naive_over_ours_sam"] >= TARGETS["naive_over_ours"]},
+        {"target": "abdomen 12 organs end to end, n = 3, s", "goal": f"<= {TARGETS['abdomen_12_organs_s']}",
+         "measured": n3["wall_s"], "met": n3["wall_s"] <= TARGETS["abdomen_12_organs_s"]},
+        {"target": "peak RSS, 512x512x300 CT, GB", "goal": f"<= {TARGETS['peak_rss_300_slices_gb']}",
+         "measured": round(report["memory"]["peak_rss_mb"] / 1024, 2),
+         "met": report["memory"]["peak_rss_mb"] / 1024 <= TARGETS["peak_rss_300_slices_gb"]},
+    ]
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
