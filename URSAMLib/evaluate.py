@@ -32,6 +32,7 @@ import numpy as np
 
 from . import io
 from .errors import URSAMError
+from .localize import box_iou, prompts_from_template
 from .metrics import auroc, hausdorff95
 from .pipeline import OrganResult, SegmentationResult, Settings, segment_variants
 from .prompts import DEFAULT_BOX_MARGIN, Box3D, BoxMargin, OrganPrompt, prompts_from_labels
@@ -260,27 +261,21 @@ def manual_jitter(config: EvalConfig, slice_shape: tuple[int, int]) -> int:
     return int(round(config.jitter * max(slice_shape) / JITTER_REFERENCE_PX))
 
 
-def build_prompts(loaded: LoadedCase, config: EvalConfig, localizations: dict | None) -> dict[str, list[OrganPrompt]]:
-    """Prompt source → prompts (organs the localizer did not find have none)."""
+def build_prompts(loaded: LoadedCase, config: EvalConfig,
+                  auto: list[OrganPrompt] | None) -> dict[str, list[OrganPrompt]]:
+    """Prompt source → prompts; ``auto``: the template's prompts (None without a template), given
+    the reference's label values here."""
     labels, organs = loaded.labels, loaded.organs
-    margin = config.margin.voxels(loaded.spacing)
     sources = {
         "box3d": prompts_from_labels(labels, organs, "box3d", margin=config.margin, spacing=loaded.spacing)[0],
         "slice": prompts_from_labels(labels, organs, "slice")[0],
         "manual": prompts_from_labels(labels, organs, "slice", jitter=manual_jitter(config, labels.shape[1:]),
                                       seed=config.seed)[0],
     }
-    if localizations is not None:
-        sources["auto"] = [OrganPrompt(loc.organ, label, loc.box.extended(margin, labels.shape).slice_boxes())
-                           for label, name in organs.items()
-                           if (loc := localizations.get(name)) is not None and loc.box is not None]
+    if auto is not None:
+        label_of = {name: label for label, name in organs.items()}
+        sources["auto"] = [replace(prompt, label=label_of[prompt.name]) for prompt in auto]
     return sources
-
-
-def _box_iou(a: Box3D, b: Box3D) -> float:
-    from .localize import box_iou
-
-    return box_iou(a, b)
 
 
 def localization_summary(loaded: LoadedCase, config: EvalConfig, localizations: dict) -> dict:
@@ -294,7 +289,7 @@ def localization_summary(loaded: LoadedCase, config: EvalConfig, localizations: 
         if entry["found"]:
             reference = Box3D.from_mask(loaded.labels == label).extended(margin, loaded.labels.shape)
             auto = loc.box.extended(margin, loaded.labels.shape)
-            entry.update(agreement=round(float(loc.agreement), 4), box_iou=round(_box_iou(auto, reference), 4),
+            entry.update(agreement=round(float(loc.agreement), 4), box_iou=round(box_iou(auto, reference), 4),
                          box_zyx=auto.as_list(), reference_box_zyx=reference.as_list())
         elif loc is None:
             entry["reason"] = "not in the template"
@@ -415,19 +410,17 @@ def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=Non
     def part(start: float, end: float) -> Progress | None:
         return None if progress is None else (lambda f, m: progress(start + (end - start) * f, m))
 
-    localizations, localization = None, {}
+    auto, localization = None, {}
     split = 0.0
     if template is not None:
-        from .localize import LOCALIZERS
-
         split = 0.15  # registering 5 supports costs about a sixth of a patient on a CPU
         organs = [n for n in loaded.organs.values() if n in template.organs]
-        options = {"weights": config.localizer_weights} if config.localizer_weights else {}
-        localizations = (LOCALIZERS[config.localizer](loaded.image, template, organs, progress=part(0, split),
-                                                      **options) if organs else {})
-        localization = localization_summary(loaded, config, localizations)
+        found = (prompts_from_template(loaded.image, template, organs, config.localizer, config.localizer_weights,
+                                       config.margin, part(0, split)) if organs else None)
+        auto = found.prompts if found else []
+        localization = localization_summary(loaded, config, found.localizations if found else {})
     localized = time.perf_counter()
-    sources = build_prompts(loaded, config, localizations)
+    sources = build_prompts(loaded, config, auto)
     variants = [v for v in plan_variants(config, template is not None, sweep) if sources[v.prompt]]
     if box_batch:
         variants = [replace(v, settings=replace(v.settings, box_batch=box_batch)) for v in variants]
