@@ -149,3 +149,14 @@ def test_bad_input_dir_is_one_line_and_status_2(tmp_path, capsys):
         assert code == 2 and err.startswith("ursam: error: ") and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "batch", tmp_path, "-o", tmp_path / "out", "--dask-scheduler", "tcp://x:1")
     assert code == 2 and "exactly one prompt source" in err
+
+
+def test_a_checkpoint_pin_is_checked_for_every_case(cohort, abdomen, tmp_path, capsys):
+    mine = tmp_path / "mine.pth"
+    mine.write_bytes(b"someone's weights")
+    code, _, err = run(capsys, "batch", cohort, "-o", tmp_path / "out", "--ct-pattern", "*_ct.nii.gz",
+                       "--classes", abdomen / "classes.json", "--checkpoint", mine,
+                       "--checkpoint-sha256", "0" * 64, *OPTIONS)
+    # checked with the model options, before any case runs: a mistake in the command (exit 2)
+    assert code == 2 and err.startswith("ursam: error: ") and "fails its SHA-256 check" in err
+    assert not (tmp_path / "out").exists()

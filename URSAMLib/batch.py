@@ -213,10 +213,10 @@ def completed_summary(folder: Path) -> dict | None:
 
 
 @lru_cache(maxsize=2)
-def _loaded_backbone(name: str, checkpoint: str | None, device: str):
+def _loaded_backbone(name: str, checkpoint: str | None, device: str, checkpoint_sha256: str | None):
     from .backbones import load_backbone
 
-    return load_backbone(name, checkpoint, device)
+    return load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256)
 
 
 def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
@@ -235,7 +235,8 @@ def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
             torch.set_num_threads(threads)
         from .job import run_segment_job
 
-        backbone = replace(_loaded_backbone(job.backbone, job.checkpoint, job.device))  # own window/precision
+        backbone = replace(_loaded_backbone(job.backbone, job.checkpoint, job.device,  # own window/precision
+                                            job.checkpoint_sha256))
         summary = run_segment_job(job, backbone=backbone)
         return CaseOutcome(name, "done", round(time.perf_counter() - started, 2),
                            f"{len(summary['organs'])} organs")
@@ -270,7 +271,7 @@ def _check_inputs(template: SegmentJob, label_prompts: bool) -> None:
         from .job import _template_organs
 
         _template_organs(template)
-    _loaded_backbone(template.backbone, template.checkpoint, template.device)
+    _loaded_backbone(template.backbone, template.checkpoint, template.device, template.checkpoint_sha256)
 
 
 def _check_previous(summary: dict, job: SegmentJob, folder: Path) -> None:

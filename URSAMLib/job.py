@@ -218,11 +218,10 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
         prompting.reference_key = "dice_vs_reference"
     if backbone is None:
         backbone = load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256)
-        if getattr(backbone, "weights_verified", True) is False:
-            digest = backbone.weights_sha256
-            note(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
-                 "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
-                 f"this file checked on every run, pin it: --checkpoint-sha256 {digest}")
+    if getattr(backbone, "weights_verified", True) is False:  # also for a model loaded by the caller
+        note(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
+             "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
+             f"this file checked on every run, pin it: --checkpoint-sha256 {backbone.weights_sha256}")
     if job.window:
         backbone.window = job.window
     backbone.precision = job.precision
