@@ -104,7 +104,19 @@ def test_a_bad_case_fails_alone(sequential, capsys):
         assert float(row["dsc_rectified"]) > 0.5 and row["dsc_against"] == "prompt_labels"
 
 
-def test_dask_cluster_gives_byte_identical_outputs(sequential, cohort, abdomen, tmp_path, monkeypatch):
+@pytest.fixture
+def environment_restored():
+    """A LocalCluster sets OMP_NUM_THREADS=1 (and MKL_, OPENBLAS_, MALLOC_TRIM_) in this process's
+    environment for its workers; later tests' subprocesses would inherit one thread, and PyTorch's
+    float sums differ with the thread count."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_dask_cluster_gives_byte_identical_outputs(sequential, cohort, abdomen, tmp_path, monkeypatch,
+                                                   environment_restored):
     distributed = pytest.importorskip("distributed")
     _, first = sequential
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
