@@ -172,3 +172,24 @@ def test_a_checkpoint_pin_is_checked_for_every_case(cohort, abdomen, tmp_path, c
     # checked with the model options, before any case runs: a mistake in the command (exit 2)
     assert code == 2 and err.startswith("ursam: error: ") and "fails its SHA-256 check" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_keeps_the_finished_cases_and_says_so(cohort, abdomen, tmp_path, capsys, monkeypatch):
+    import URSAMLib.batch as batch
+
+    real, calls = batch.run_case, []
+
+    def interrupted_after_the_first_case(job, threads=0):
+        calls.append(job.ct)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(job, threads)
+
+    monkeypatch.setattr(batch, "run_case", interrupted_after_the_first_case)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "batch", cohort, "-o", out, "--ct-pattern", "*_ct.nii.gz",
+                       "--classes", abdomen / "classes.json", *OPTIONS)
+    assert code == 130 and len(calls) == 2
+    assert err.strip().splitlines()[-1] == ("ursam: cancelled; finished cases are kept in OUTDIR; "
+                                            "run the same command again to resume.")
+    assert (out / "pt_1" / "summary.json").is_file() and not (out / "pt_2").exists()

@@ -103,7 +103,8 @@ def add_parser(commands, segment_parser: argparse.ArgumentParser) -> argparse.Ar
     for action in segment_parser._actions:  # noqa: SLF001 - argparse offers no public copy
         if action.dest not in _PER_CASE:
             batch._add_action(action)  # noqa: SLF001
-    batch.set_defaults(handler=run_from_args)
+    batch.set_defaults(handler=run_from_args, cancelled_note="finished cases are kept in OUTDIR; "
+                       "run the same command again to resume.")
     return batch
 
 

@@ -22,6 +22,7 @@ from .errors import Cancelled, URSAMError
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
+CANCELLED_NOTE = "no output was written."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ursam: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (Cancelled, KeyboardInterrupt):
-        print("ursam: cancelled; no output was written.", file=sys.stderr)
+        # Resumable commands keep their finished work, so say so instead of "nothing written".
+        print(f"ursam: cancelled; {getattr(args, 'cancelled_note', CANCELLED_NOTE)}", file=sys.stderr)
         return EXIT_CANCELLED
 
 
@@ -176,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     learn.add_argument("--overwrite", action="store_true", help="replace an existing weights file")
     learn.add_argument("--quiet", action="store_true", help="no progress bar")
-    learn.set_defaults(handler=_run_train_localizer)
+    learn.set_defaults(handler=_run_train_localizer,
+                       cancelled_note="checkpoints written so far are kept (WEIGHTS.ckpt.pth); continue with --resume.")
 
     _add_evaluate(commands)
 
@@ -245,7 +248,8 @@ def _add_evaluate(commands) -> None:
                     help="rewrite the report from the patients already finished; compute nothing")
     ev.add_argument("--overwrite", action="store_true", help="recompute every patient")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    ev.set_defaults(handler=_run_evaluate)
+    ev.set_defaults(handler=_run_evaluate, cancelled_note="finished patients are kept in REPORT_DIR/cases; "
+                    "run the same command again to resume.")
 
 
 def _run_evaluate(args) -> int:
