@@ -158,6 +158,27 @@ def test_a_run_writes_every_row_and_method_and_a_rerun_does_no_sam_work(dataset,
     assert {r["patient"] for r in read_csv(out / "results.csv")} == {"pt_1"}
 
 
+def test_the_per_patient_table_is_each_patients_mean_worst_first(dataset, tmp_path, stand_in):
+    out = tmp_path / "report"
+    assert main(["evaluate", str(dataset), "-o", str(out), "--quiet", "--no-refine"]) == 0
+    rows = read_csv(out / "results.csv")
+    report = (out / "report.md").read_text()
+    table = report.split("## Per patient")[1].split("\n## ")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| pt_")]
+    assert len(lines) == 3
+    shown = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        shown[cells[0]] = [float(c) for c in cells[2:]]  # box3d, slice (UR-SAM) and manual
+    for patient, (box3d, slice_, manual) in shown.items():
+        for variant, method, value in (("box3d", "ursam", box3d), ("slice", "ursam", slice_),
+                                       ("manual", "one-box", manual)):
+            mean = np.mean([float(r["dsc"]) for r in rows
+                            if r["patient"] == patient and r["variant"] == variant and r["method"] == method])
+            assert value == pytest.approx(mean, abs=5e-4)
+    assert [v[0] for v in shown.values()] == sorted(v[0] for v in shown.values())
+
+
 def test_report_only_and_a_partial_report(dataset, tmp_path, stand_in):
     out = tmp_path / "report"
     one = [str(dataset / "pt_2_ct.nii.gz")]

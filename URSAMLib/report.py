@@ -328,6 +328,7 @@ def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
     lines += table(methods, organs, "hd95_mm", higher=False, digits=1, reference_titles=(manual,)) + [""]
     lines += _prompt_section(rows, organs, variants, main, refine)
     lines += _localization_section(records, organs, rows, main)
+    lines += _patient_section(records, rows, variants, main)
     sweep_patients = {r["patient"] for r in rows if "@" in r["variant"]}
     if sweep_patients:
         lines += [f"## Table I: number of augmented prompts x perturbation ratio ({len(sweep_patients)} patient"
@@ -401,6 +402,36 @@ def _localization_section(records, organs, rows, main) -> list[str]:
         lines.append(f"| {_short(organ)} | {len(found)}/{len(entries)} | {_cell([e['box_iou'] for e in found], 2)} | "
                      f"{_cell([e['agreement'] for e in found], 2)} | {_cell(covered['auto'], 2)} | "
                      f"{_cell(covered['box3d'], 2)} |")
+    return lines + [""]
+
+
+def _patient_section(records, rows, variants, main) -> list[str]:
+    """One line per patient: where automatic prompting fails, and whether localization is why."""
+    if len(records) < 2:
+        return []
+    sources = [v for v in (main, "box3d", "slice") if v in variants]
+    sources = list(dict.fromkeys(sources))
+    lines = ["## Per patient", "",
+             "Mean over the patient's organs. UR-SAM DSC per prompt source"
+             + (", and the localized boxes' IoU with the reference's (extended) boxes" if main == "auto" else "")
+             + "; sorted by the first DSC column, worst first.", "",
+             "| patient | organs | " + ("box IoU | " if main == "auto" else "")
+             + " | ".join(f"DSC {v}" for v in sources) + " | DSC manual (one box) |",
+             "|---|---|" + ("---|" if main == "auto" else "") + "---|" * (len(sources) + 1)]
+    entries = []
+    for record in records:
+        patient = record["patient"]
+
+        def mean_dsc(variant, method):
+            values = [r["dsc"] for r in pick(rows, patient=patient, variant=variant, method=method)]
+            return float(np.mean(values)) if values else math.nan
+
+        found = [e["box_iou"] for e in record.get("localization", {}).values() if e.get("found")]
+        entries.append((patient, len(record["organs"]), float(np.mean(found)) if found else 0.0,
+                        [mean_dsc(v, "ursam") for v in sources], mean_dsc("manual", "one-box")))
+    for patient, count, iou, dsc, manual in sorted(entries, key=lambda e: e[3][0]):
+        lines.append(f"| {patient} | {count} | " + (f"{iou:.2f} | " if main == "auto" else "")
+                     + " | ".join(_fmt(d) for d in dsc) + f" | {_fmt(manual)} |")
     return lines + [""]
 
 
