@@ -266,3 +266,23 @@ def test_identical_boxes_of_several_variants_are_decoded_once():
     for key, (organ_prompts, settings) in variants.items():
         alone = segment(volume(), organ_prompts, BrightInBox(), settings)
         assert np.array_equal(results[key].organs[1].ensemble, alone.organs[1].ensemble)
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", 4), ("cuda", 64)])
+def test_boxes_are_decoded_in_small_calls_on_cpu_and_large_ones_on_a_gpu(device, expected):
+    class Recording(BrightInBox):
+        def __init__(self):
+            super().__init__()
+            self.device, self.calls = device, []
+
+        def decode(self, embedding, boxes, slice_shape):
+            self.calls.append(len(boxes))
+            return super().decode(embedding, boxes, slice_shape)
+
+    backbone = Recording()
+    result = segment(volume(), prompts(), backbone, Settings(num_aug=40, ratio=0.05))
+    assert max(backbone.calls) == min(expected, 80)  # slices 2 and 3 hold 2 organs x 40 boxes
+    assert sum(backbone.calls) == result.timings["decoded_boxes"]
+    one_by_one = segment(volume(), prompts(), BrightInBox(), Settings(num_aug=40, ratio=0.05, box_batch=1))
+    for organ, alone in zip(result.organs, one_by_one.organs, strict=True):
+        assert np.array_equal(organ.ensemble, alone.ensemble)

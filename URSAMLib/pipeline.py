@@ -44,8 +44,9 @@ class Settings:
     """Pixels added around the first prediction's box when refining."""
     slice_batch: int = 0
     """Slices embedded per encoder call; 0 = 1 on CPU, 8 on a GPU."""
-    box_batch: int = 64
-    """Boxes decoded per decoder call."""
+    box_batch: int = 0
+    """Boxes decoded per decoder call; 0 = 4 on CPU, 64 on a GPU. Speed only (maps agree to ~1e-6):
+    on a 2-core CPU small calls decode the 12-organ abdomen 1.6x faster than 64-box calls."""
 
     def validate(self) -> "Settings":
         if not 1 <= self.num_aug <= 64:
@@ -185,6 +186,12 @@ def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:
     return region
 
 
+def boxes_per_call(settings: Settings, backbone: SamBackbone) -> int:
+    """Boxes per decoder call: the setting, or by default 4 on CPU (small calls stay in cache) and
+    64 on a GPU."""
+    return settings.box_batch or (4 if backbone.device == "cpu" else 64)
+
+
 def _decode_groups(backbone: SamBackbone, embedding, groups: list[np.ndarray], slice_shape: tuple[int, int],
                    box_batch: int) -> tuple[list[np.ndarray], int]:
     """Decode groups of boxes (``k x 4`` each) on one slice together; one ``k x H x W`` map per group,
@@ -230,7 +237,7 @@ def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np
             plan.boxes[z] = box
     decoded = 0
     if refined:
-        groups, decoded = _decode_groups(backbone, embedding, refined, slice_shape, settings.box_batch)
+        groups, decoded = _decode_groups(backbone, embedding, refined, slice_shape, boxes_per_call(settings, backbone))
         for j, group in zip(where, groups):
             maps[j] = group
     return sum(len(g) for g in refined), decoded
@@ -270,7 +277,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     needed = sorted({z for group in plans.values() for plan in group for z in plan.augmented})
     first_settings = next(iter(variants.values()))[1]
     batch = first_settings.slice_batch or (1 if backbone.device == "cpu" else 8)
-    box_batch = first_settings.box_batch
+    batch_of_boxes = boxes_per_call(first_settings, backbone)
     timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "boxes": 0, "decoded_boxes": 0}
 
     for first in range(0, len(needed), batch):
@@ -285,7 +292,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
             embedding = embeddings[row:row + 1]
             owners = [(key, k) for key, group in plans.items() for k, plan in enumerate(group) if z in plan.augmented]
             groups = [plans[key][k].augmented[z] for key, k in owners]
-            maps, decoded = _decode_groups(backbone, embedding, groups, ct.shape[1:], box_batch)
+            maps, decoded = _decode_groups(backbone, embedding, groups, ct.shape[1:], batch_of_boxes)
             timings["boxes"] += sum(len(g) for g in groups)
             timings["decoded_boxes"] += decoded
             for key, (_, settings) in variants.items():
