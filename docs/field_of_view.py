@@ -3,14 +3,13 @@ automatic prompting; prints a Markdown table for docs/localizers.md.
 
 Some OpenKBP CTs keep real intensities only in a region around the contoured organs and are
 air (-1024 HU) elsewhere. This script measures, per validation patient, the fraction of voxels
-above -500 HU (the visible body) and reads the evaluation report's per-patient results.
+above -500 HU (the visible body) and reads the evaluation report's per-patient records (cases/).
 
     python docs/field_of_view.py [--data ../shared/data] [--report docs/results/hn-openkbp]
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -28,11 +27,6 @@ def main() -> None:
     parser.add_argument("--report", default="docs/results/hn-openkbp")
     args = parser.parse_args()
     report = Path(args.report)
-    dsc = defaultdict(list)
-    with open(report / "results.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["method"] == "ursam" and row["variant"] in ("auto", "box3d", "slice"):
-                dsc[row["patient"], row["variant"]].append(float(row["dsc"]))
     lines = ["| patient | visible body % | blanked | box IoU (auto) | UR-SAM DSC auto | UR-SAM DSC box3d | "
              "UR-SAM DSC slice |", "|---|---|---|---|---|---|---|"]
     groups = defaultdict(lambda: defaultdict(list))
@@ -43,7 +37,8 @@ def main() -> None:
         visible = float((ct > -500).mean())
         blanked = visible < BLANKED_BELOW
         iou = float(np.mean([e["box_iou"] for e in record["localization"].values() if e.get("found")] or [0.0]))
-        means = {v: float(np.mean(dsc[record["patient"], v])) for v in ("auto", "box3d", "slice")}
+        means = {v: float(np.mean([r["dsc"] for r in record["rows"] if r["variant"] == v and r["method"] == "ursam"]))
+                 for v in ("auto", "box3d", "slice")}
         for key, value in (("iou", iou), *means.items()):
             groups[blanked][key].append(value)
         lines.append(f"| {record['patient']} | {100 * visible:.1f} | {'yes' if blanked else 'no'} | {iou:.2f} | "
