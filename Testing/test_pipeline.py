@@ -2,7 +2,7 @@
 
 The SAM-specific parts are tested with the real LiteMedSAM in test_cli.py; here a small
 geometric stand-in (it marks the bright pixels inside each box) makes every expected voxel
-computable by hand.
+computable by hand (URSAMSlicerLib.testing.BrightInBox, shared with the Slicer self-test).
 """
 import numpy as np
 import pytest
@@ -12,27 +12,7 @@ from hypothesis import strategies as st
 from URSAMLib.errors import Cancelled, URSAMError
 from URSAMLib.pipeline import Settings, segment
 from URSAMLib.prompts import OrganPrompt, augment_box, augmentation_rng
-
-
-class BrightInBox:
-    """Probability 0.9 for bright (windowed > 0.5) pixels inside the box, 0.1 elsewhere."""
-
-    name, device, window = "bright-in-box", "cpu", (-160.0, 240.0)
-
-    def __init__(self):
-        self.embedded = []
-
-    def embed(self, slices):
-        self.embedded.append(len(slices))
-        return np.asarray(slices)
-
-    def decode(self, embedding, boxes, slice_shape):
-        rows, cols = np.mgrid[:slice_shape[0], :slice_shape[1]]
-        maps = []
-        for x0, y0, x1, y1 in boxes:
-            inside = (cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1)
-            maps.append(np.where(inside & (embedding[0] > 0.5), 0.9, 0.1))
-        return np.array(maps, np.float32)
+from URSAMSlicerLib.testing import BrightInBox
 
 
 def volume():

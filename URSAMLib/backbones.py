@@ -147,6 +147,14 @@ class SamBackbone:
             logits = self._to_slice(low_res.float(), slice_shape)
             return torch.sigmoid(logits)[:, 0].float().cpu().numpy()
 
+    def synchronize(self) -> None:
+        """Wait for the device's queued work: GPU calls return before they finish, so a timer
+        around :meth:`embed` alone would charge its time to whatever waits next."""
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
     def _autocast(self):
         import contextlib
 

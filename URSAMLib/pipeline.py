@@ -286,6 +286,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
         zs = needed[first:first + batch]
         tick = time.perf_counter()
         embeddings = backbone.embed(intensity[zs])
+        backbone.synchronize()
         timings["embed_s"] += time.perf_counter() - tick
         tick = time.perf_counter()
         for row, z in enumerate(zs):

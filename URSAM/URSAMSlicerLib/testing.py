@@ -22,6 +22,9 @@ class BrightInBox:
         self.embedded.append(len(slices))
         return np.asarray(slices)
 
+    def synchronize(self) -> None:
+        """Nothing runs asynchronously here."""
+
     def decode(self, embedding: np.ndarray, boxes: np.ndarray, slice_shape: tuple[int, int]) -> np.ndarray:
         """boxes ``N x 4`` XYXY → ``N x H x W`` probabilities."""
         rows, cols = np.mgrid[:slice_shape[0], :slice_shape[1]]
