@@ -167,6 +167,15 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(head_neck, s
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
+def test_worker_processes_draw_the_same_batches(head_neck, straight_run, tmp_path):
+    # Patches drawn ahead by 2 processes: the same steps, losses and weights as drawn in-process.
+    straight_weights, straight_history = straight_run
+    history = train(ct_paths(head_neck), tmp_path / "w.pth", TINY_SETTINGS, TINY, workers=2)
+    np.testing.assert_allclose(np.array(history), np.array(straight_history), rtol=1e-6)
+    mine, straight = read_payload(tmp_path / "w.pth")["model"], read_payload(straight_weights)["model"]
+    assert all(torch.equal(mine[k], straight[k]) for k in straight)
+
+
 def test_resuming_with_other_settings_or_images_is_refused(head_neck, straight_run, tmp_path):
     checkpoint = checkpoint_path(straight_run[0])
     with pytest.raises(URSAMError, match="other settings"):
@@ -272,7 +281,7 @@ def test_train_localizer_command(head_neck, tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     assert weights.is_file() and checkpoint_path(weights).is_file() and "--localizer medlam" in capsys.readouterr().out
     assert main(args) == 2 and "exists" in capsys.readouterr().err  # no silent overwrite
-    resume = args + ["--steps", "3", "--resume", str(checkpoint_path(weights))]
+    resume = args + ["--steps", "3", "--resume", str(checkpoint_path(weights)), "--workers", "1"]
     assert main(resume) == 0 and read_payload(checkpoint_path(weights))["step"] == 3
     code = main(resume + ["--seed", "9"])
     err = capsys.readouterr().err

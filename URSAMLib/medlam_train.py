@@ -13,15 +13,17 @@ also lie in the other, to find them among all cells of the other patch's feature
 each stride (cross-entropy on cosine similarity, :func:`URSAMLib.medlam_net.mss_loss`).
 
 Randomness is drawn per step from ``(seed, step)``, so a run resumed from a checkpoint
-continues exactly as an uninterrupted one would. Checkpoints hold model, optimizer, step,
+continues exactly as an uninterrupted one would, and worker processes can draw the next steps'
+patches while the network trains on this one: with or without workers, the same batches. Checkpoints hold model, optimizer, step,
 settings and network configuration as tensors and plain types (``weights_only`` loadable).
 """
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -229,6 +231,47 @@ def training_loss(model, batch: PairBatch, settings: TrainSettings, device: str 
     return rdr + settings.mss_weight * mss, rdr.item(), mss.item()
 
 
+_WORKER_SAMPLER: PatchPairSampler | None = None
+
+
+def _start_worker(sampler: PatchPairSampler) -> None:
+    global _WORKER_SAMPLER
+    _WORKER_SAMPLER = sampler
+
+
+def _worker_batch(step: int) -> PairBatch:
+    return _WORKER_SAMPLER.batch(step)
+
+
+def batches(sampler: PatchPairSampler, first: int, last: int, workers: int = 0) -> Iterator[PairBatch]:
+    """The batches of steps ``first`` .. ``last - 1`` in order; with ``workers`` > 0 they are drawn by
+    that many processes, at most two per worker ahead of the training loop (a batch is 2 x batch
+    patches of 64^3 float32: 16 MB for 8 pairs). On a GPU, drawing patches (numpy, one core) and not
+    the network limits a single process: measured 4.7 steps/s of 8 pairs on an H200."""
+    if workers <= 0:
+        for step in range(first, last):
+            yield sampler.batch(step)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork shares the volumes with the workers instead of pickling them (spawn where there is no fork)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_start_worker,
+                             initargs=(sampler,)) as pool:
+        pending, next_step = deque(), first
+        try:
+            while pending or next_step < last:
+                while next_step < last and len(pending) < 2 * workers:
+                    pending.append(pool.submit(_worker_batch, next_step))
+                    next_step += 1
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def checkpoint_path(weights: str | os.PathLike) -> Path:
     """Where training keeps its checkpoint: beside the weights, ``NAME.ckpt.pth``."""
     weights = Path(weights)
@@ -237,12 +280,13 @@ def checkpoint_path(weights: str | os.PathLike) -> Path:
 
 def train(images: list[Path], output: str | os.PathLike, settings: TrainSettings | None = None,
           config: "MedLAMConfig | None" = None, resume: str | os.PathLike | None = None, device: str = "cpu",
-          progress: Progress | None = None) -> list[tuple[int, float, float, float]]:
+          progress: Progress | None = None, workers: int = 0) -> list[tuple[int, float, float, float]]:
     """Train on ``images`` (unlabelled CT files) and write the weights to ``output``.
 
     Every ``settings.checkpoint_every`` steps (and at the end) the full state goes to
     :func:`checkpoint_path`; ``resume`` continues from such a checkpoint with its settings
     and configuration (only ``steps`` and ``checkpoint_every`` may change) and the same images.
+    ``workers``: processes that draw the patches ahead (0: this process); the result is the same.
     Returns the loss history ``(step, loss, rdr, mss)`` of the steps run by this call.
     """
     import torch
@@ -293,20 +337,21 @@ def train(images: list[Path], output: str | os.PathLike, settings: TrainSettings
         optimizer.load_state_dict(state["optimizer"])
         first = int(state["step"])
     history = []
-    for step in range(first, settings.steps):
-        loss, rdr, mss = training_loss(model, sampler.batch(step), settings, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.append((step + 1, loss.item(), rdr, mss))
-        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-            atomic_torch_save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": config.as_dict(),
-                               "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "step": step + 1, "settings": asdict(settings), "images": names},
-                              checkpoint_path(output))
-        if progress:
-            recent = np.mean([h[1:] for h in history[-20:]], axis=0)
-            progress((step + 1) / settings.steps, f"step {step + 1}/{settings.steps} loss {recent[0]:.3f} "
-                     f"(RDR {recent[1]:.3f}, MSS {recent[2]:.3f})")
+    with closing(batches(sampler, first, settings.steps, workers)) as drawn:  # stops the workers on any exit
+        for step, batch in enumerate(drawn, start=first):
+            loss, rdr, mss = training_loss(model, batch, settings, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history.append((step + 1, loss.item(), rdr, mss))
+            if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
+                atomic_torch_save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": config.as_dict(),
+                                   "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "step": step + 1, "settings": asdict(settings), "images": names},
+                                  checkpoint_path(output))
+            if progress:
+                recent = np.mean([h[1:] for h in history[-20:]], axis=0)
+                progress((step + 1) / settings.steps, f"step {step + 1}/{settings.steps} loss {recent[0]:.3f} "
+                         f"(RDR {recent[1]:.3f}, MSS {recent[2]:.3f})")
     save_weights(output, model, {"steps": settings.steps, "images": len(images), "settings": asdict(settings)})
     return history
