@@ -176,6 +176,32 @@ def test_worker_processes_draw_the_same_batches(head_neck, straight_run, tmp_pat
     assert all(torch.equal(mine[k], straight[k]) for k in straight)
 
 
+def test_ctrl_c_with_workers_stops_cleanly_and_keeps_the_checkpoint(head_neck, tmp_path):
+    # A terminal's Ctrl-C reaches the whole process group, workers included: one line, no traceback.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    weights = tmp_path / "w.pth"
+    command = [sys.executable, "-c", "import sys; from URSAMLib.cli import main; sys.exit(main(sys.argv[1:]))",
+               "train-localizer", "--images", *map(str, ct_paths(head_neck)), "-o", str(weights), "--steps",
+               "100000", "--batch", "1", "--width", "2", "--checkpoint-every", "1", "--workers", "2", "--quiet",
+               "--device", "cpu"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 120
+    while not checkpoint_path(weights).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("ursam: cancelled"), err
+    assert read_payload(checkpoint_path(weights))["step"] >= 1 and not weights.exists()
+
+
 def test_resuming_with_other_settings_or_images_is_refused(head_neck, straight_run, tmp_path):
     checkpoint = checkpoint_path(straight_run[0])
     with pytest.raises(URSAMError, match="other settings"):

@@ -235,8 +235,11 @@ _WORKER_SAMPLER: PatchPairSampler | None = None
 
 
 def _start_worker(sampler: PatchPairSampler) -> None:
+    import signal
+
     global _WORKER_SAMPLER
     _WORKER_SAMPLER = sampler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle, once
 
 
 def _worker_batch(step: int) -> PairBatch:
