@@ -5,7 +5,11 @@ Some OpenKBP CTs keep real intensities only in a region around the contoured org
 air (-1024 HU) elsewhere. This script measures, per validation patient, the fraction of voxels
 above -500 HU (the visible body) and reads the evaluation report's per-patient records (cases/).
 
-    python docs/field_of_view.py [--data ../shared/data] [--report docs/results/hn-openkbp]
+    python docs/field_of_view.py [--data ../shared/data] [--report docs/results/hn-openkbp] [--batch DIR]
+
+--batch adds the UR-SAM DSC of an `ursam batch ... --reference-pattern '*_oar.nii.gz'` run over the
+same patients (e.g. prompted by another localizer; docs/localizers.md has the command), over the
+organs each patient's labels hold, as the evaluation scores them.
 """
 from __future__ import annotations
 
@@ -25,29 +29,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--report", default="docs/results/hn-openkbp")
+    parser.add_argument("--batch", help="an `ursam batch` output folder of the same patients (optional)")
     args = parser.parse_args()
     report = Path(args.report)
+    variants = ["auto", "box3d", "slice"] + (["batch"] if args.batch else [])
     lines = ["| patient | visible body % | blanked | box IoU (auto) | UR-SAM DSC auto | UR-SAM DSC box3d | "
-             "UR-SAM DSC slice |", "|---|---|---|---|---|---|---|"]
+             "UR-SAM DSC slice |" + (" UR-SAM DSC batch |" if args.batch else ""), "|---|---|---|---|---|---|---|"
+             + ("---|" if args.batch else "")]
     groups = defaultdict(lambda: defaultdict(list))
+    folder = Path(args.data) / "hn-openkbp" / "validation"
+    classes = {name: int(value) for value, name in json.loads((folder.parent / "classes.json").read_text()).items()}
     for case in sorted((report / "cases").glob("*.json"), key=lambda p: int(p.stem.split("_")[1])):
         record = json.loads(case.read_text())
-        ct = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(args.data) / "hn-openkbp" / "validation"
-                                                           / f"{record['patient']}_ct.nii.gz")))
+        ct = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{record['patient']}_ct.nii.gz")))
         visible = float((ct > -500).mean())
         blanked = visible < BLANKED_BELOW
         iou = float(np.mean([e["box_iou"] for e in record["localization"].values() if e.get("found")] or [0.0]))
         means = {v: float(np.mean([r["dsc"] for r in record["rows"] if r["variant"] == v and r["method"] == "ursam"]))
                  for v in ("auto", "box3d", "slice")}
+        if args.batch:
+            means["batch"] = batch_dsc(Path(args.batch) / record["patient"] / "summary.json",
+                                       folder / f"{record['patient']}_oar.nii.gz", classes)
         for key, value in (("iou", iou), *means.items()):
             groups[blanked][key].append(value)
         lines.append(f"| {record['patient']} | {100 * visible:.1f} | {'yes' if blanked else 'no'} | {iou:.2f} | "
-                     + " | ".join(f"{means[v]:.3f}" for v in ("auto", "box3d", "slice")) + " |")
+                     + " | ".join(f"{means[v]:.3f}" for v in variants) + " |")
     for blanked, values in sorted(groups.items()):
         lines.append(f"| **{'blanked' if blanked else 'full'} ({len(values['iou'])})** | | | "
                      f"**{np.mean(values['iou']):.2f}** | "
-                     + " | ".join(f"**{np.mean(values[v]):.3f}**" for v in ("auto", "box3d", "slice")) + " |")
+                     + " | ".join(f"**{np.mean(values[v]):.3f}**" for v in variants) + " |")
+    if args.batch:
+        pooled = [v for b in groups for v in groups[b]["batch"]]
+        lines.append(f"\nMean UR-SAM DSC of the batch run over all {len(pooled)} patients: {np.mean(pooled):.3f}.")
     print("\n".join(lines))
+
+
+def batch_dsc(summary: Path, labels: Path, classes: dict[str, int]) -> float:
+    """Mean rectified (UR-SAM) DSC of a batch case over the organs its reference labels hold; an organ
+    the localizer did not find counts 0. classes: organ name → label value."""
+    present = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(labels)))).tolist()) - {0}
+    record = json.loads(summary.read_text())
+    scores = [e["dice_vs_reference"]["rectified"] for e in record["organs"].values() if e["label"] in present]
+    scores += [0.0 for organ in record.get("not_found", {}) if classes[organ] in present]
+    return float(np.mean(scores))
 
 
 if __name__ == "__main__":
