@@ -239,7 +239,25 @@ def _start_worker(sampler: PatchPairSampler) -> None:
 
     global _WORKER_SAMPLER
     _WORKER_SAMPLER = sampler
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle, once
+    # Ctrl-C is the training process's to handle, once: a worker ignores it. It was born with SIGINT
+    # blocked (see _submit), so none reached it before this line.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _submit(pool, step: int):
+    """``pool.submit`` with SIGINT blocked: a worker the pool forks now inherits the block, so a Ctrl-C
+    cannot kill it before its initializer ignores SIGINT; here it is only deferred, not lost."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # no fork there either
+        return pool.submit(_worker_batch, step)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return pool.submit(_worker_batch, step)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _worker_batch(step: int) -> PairBatch:
@@ -267,7 +285,7 @@ def batches(sampler: PatchPairSampler, first: int, last: int, workers: int = 0) 
         try:
             while pending or next_step < last:
                 while next_step < last and len(pending) < 2 * workers:
-                    pending.append(pool.submit(_worker_batch, next_step))
+                    pending.append(_submit(pool, next_step))
                     next_step += 1
                 yield pending.popleft().result()
         finally:
