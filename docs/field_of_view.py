@@ -9,7 +9,8 @@ above -500 HU (the visible body) and reads the evaluation report's per-patient r
 
 --batch adds the UR-SAM DSC of an `ursam batch ... --reference-pattern '*_oar.nii.gz'` run over the
 same patients (e.g. prompted by another localizer; docs/localizers.md has the command), over the
-organs each patient's labels hold, as the evaluation scores them.
+organs each patient's labels hold, as the evaluation scores them; the table then lists only the
+patients the batch run has finished, so that every column compares the same patients.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def main() -> None:
     classes = {name: int(value) for value, name in json.loads((folder.parent / "classes.json").read_text()).items()}
     for case in sorted((report / "cases").glob("*.json"), key=lambda p: int(p.stem.split("_")[1])):
         record = json.loads(case.read_text())
+        if args.batch and not (Path(args.batch) / record["patient"] / "summary.json").exists():
+            continue  # not (yet) in the batch run: leave it out of every column
         ct = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{record['patient']}_ct.nii.gz")))
         visible = float((ct > -500).mean())
         blanked = visible < BLANKED_BELOW
