@@ -31,11 +31,12 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--report", default="docs/results/hn-openkbp")
     parser.add_argument("--batch", help="an `ursam batch` output folder of the same patients (optional)")
+    parser.add_argument("--batch-label", default="batch", help="its column's name (default 'batch')")
     args = parser.parse_args()
     report = Path(args.report)
     variants = ["auto", "box3d", "slice"] + (["batch"] if args.batch else [])
     lines = ["| patient | visible body % | blanked | box IoU (auto) | UR-SAM DSC auto | UR-SAM DSC box3d | "
-             "UR-SAM DSC slice |" + (" UR-SAM DSC batch |" if args.batch else ""), "|---|---|---|---|---|---|---|"
+             "UR-SAM DSC slice |" + (f" UR-SAM DSC {args.batch_label} |" if args.batch else ""), "|---|---|---|---|---|---|---|"
              + ("---|" if args.batch else "")]
     groups = defaultdict(lambda: defaultdict(list))
     folder = Path(args.data) / "hn-openkbp" / "validation"
@@ -61,9 +62,11 @@ def main() -> None:
         lines.append(f"| **{'blanked' if blanked else 'full'} ({len(values['iou'])})** | | | "
                      f"**{np.mean(values['iou']):.2f}** | "
                      + " | ".join(f"**{np.mean(values[v]):.3f}**" for v in variants) + " |")
-    if args.batch:
-        pooled = [v for b in groups for v in groups[b]["batch"]]
-        lines.append(f"\nMean UR-SAM DSC of the batch run over all {len(pooled)} patients: {np.mean(pooled):.3f}.")
+    if args.batch:  # the same patients in every column: a paired comparison
+        pooled = {v: [x for b in groups for x in groups[b][v]] for v in variants}
+        lines.append(f"\nMean of the patients' UR-SAM DSC over these {len(pooled['batch'])} patients: "
+                     + ", ".join(f"{args.batch_label if v == 'batch' else v} {np.mean(x):.3f}"
+                                 for v, x in pooled.items()) + ".")
     print("\n".join(lines))
 
 
