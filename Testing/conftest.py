@@ -34,6 +34,15 @@ HEAD_NECK = DATA / "hn-openkbp"
 DCMQI = DATA / "ct3slice-dcmqi"
 
 
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT: a test run started as a background
+    job (`make test &`, a CI runner's shell) inherits an ignored SIGINT, and Python then never turns
+    Ctrl-C into KeyboardInterrupt as it would under a terminal."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         message = f"real data not found at {path} (set URSAM_DATA)"

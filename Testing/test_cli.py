@@ -285,7 +285,7 @@ def test_a_run_stopped_while_writing_leaves_the_previous_outputs_and_no_debris(a
     import os
     import signal
 
-    from conftest import ROOT
+    from conftest import ROOT, sigint_as_in_a_terminal
 
     out = tmp_path / "out"
     out.mkdir()
@@ -296,10 +296,7 @@ def test_a_run_stopped_while_writing_leaves_the_previous_outputs_and_no_debris(a
          str(abdomen / "ct_small.nii.gz"), "-o", str(out), "--prompt-labels", str(abdomen / "labels_small.nii.gz"),
          "--classes", str(abdomen / "classes.json"), "--organs", "spleen", "--num-aug", "1", "--overwrite",
          "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        # as from a terminal: a test run started in the background (`make test &`) inherits an
-        # ignored SIGINT, and Python then never turns Ctrl-C into KeyboardInterrupt
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=sigint_as_in_a_terminal)
     assert process.stdout.readline().strip() == "staged"  # every output is written, none moved in yet
     assert any(p.name.startswith(".out.ursam-") for p in tmp_path.iterdir())
     process.send_signal(getattr(signal, stop))

@@ -183,18 +183,16 @@ def test_ctrl_c_with_workers_stops_cleanly_and_keeps_the_checkpoint(head_neck, t
     import subprocess
     import sys
     import time
-    from pathlib import Path
+
+    from conftest import ROOT, sigint_as_in_a_terminal
 
     weights = tmp_path / "w.pth"
     command = [sys.executable, "-c", "import sys; from URSAMLib.cli import main; sys.exit(main(sys.argv[1:]))",
                "train-localizer", "--images", *map(str, ct_paths(head_neck)), "-o", str(weights), "--steps",
                "100000", "--batch", "1", "--width", "2", "--checkpoint-every", "1", "--workers", "2", "--quiet",
                "--device", "cpu"]
-    # SIG_DFL first: a shell without job control starts background jobs (a CI runner's, say) with SIGINT
-    # ignored, and Python then never turns it into KeyboardInterrupt, as it would under a terminal.
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               cwd=Path(__file__).resolve().parent.parent,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=ROOT,
+                               preexec_fn=sigint_as_in_a_terminal)
     deadline = time.monotonic() + 120
     while not checkpoint_path(weights).exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

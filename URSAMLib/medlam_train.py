@@ -14,8 +14,9 @@ each stride (cross-entropy on cosine similarity, :func:`URSAMLib.medlam_net.mss_
 
 Randomness is drawn per step from ``(seed, step)``, so a run resumed from a checkpoint
 continues exactly as an uninterrupted one would, and worker processes can draw the next steps'
-patches while the network trains on this one: with or without workers, the same batches. Checkpoints hold model, optimizer, step,
-settings and network configuration as tensors and plain types (``weights_only`` loadable).
+patches while the network trains on this one (the same batches as without workers).
+Checkpoints hold model, optimizer, step, settings and network configuration as tensors and
+plain types (``weights_only`` loadable).
 """
 from __future__ import annotations
 

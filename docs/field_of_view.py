@@ -26,6 +26,11 @@ BLANKED_BELOW = 0.05
 """Visible-body fraction under which a 128^3 head-and-neck CT is blanked (full scans: 0.06-0.13)."""
 
 
+def visible_body(ct: sitk.Image) -> float:
+    """Fraction of the CT's voxels above -500 HU (body, not air)."""
+    return float((sitk.GetArrayViewFromImage(ct) > -500).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
@@ -45,8 +50,7 @@ def main() -> None:
         record = json.loads(case.read_text())
         if args.batch and not (Path(args.batch) / record["patient"] / "summary.json").exists():
             continue  # not (yet) in the batch run: leave it out of every column
-        ct = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{record['patient']}_ct.nii.gz")))
-        visible = float((ct > -500).mean())
+        visible = visible_body(sitk.ReadImage(str(folder / f"{record['patient']}_ct.nii.gz")))
         blanked = visible < BLANKED_BELOW
         iou = float(np.mean([e["box_iou"] for e in record["localization"].values() if e.get("found")] or [0.0]))
         means = {v: float(np.mean([r["dsc"] for r in record["rows"] if r["variant"] == v and r["method"] == "ursam"]))

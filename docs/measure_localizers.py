@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from field_of_view import BLANKED_BELOW, visible_body  # this folder: the script's own
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import io  # noqa: E402
@@ -35,7 +35,6 @@ from URSAMLib.prompts import Box3D  # noqa: E402
 from URSAMLib.template import build_template, extreme_points  # noqa: E402
 
 SUPPORTS = "4,13,17,22,31"
-BLANKED_BELOW = 0.05  # visible-body fraction (voxels above -500 HU) of a blanked scan; docs/field_of_view.py
 FIELDS = ["patient", "visible_body", "localizer", "organ", "iou", "error_mm", "agreement", "seconds"]
 
 
@@ -80,7 +79,7 @@ def main():
             if not todo:
                 continue
             ct = io.read_ct(query)
-            visible = float((sitk.GetArrayViewFromImage(ct) > -500).mean())
+            visible = visible_body(ct)
             labels, frame = io.axial_array(io.read_label_map(str(query).replace("_ct.", "_oar."), ct), np.uint16)
             for name, localize in todo.items():
                 started = time.perf_counter()
@@ -119,8 +118,11 @@ def _mean(rows, key) -> str:
 
 def write_report(path: Path, args, organs: list[str], names: list[str], rows: list[dict], patients: int) -> str:
     """The per-organ table, then the same means for complete and blanked scans; returns the text."""
-    def pick(name, **where):
-        return [r for r in rows if r["localizer"] == name and all(where[k](r) for k in where)]
+    def pick(name, keep=lambda row: True):
+        return [r for r in rows if r["localizer"] == name and keep(r)]
+
+    def blanked(row) -> bool:
+        return float(row["visible_body"]) < BLANKED_BELOW
 
     header = ("| {first} | n | " + " | ".join(f"IoU {n}" for n in names) + " | "
               + " | ".join(f"error mm {n}" for n in names) + " |")
@@ -142,21 +144,19 @@ def write_report(path: Path, args, organs: list[str], names: list[str], rows: li
              "pairs whose labels contain the organ. No SAM.", "",
              header.format(first="organ"), rule]
     for organ in organs:
-        lines.append(line(organ, {n: pick(n, organ=lambda r, o=organ: r["organ"] == o) for n in names}))
+        lines.append(line(organ, {n: pick(n, lambda r, o=organ: r["organ"] == o) for n in names}))
     lines.append(line("**all**", {n: pick(n) for n in names}))
     lines += ["", f"By kind of scan (blanked: under {BLANKED_BELOW:.0%} of the voxels above -500 HU, see "
               "docs/field_of_view.py); n counts (patient, organ) pairs:", "", header.format(first="scans"), rule]
-    for label, test in (("complete", lambda r: float(r["visible_body"]) >= BLANKED_BELOW),
-                        ("blanked", lambda r: float(r["visible_body"]) < BLANKED_BELOW)):
-        selected = {n: pick(n, kind=test) for n in names}
+    for label, test in (("complete", lambda r: not blanked(r)), ("blanked", blanked)):
+        selected = {n: pick(n, test) for n in names}
         scans = len({r["patient"] for r in selected[names[0]]})
         if scans:
             lines.append(line(f"{label} ({scans} scans)", selected))
     if "registration" in names:  # a rule that needs no labels: the kind of scan picks the localizer
-        blanked = {r["patient"] for r in rows if float(r["visible_body"]) < BLANKED_BELOW}
         lines.append("")
         for name in (n for n in names if n != "registration"):
-            chosen = [r for r in rows if r["localizer"] == (name if r["patient"] in blanked else "registration")]
+            chosen = [r for r in rows if r["localizer"] == (name if blanked(r) else "registration")]
             lines.append(f"Registration on the complete scans and {name} on the blanked ones (the CT alone "
                          f"decides): IoU {_mean(chosen, 'iou')}, error {_mean(chosen, 'error_mm')} mm "
                          f"over all {len(chosen)} pairs.")
