@@ -1,5 +1,6 @@
 # Quickstart targets (see README.md). Each sets up .venv on first use.
-#   make demo   install, then segment 9 organs of a real abdominal CT (prints DSC, writes out/demo)
+#   make demo   install, then segment the organs at risk of a head-and-neck CT that nobody labelled for it,
+#               automatically (--region), and print the DSC beside per-slice label-box prompting
 #   make test   install, then run the whole test suite
 #   make bench  install, then benchmarks/run.py (speed and memory; writes benchmarks/results/latest.*)
 PYTHON ?= python3
@@ -7,8 +8,9 @@ VENV ?= .venv
 # PyTorch wheel(s); for a CPU-only install elsewhere:
 #   make demo TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-DATA ?= ../shared/data/abdomen-ts
-ORGANS ?= spleen,kidney_right,kidney_left,gallbladder,liver,stomach,pancreas,aorta,inferior_vena_cava
+DATA ?= ../shared/data
+# A validation patient: never part of the built-in template nor of the localizer's training.
+PATIENT ?= pt_201
 BIN = $(VENV)/bin
 
 .PHONY: demo test bench install clean
@@ -24,14 +26,20 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	@data="$(DATA)"; \
-	if [ ! -f "$$data/ct_small.nii.gz" ]; then \
-	  echo "$$data not found: downloading the public sample CT into data/abdomen-ts"; \
-	  $(BIN)/ursam sample-data -o data/abdomen-ts || exit 1; data=data/abdomen-ts; \
+	@hn="$(DATA)/hn-openkbp/validation"; \
+	if [ -f "$$hn/$(PATIENT)_ct.nii.gz" ]; then \
+	  ct="$$hn/$(PATIENT)_ct.nii.gz"; labels="$$hn/$(PATIENT)_oar.nii.gz"; classes="$$hn/../classes.json"; region=head-and-neck; \
+	else \
+	  echo "$$hn not found: downloading the public abdominal sample CT into data/abdomen-ts (the abdomen template's own scan)"; \
+	  $(BIN)/ursam sample-data -o data/abdomen-ts || exit 1; \
+	  ct=data/abdomen-ts/ct_small.nii.gz; labels=data/abdomen-ts/labels_small.nii.gz; classes=data/abdomen-ts/classes.json; region=abdomen; \
 	fi; \
-	$(BIN)/ursam segment "$$data/ct_small.nii.gz" -o out/demo --overwrite \
-	  --prompt-labels "$$data/labels_small.nii.gz" --classes "$$data/classes.json" \
-	  --prompt-mode slice --organs $(ORGANS)
+	echo "1/2 automatic: ursam segment $$ct --region $$region"; \
+	$(BIN)/ursam segment "$$ct" -o out/demo --overwrite --region $$region --reference "$$labels" || exit 1; \
+	echo "2/2 for comparison, prompted by per-slice boxes of the labels"; \
+	$(BIN)/ursam segment "$$ct" -o out/demo-label-boxes --overwrite --prompt-labels "$$labels" --classes "$$classes" \
+	  --prompt-mode slice --quiet || exit 1; \
+	$(BIN)/python scripts/demo_table.py out/demo out/demo-label-boxes
 
 test: install
 	$(BIN)/python -m pytest

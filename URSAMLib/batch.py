@@ -110,16 +110,14 @@ def add_parser(commands, segment_parser: argparse.ArgumentParser) -> argparse.Ar
 
 def run_from_args(args: argparse.Namespace) -> int:
     """``ursam batch``'s handler: 0 when every case is complete, 1 when some failed."""
-    from .job import SegmentJob
+    from .job import SegmentJob, check_prompt_source
     from .pipeline import Settings
 
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
     template = SegmentJob(ct="", output="", settings=settings, **{
         f.name: getattr(args, f.name) for f in fields(SegmentJob)
         if hasattr(args, f.name) and f.name not in _PER_CASE | {"settings"}})
-    if bool(args.prompt_labels_pattern) == bool(template.template):
-        raise URSAMError("Give exactly one prompt source: --prompt-labels-pattern GLOB (with --classes) or "
-                         "--template TEMPLATE_DIR (automatic localization).")
+    check_prompt_source(template, labels_given=bool(args.prompt_labels_pattern))
     outcomes = run_batch(args.input_dir, args.output, template, ct_pattern=args.ct_pattern,
                          labels_pattern=args.prompt_labels_pattern, reference_pattern=args.reference_pattern,
                          threads=args.threads, scheduler=args.dask_scheduler)
@@ -268,7 +266,7 @@ def _check_inputs(template: SegmentJob, label_prompts: bool) -> None:
         if not template.classes:
             raise URSAMError("--prompt-labels-pattern needs --classes CLASSES.json (label value → organ name).")
         io.read_classes(template.classes)
-    if template.template:
+    if template.template or template.region:
         from .job import _template_organs
 
         _template_organs(template)

@@ -87,16 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     source = seg.add_argument_group("prompt source (exactly one)")
     source.add_argument("--prompt-labels", metavar="LABELS",
                         help="label map on the CT's grid from which the box prompts are made (needs --classes)")
+    source.add_argument("--region", metavar="REGION",
+                        help="automatic prompts from a built-in template: head-and-neck or abdomen "
+                        "('ursam templates' lists them); nothing else is needed")
     source.add_argument("--template", metavar="TEMPLATE_DIR",
-                        help="automatic prompts: localize organs with a template ('ursam build-template')")
+                        help="automatic prompts: localize organs with your own template ('ursam build-template')")
     seg.add_argument("--classes", metavar="CLASSES.json",
                      help='label value → organ name, e.g. {"1": "spleen"}')
-    seg.add_argument("--localizer", default="registration",
-                     help="how --template localizes organs: registration (default, no training) or medlam "
-                     "(the paper's learned landmark model; train it with 'ursam train-localizer')")
+    seg.add_argument("--localizer",
+                     help="how --region/--template localize organs: registration (no training), medlam (the "
+                     "paper's learned landmark model, trained weights ship with URSAM) or auto (registration "
+                     "where its supports agree, else medlam). Default: the region's choice ('ursam templates'), "
+                     "registration for --template")
     seg.add_argument("--localizer-weights", metavar="WEIGHTS",
-                     help="weights of a learned localizer (medlam default: $URSAM_CACHE/medlam.pth or "
-                     "~/.cache/ursam/medlam.pth)")
+                     help="your own weights for medlam/auto ('ursam train-localizer'; default: the shipped ones)")
     seg.add_argument("--reference", metavar="LABELS",
                      help="label map to score the result against (DSC in summary.json; same label values)")
     seg.add_argument("--box-margin", type=_margin, default=DEFAULT_BOX_MARGIN, metavar="Z,Y,X[mm]",
@@ -138,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("backbones", help="list the available models")
     listing.set_defaults(handler=_run_backbones)
+
+    regions = commands.add_parser("templates", help="list the built-in templates (--region)")
+    regions.set_defaults(handler=_run_templates)
 
     download = commands.add_parser("download-weights", help="download and verify a model's weights")
     download.add_argument("backbone", help="e.g. sam-vit-b")
@@ -407,6 +414,16 @@ def _run_backbones(args) -> int:
     for name, entry in catalogue().items():
         marker = " (default)" if name == DEFAULT_BACKBONE else ""
         print(f"{name}{marker}: {entry['title']} — {entry['description']}")
+    return 0
+
+
+def _run_templates(args) -> int:
+    from .builtin import describe
+
+    for entry in describe():
+        print(f"{entry['region']}: {entry['title']}; {len(entry['organs'])} organs, {entry['supports']} support "
+              f"scan{'s' if entry['supports'] > 1 else ''}, localizer {entry['localizer']}\n"
+              f"  organs: {', '.join(entry['organs'])}\n  from: {entry['provenance']}")
     return 0
 
 

@@ -43,7 +43,10 @@ class SegmentJob:
     prompt_labels: str | None = None
     classes: str | None = None
     template: str | None = None
-    localizer: str = "registration"
+    region: str | None = None
+    """A built-in template (``ursam templates``), instead of ``template``."""
+    localizer: str | None = None
+    """None: the built-in region's localizer, or registration for a template folder."""
     localizer_weights: str | None = None
     reference: str | None = None
     prompt_mode: str = "slice"
@@ -112,29 +115,49 @@ def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
                       labels, "dice_vs_prompt_labels")
 
 
-def _prompts_from_template(job: SegmentJob, template, organs, ct_image, frame, progress) -> _Prompting:
+@dataclass
+class _TemplateChoice:
+    """The template a job localizes with, the organs it asks for and the localizer that finds them."""
+
+    template: object
+    """A :class:`URSAMLib.template.Template`."""
+    organs: list[str]
+    localizer: str
+    description: dict
+
+
+def _prompts_from_template(job: SegmentJob, chosen: _TemplateChoice, ct_image, frame, progress) -> _Prompting:
     from .localize import no_organ_found, prompts_from_template
 
-    found = prompts_from_template(ct_image, template, organs, job.localizer, job.localizer_weights,
-                                  job.box_margin, progress)
+    found = prompts_from_template(ct_image, chosen.template, chosen.organs, chosen.localizer,
+                                  job.localizer_weights, job.box_margin, progress)
     if not found.prompts:
-        raise no_organ_found(found, template, str(job.ct))
-    return _Prompting(found.prompts, found.missing, {"template": str(job.template), "localizer": job.localizer,
-                                                     "body_region": template.body_region},
+        raise no_organ_found(found, chosen.template, str(job.ct))
+    return _Prompting(found.prompts, found.missing, chosen.description,
                       boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin))
 
 
-def _template_organs(job: SegmentJob):
+def _template_organs(job: SegmentJob) -> _TemplateChoice:
+    """The job's template (a folder, or a built-in region's) and organs, checked before any work."""
+    from .builtin import region_template
     from .localize import check_localizer
     from .template import Template
 
-    check_localizer(job.localizer)
-    template = Template.load(job.template)
+    if job.region:
+        builtin = region_template(job.region)
+        template, localizer = Template.load(builtin.folder), job.localizer or builtin.localizer
+        description = {"region": job.region, "template": f"built-in {job.region} ({len(template.supports)} "
+                       "supports)"}
+    else:
+        template, localizer = Template.load(job.template), job.localizer or "registration"
+        description = {"template": str(job.template)}
+    check_localizer(localizer)
     organs = [n.strip() for n in job.organs.split(",") if n.strip()] if job.organs else list(template.organs)
     unknown = [o for o in organs if o not in template.organs]
     if unknown:
         raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
-    return template, organs
+    description.update(localizer=localizer, body_region=template.body_region)
+    return _TemplateChoice(template, organs, localizer, description)
 
 
 def _boxes_json(localizations, frame, ct_image, margin) -> dict:
@@ -143,7 +166,7 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
     for name, loc in localizations.items():
         ijk = frame.index_to_stored(loc.points)
         entry = {"label": loc.label, "found": loc.box is not None, "reason": loc.reason,
-                 "agreement": round(loc.agreement, 4),
+                 "agreement": round(loc.agreement, 4), **({"localizer": loc.localizer} if loc.localizer else {}),
                  "extreme_points_ijk": np.round(ijk, 2).tolist(),
                  "extreme_points_mm": [list(ct_image.TransformContinuousIndexToPhysicalPoint(p.tolist()))
                                        for p in ijk]}
@@ -172,6 +195,18 @@ def _check_model_choice(job: SegmentJob) -> None:
         parse_sha256(job.checkpoint_sha256)
 
 
+PROMPT_SOURCES = ("--prompt-labels LABELS (with --classes)", "--region REGION (a built-in template: "
+                  "'ursam templates')", "--template TEMPLATE_DIR (your own template)")
+
+
+def check_prompt_source(job: SegmentJob, labels_given: bool | None = None) -> None:
+    """Exactly one prompt source; ``labels_given`` overrides ``job.prompt_labels`` (a batch has a pattern)."""
+    given = [bool(job.prompt_labels) if labels_given is None else labels_given, bool(job.region),
+             bool(job.template)]
+    if sum(given) != 1:
+        raise URSAMError(f"Give exactly one prompt source: {', or '.join(PROMPT_SOURCES)}.")
+
+
 def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: Warn = _no_warn,
                     backbone=None) -> dict:
     """Run one job and write its outputs; returns the summary written to summary.json.
@@ -192,9 +227,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     outputs.check_inputs_survive(outdir, list(outputs.OUTPUT_FILES) + ["boxes.json"],
                                  [job.ct, job.prompt_labels, job.classes, job.reference, job.checkpoint,
                                   job.template, job.localizer_weights])
-    if bool(job.prompt_labels) == bool(job.template):
-        raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
-                         "--template TEMPLATE_DIR (automatic localization).")
+    check_prompt_source(job)
     settings = job.settings.validate()
     _check_model_choice(job)
     ct_image = io.read_ct(job.ct)
@@ -210,9 +243,9 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     if job.prompt_labels:
         prompting = _prompts_from_label_map(job, ct_image)
     else:
-        template, organs = _template_organs(job)  # checked before any progress bar starts
+        chosen = _template_organs(job)  # checked before any progress bar starts
         prompting = progress_bar("Localizing", lambda progress: _prompts_from_template(
-            job, template, organs, ct_image, frame, progress))
+            job, chosen, ct_image, frame, progress))
     if job.reference:
         prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
         prompting.reference_key = "dice_vs_reference"
