@@ -121,6 +121,54 @@ def test_cancel_stops_the_worker_at_once_and_removes_its_files():
         job.result()
 
 
+LAUNCHER = """\
+import os, subprocess, sys
+# Like CTK's AppLauncher (PythonSlicer): start the real interpreter as a child and wait for it.
+child = subprocess.Popen([sys.executable, *sys.argv[1:]])
+with open(os.environ["URSAM_TEST_CHILD_PID"], "w") as file:
+    file.write(str(child.pid))
+sys.exit(child.wait())
+"""
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_cancel_ends_the_launcher_and_the_interpreter_it_started(tmp_path):
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(f"#!{sys.executable}\n" + LAUNCHER)
+    launcher.chmod(0o755)
+    pid_file = tmp_path / "child.pid"
+    job = jobs.BackgroundJob(small_job(), python=str(launcher),
+                             extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"),
+                             environment={**os.environ, "URSAM_TEST_CHILD_PID": str(pid_file)})
+    job.start()
+    deadline = time.monotonic() + 60
+    while not job.poll().message.startswith("Loading"):  # the child has read the job and is at work
+        assert time.monotonic() < deadline and not job.poll().finished, "the stand-in launcher's child did not start"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    try:
+        assert process_alive(child)
+        job.cancel()
+        assert job._process.poll() is not None  # the launcher
+        deadline = time.monotonic() + 10
+        while process_alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process_alive(child), "the interpreter the launcher started still runs after Cancel"
+        assert job.poll().state == "cancelled" and not job.folder.exists()
+    finally:
+        if process_alive(child):
+            os.kill(child, 9)  # the process this test started, so that it does not run for a minute
+
+
 def test_the_in_process_job_stops_between_slices_when_cancelled():
     backbone = BrightInBox()
     job = jobs.InProcessJob(small_job(), lambda *args: backbone)

@@ -41,6 +41,7 @@ import numpy as np
 from URSAMLib.errors import Cancelled, URSAMError
 from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings, segment
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt
+from URSAMSlicerLib import processes
 
 BackboneLoader = Callable[[str, "str | None", str], object]
 """``(name, checkpoint, device) -> backbone``; :func:`URSAMLib.backbones.load_backbone` by default."""
@@ -373,7 +374,8 @@ class BackgroundJob:
         self._log = open(self.folder / "worker.log", "w")
         self._process = subprocess.Popen(
             [self.python, "-m", "URSAMSlicerLib.jobs", str(self.folder), *self.extra_arguments],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+            **processes.hidden_process_options())
 
     def poll(self) -> JobStatus:
         if self._status.finished or self._process is None:
@@ -416,14 +418,10 @@ class BackgroundJob:
         return self._status
 
     def cancel(self) -> None:
-        """Stop the worker at once; its partial work is discarded."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        """Stop the worker and every process it started (in Slicer the interpreter is the child
+        of the PythonSlicer launcher); its partial work is discarded."""
+        if self._process is not None and not self._status.finished:
+            processes.end_process_tree(self._process)
         if not self._status.finished:
             self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
         self._close_log()
