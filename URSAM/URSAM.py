@@ -362,6 +362,10 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                     prompts.append(OrganPrompt(prompt.name, organ.label, prompt.boxes))
                 missing.update({name: "its prompt segment is empty" for name in absent})
         else:
+            if mrml.relative_transform(request.promptNode, request.inputVolume) is not None:
+                raise URSAMError(f"{request.promptNode.GetName()} and {request.inputVolume.GetName()} are under "
+                                 "different transforms; harden the transforms (Data module: right-click > Harden "
+                                 "transform) or put both under the same one, then run again.")
             labelImage = io.label_map_on_grid(mrml.image_from_volume_node(request.promptNode), image,
                                               request.promptNode.GetName())
             labels = io.axial_array(labelImage, np.uint16)[0]

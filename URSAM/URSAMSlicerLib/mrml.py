@@ -96,9 +96,16 @@ def geometry_image(node) -> slicer.vtkOrientedImageData:
 
 
 def ras_of_axial_index(zyx, frame: AxialFrame, node) -> np.ndarray:
-    """RAS position (mm) of an axial voxel index ``(z, y, x)`` of ``node``'s axial frame."""
+    """World RAS position (mm) of an axial voxel index ``(z, y, x)`` of ``node``'s axial frame, where
+    the views show it: through the node's parent transforms."""
     ijk = frame.index_to_stored(np.asarray(zyx, dtype=float))
-    return (ijk_to_ras(node) @ np.append(ijk, 1.0))[:3]
+    ras = (ijk_to_ras(node) @ np.append(ijk, 1.0))[:3]
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return ras
+    to_world = vtk.vtkGeneralTransform()
+    parent.GetTransformToWorld(to_world)
+    return np.array(to_world.TransformPoint(*(float(v) for v in ras)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -128,10 +135,12 @@ def segment_color(segmentation_node, segment_id: str) -> tuple[float, float, flo
 
 
 def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
-    """A segment's voxels on ``volume_node``'s grid, bool ``[k, j, i]``.
+    """A segment's voxels on ``volume_node``'s grid, bool ``[k, j, i]`` of exactly the volume's shape.
 
     When the segmentation was drawn on this volume the voxels are copied exactly; otherwise
-    they are resampled (nearest neighbour) onto it.
+    they are resampled (nearest neighbour) onto it, through the parent transforms of both nodes
+    (the segmentation as the user sees it on the volume). The parts of the segment outside the
+    volume are dropped: a prompt drawn on a longer series prompts only the slices this CT has.
     """
     if not segmentation_node.GetSegmentation().ContainsRepresentation(
             slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()):
@@ -143,9 +152,42 @@ def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
     if labelmap.GetPointData().GetScalars() is None or labelmap.IsEmpty():
         return np.zeros(shape, bool)
     resampled = slicer.vtkOrientedImageData()
+    reference = geometry_image(volume_node)
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-        labelmap, geometry_image(volume_node), resampled, False, True)
-    return numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()).reshape(shape) > 0
+        labelmap, reference, resampled, False, False, relative_transform(segmentation_node, volume_node))
+    return _on_extent(resampled, reference.GetExtent()) > 0
+
+
+def _on_extent(image, extent) -> np.ndarray:
+    """An image's voxels ``[k, j, i]`` cut or zero-padded to ``extent`` (both on one grid): VTK's
+    resampling may return the union of the input's and the reference's extents."""
+    have = image.GetExtent()
+    shape = tuple(extent[2 * a + 1] - extent[2 * a] + 1 for a in (2, 1, 0))
+    out = np.zeros(shape, np.uint8)
+    if image.GetPointData().GetScalars() is None:
+        return out
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+        tuple(have[2 * a + 1] - have[2 * a] + 1 for a in (2, 1, 0)))
+    source, target = [], []
+    for axis in (2, 1, 0):  # k, j, i
+        low, high = max(have[2 * axis], extent[2 * axis]), min(have[2 * axis + 1], extent[2 * axis + 1])
+        if low > high:
+            return out  # no overlap
+        source.append(slice(low - have[2 * axis], high - have[2 * axis] + 1))
+        target.append(slice(low - extent[2 * axis], high - extent[2 * axis] + 1))
+    out[tuple(target)] = values[tuple(source)] != 0
+    return out
+
+
+def relative_transform(node, reference_node):
+    """The transform from ``node``'s coordinates to ``reference_node``'s (their parent transforms
+    composed), or None when both are under the same parent transform (or none)."""
+    if node.GetTransformNodeID() == reference_node.GetTransformNodeID():
+        return None
+    transform = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(node.GetParentTransformNode(),
+                                                         reference_node.GetParentTransformNode(), transform)
+    return transform
 
 
 def label_image_from_segments(segmentation_node, segment_labels: dict[str, int], volume_node) -> sitk.Image:
