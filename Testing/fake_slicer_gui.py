@@ -14,6 +14,7 @@ replaced:
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import sys
 import types
@@ -378,7 +379,9 @@ def install(monkeypatch):
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
     monkeypatch.setattr(slicer, "ScriptedLoadableModule", scripted, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", new_scene(), raising=False)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(testingEnabled=lambda: True), raising=False)
+    major, minor = (int(v) for v in importlib.metadata.version("slicer-core").split(".")[:2])
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(testingEnabled=lambda: True, majorVersion=major,
+                                                             minorVersion=minor), raising=False)
     monkeypatch.setattr(slicer.util, "loadUI", load_ui)
     monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda root: types.SimpleNamespace(**root.children))
     monkeypatch.setattr(slicer.util, "errorDisplay", dialogs.errorDisplay)

@@ -405,3 +405,52 @@ def test_label_map_prompts_are_named_by_the_class_map_not_by_a_generic_colour_ta
                                                             "adrenal_gland_left", "duodenum", "aorta",
                                                             "inferior_vena_cava"]
     assert [o.output.key for o in organs if not o.inPrompt] == ["esophagus"]  # not in this slab
+
+
+def test_a_run_on_a_second_ct_never_writes_into_the_first_cts_outputs(env, tmp_path):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    widget.logic.runInProcess = True
+    widget.logic.backboneLoader = lambda *args: BrightInBox()
+    ui = widget.ui
+    ui.applyButton.click()
+    first = widget.outputs
+    assert ui.outputSegmentationSelector.currentNode() is first.segmentation
+    liver = mrml.ursam_segments(first.segmentation, "rectified")["liver"]
+    first_mask = mrml.segment_mask(first.segmentation, liver, ct_node)
+    first_heat = mrml.voxel_array(first.uncertainty).copy()
+    (tmp_path / "second").mkdir()
+    ct2, prompts2 = build_oblique_case(scene, tmp_path / "second")
+    mrml.voxel_array(ct2)[:] = np.roll(mrml.voxel_array(ct2), 3, axis=2)  # another patient: organs elsewhere
+    ct2.Modified()
+
+    ui.inputVolumeSelector.setCurrentNode(ct2)
+    assert ui.outputSegmentationSelector.currentNode() is None  # "Create new segmentation", not CT1's
+    ui.promptSegmentationSelector.setCurrentNode(prompts2)
+    ui.applyButton.click()
+    second = widget.outputs
+    assert dialogs.errors == [] and second.inputVolume is ct2
+    assert second.segmentation is not first.segmentation and second.ensemble is not first.ensemble
+    assert second.uncertainty is not first.uncertainty
+    assert np.array_equal(mrml.segment_mask(first.segmentation, liver, ct_node), first_mask)
+    assert np.array_equal(mrml.voxel_array(first.uncertainty), first_heat)
+    ui.inputVolumeSelector.setCurrentNode(ct_node)  # back to CT1: its own outputs again
+    assert ui.outputSegmentationSelector.currentNode() is first.segmentation
+
+    # a script (or a stale choice) naming CT1's outputs for CT2 gets CT2's own outputs instead
+    again = widget.logic.process(module.URSAMRequest(ct2, promptNode=prompts2, outputSegmentation=first.segmentation))
+    assert again.segmentation is second.segmentation
+    assert np.array_equal(mrml.segment_mask(first.segmentation, liver, ct_node), first_mask)
+
+
+def test_an_unsupported_slicer_is_told_at_start_and_cannot_run(monkeypatch):
+    slicer, dialogs = fake.install(monkeypatch)
+    module = fake.import_module(monkeypatch)
+    monkeypatch.setattr(slicer.app, "majorVersion", 5)
+    monkeypatch.setattr(slicer.app, "minorVersion", 8)
+    widget = module.URSAMWidget()
+    widget.setup()
+    assert not widget.ui.applyButton.enabled
+    assert widget.ui.statusLabel.text.startswith("URSAM needs 3D Slicer 5.10 or later; this is Slicer 5.8")
+    with pytest.raises(module.URSAMError, match="5.10 or later"):
+        widget.logic.ensureDependencies()
+    widget.cleanup()

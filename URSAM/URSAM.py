@@ -497,6 +497,9 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         baseName = f"{volume.GetName()} URSAM"
         try:
             segmentation = request.outputSegmentation
+            if segmentation is not None and segmentation.GetScene() is not None and \
+                    not mrml.outputs_belong_to(segmentation, volume):
+                segmentation = mrml.outputs_of(scene, volume)  # another CT's outputs are never overwritten
             if segmentation is None or segmentation.GetScene() is None:
                 segmentation = new(mrml.new_segmentation(scene, baseName, volume))
             ensemble = segmentation.GetNodeReference(mrml.REFERENCE_ENSEMBLE)
@@ -514,6 +517,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             else:
                 mrml.write_uncertainty_volume(scene, uncertainty, "", frame.from_axial(result.uncertainty_map()),
                                               volume)
+            segmentation.SetNodeReferenceID(mrml.REFERENCE_INPUT, volume.GetID())
             segmentation.SetNodeReferenceID(mrml.REFERENCE_ENSEMBLE, ensemble.GetID())
             segmentation.SetNodeReferenceID(mrml.REFERENCE_UNCERTAINTY, uncertainty.GetID())
             for node in created:
@@ -599,6 +603,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self.onPollJob)
 
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
         self.ui.promptSourceComboBox.connect("currentIndexChanged(int)", self.onPromptChanged)
         self.ui.promptSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPromptChanged)
         self.ui.promptLabelMapSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPromptChanged)
@@ -617,8 +622,14 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.organTableWidget.connect("cellClicked(int,int)", self.onOrganClicked)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        self.onInputVolumeChanged()
         self.onPromptChanged()
         self.updateOutputs()
+        unsupported = dependencies.unsupported_slicer((slicer.app.majorVersion, slicer.app.minorVersion))
+        if unsupported:  # said at once, not after a failed installation that seems to blame the network
+            self.ui.applyButton.setEnabled(False)
+            self.ui.statusLabel.text = unsupported
+            logging.error(unsupported)
 
     def cleanup(self):
         self.removeObservers()
@@ -686,6 +697,12 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             outputSegmentation=self.ui.outputSegmentationSelector.currentNode())
 
     # -- prompts ------------------------------------------------------------------------
+
+    def onInputVolumeChanged(self, volume=None):
+        """Another CT: write into its own URSAM outputs (or new ones), never into the previous CT's."""
+        volume = self.ui.inputVolumeSelector.currentNode()
+        self.ui.outputSegmentationSelector.setCurrentNode(
+            mrml.outputs_of(slicer.mrmlScene, volume) if volume is not None else None)
 
     def onPromptChanged(self, *args):
         source = self.promptSource()

@@ -35,6 +35,8 @@ REFERENCE_ENSEMBLE = "URSAM.Ensemble"
 """Node reference from the rectified segmentation to its ensemble segmentation."""
 REFERENCE_UNCERTAINTY = "URSAM.Uncertainty"
 """Node reference from the rectified segmentation to its uncertainty volume."""
+REFERENCE_INPUT = "URSAM.Input"
+"""Node reference from the rectified segmentation to the CT it segments: outputs belong to one CT."""
 HEAT_COLOR_NODE_NAME = "URSAM uncertainty heat"
 OVERLAY_THRESHOLD = 0.01
 """Uncertainty (nats) at and below which the heatmap is transparent, so certain tissue is not tinted."""
@@ -328,6 +330,25 @@ def new_segmentation(scene, name: str, volume_node):
     node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     follow_transform(node, volume_node)
     return node
+
+
+def outputs_belong_to(segmentation_node, volume_node) -> bool:
+    """True when ``segmentation_node`` may receive URSAM's results for ``volume_node``: it was made
+    for that CT, or it is a segmentation of the user's that URSAM has not written into yet."""
+    source = segmentation_node.GetNodeReference(REFERENCE_INPUT)
+    if source is not None:
+        return source.GetID() == volume_node.GetID()
+    return not (ursam_segments(segmentation_node, "rectified") or segmentation_node.GetNodeReference(REFERENCE_ENSEMBLE))
+
+
+def outputs_of(scene, volume_node):
+    """The segmentation holding URSAM's results for ``volume_node`` (the most recent), or None."""
+    found = None
+    for node in _nodes(scene, "vtkMRMLSegmentationNode"):
+        source = node.GetNodeReference(REFERENCE_INPUT)
+        if source is not None and source.GetID() == volume_node.GetID():
+            found = node
+    return found
 
 
 def follow_transform(node, volume_node) -> None:
