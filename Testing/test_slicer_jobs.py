@@ -344,3 +344,47 @@ def test_a_job_that_finds_no_organ_fails_with_the_reasons(tmp_path, monkeypatch)
     status = job.poll()
     assert status.state == "failed" and "Liver: outside the image; Spleen: outside the image" in status.error
     assert not template.folder.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# The progress file between the worker and the GUI
+
+def test_the_progress_reader_tolerates_a_missing_partial_or_locked_file(tmp_path, monkeypatch):
+    path = tmp_path / "progress.json"
+    assert jobs.read_progress(path) is None  # not written yet
+    path.write_text('{"fraction": 0.5, "mess')  # a partial file (a writer without atomic replace)
+    assert jobs.read_progress(path) is None
+    path.write_text('{"fraction": 0.5}')
+    assert jobs.read_progress(path) is None
+    jobs._write_atomically(path, '{"fraction": 0.25, "message": "Slice 1 of 4"}')
+    assert jobs.read_progress(path) == (0.25, "Slice 1 of 4")
+
+    original = type(path).read_text
+
+    def locked(self, *args, **kwargs):  # Windows: the worker is replacing it right now
+        raise PermissionError(13, "The process cannot access the file")
+
+    monkeypatch.setattr(type(path), "read_text", locked)
+    assert jobs.read_progress(path) is None
+    monkeypatch.setattr(type(path), "read_text", original)
+
+
+def test_the_writer_retries_a_replace_refused_while_the_reader_holds_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "progress.json"
+    refusals = []
+    real_replace = os.replace
+
+    def replace(source, target):
+        if len(refusals) < 3:  # Windows refuses while the GUI has the file open
+            refusals.append(target)
+            raise PermissionError(13, "Access is denied")
+        real_replace(source, target)
+
+    monkeypatch.setattr(jobs, "REPLACE_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(jobs.os, "replace", replace)
+    jobs._write_atomically(path, '{"fraction": 1.0, "message": "Done"}')
+    assert len(refusals) == 3 and jobs.read_progress(path) == (1.0, "Done")
+
+    monkeypatch.setattr(jobs.os, "replace", lambda source, target: (_ for _ in ()).throw(PermissionError(13, "x")))
+    with pytest.raises(PermissionError):  # held for good: the caller decides (progress skips one report)
+        jobs._write_atomically(path, "{}")

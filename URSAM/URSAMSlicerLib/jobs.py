@@ -283,10 +283,36 @@ def load_result(path: Path) -> SegmentationResult:
     return SegmentationResult(organs, tuple(meta["shape"]), settings, meta["timings"])
 
 
+REPLACE_ATTEMPTS = 20
+REPLACE_RETRY_SECONDS = 0.05
+
+
 def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old or the new file, never a part.
+
+    On Windows replacing a file fails with PermissionError while another process (the GUI
+    polling it) has it open, so the replace is retried for up to a second.
+    """
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text)
-    os.replace(partial, path)
+    for attempt in range(REPLACE_ATTEMPTS):
+        try:
+            os.replace(partial, path)
+            return
+        except PermissionError:
+            if attempt == REPLACE_ATTEMPTS - 1:
+                raise
+            time.sleep(REPLACE_RETRY_SECONDS)
+
+
+def read_progress(path: Path) -> tuple[float, str] | None:
+    """The worker's last progress report ``(fraction, message)``, or None while there is none to read:
+    not written yet, being replaced (PermissionError on Windows), or unreadable."""
+    try:
+        update = json.loads(path.read_text())
+        return float(update["fraction"]), str(update["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,13 +407,9 @@ class BackgroundJob:
         if self._status.finished or self._process is None:
             return self._status
         code = self._process.poll()
-        progress = self.folder / "progress.json"
-        if progress.exists():
-            try:
-                update = json.loads(progress.read_text())
-                self._status = JobStatus("running", float(update["fraction"]), update["message"])
-            except (OSError, ValueError, KeyError):
-                pass  # replaced while reading; the next poll reads it
+        update = read_progress(self.folder / "progress.json")
+        if update is not None:  # else: nothing new readable now; the next poll reads it
+            self._status = JobStatus("running", *update)
         if code is None:
             return self._status
         self._close_log()
@@ -460,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     folder: Path = args.folder
 
     def progress(fraction: float, message: str) -> None:
-        _write_atomically(folder / "progress.json", json.dumps({"fraction": fraction, "message": message}))
+        print(f"{100 * fraction:5.1f}% {message}", flush=True)  # the worker's log, shown in the module
+        try:
+            _write_atomically(folder / "progress.json", json.dumps({"fraction": fraction, "message": message}))
+        except PermissionError:
+            pass  # the GUI held the file for a second: it shows the next report instead
 
     try:
         job = load_job(folder)
