@@ -33,6 +33,24 @@ class Qt:
     Unchecked, Checked = 0, 2
     UserRole = 256
     NoItemFlags, ItemIsSelectable, ItemIsUserCheckable, ItemIsEnabled = 0, 1, 16, 32
+    WaitCursor = 3
+
+
+class QApplication:
+    """Records the override cursor (slicer.util.WaitCursor sets it on qt.QApplication)."""
+
+    cursors: list = []
+    history: list = []
+
+    @classmethod
+    def setOverrideCursor(cls, cursor):
+        cls.cursors.append(cursor)
+        cls.history.append(("set", cursor))
+
+    @classmethod
+    def restoreOverrideCursor(cls):
+        cls.cursors.pop()
+        cls.history.append(("restore", None))
 
 
 class QTimer:
@@ -98,6 +116,8 @@ class QTableWidgetItem:
 def make_qt_module() -> types.ModuleType:
     module = types.ModuleType("qt")
     module.Qt, module.QTimer = Qt, QTimer
+    QApplication.cursors, QApplication.history = [], []
+    module.QApplication = QApplication
     module.QListWidgetItem, module.QTableWidgetItem = QListWidgetItem, QTableWidgetItem
     return module
 
@@ -196,6 +216,9 @@ class FakeComboBox(FakeWidget):
     def setCurrentIndex(self, index):
         self.currentIndex = index
 
+    def setItemText(self, index, text):
+        self.items[index] = (text, self.items[index][1])
+
     def clear(self):
         self.items.clear()
         self.currentIndex = -1
@@ -217,6 +240,14 @@ class FakeNodeComboBox(FakeWidget):  # qMRMLNodeComboBox
             assert node.IsA(self.nodeTypes[0]), f"{self.objectName} cannot hold a {node.GetClassName()}"
         object.__setattr__(self, "_node", node)
         self.emit("currentNodeChanged(vtkMRMLNode*)", node)
+
+
+class FakePlainTextEdit(FakeWidget):  # QPlainTextEdit
+    def setPlainText(self, text):
+        self.plainText = text
+
+    def toPlainText(self):
+        return getattr(self, "plainText", "")
 
 
 class FakeListWidget(FakeWidget):
@@ -259,6 +290,7 @@ WIDGET_CLASSES = {
     "ctkSliderWidget": FakeSlider, "QCheckBox": FakeCheckBox, "QPushButton": FakeButton,
     "ctkPathLineEdit": FakePathLineEdit, "QComboBox": FakeComboBox, "qMRMLNodeComboBox": FakeNodeComboBox,
     "QListWidget": FakeListWidget, "QTableWidget": FakeTableWidget, "qMRMLWidget": FakeRoot,
+    "QPlainTextEdit": FakePlainTextEdit,
 }
 
 
@@ -381,7 +413,8 @@ def install(monkeypatch):
     monkeypatch.setattr(slicer, "mrmlScene", new_scene(), raising=False)
     major, minor = (int(v) for v in importlib.metadata.version("slicer-core").split(".")[:2])
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(testingEnabled=lambda: True, majorVersion=major,
-                                                             minorVersion=minor), raising=False)
+                                                             minorVersion=minor, processEvents=lambda: None),
+                        raising=False)
     monkeypatch.setattr(slicer.util, "loadUI", load_ui)
     monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda root: types.SimpleNamespace(**root.children))
     monkeypatch.setattr(slicer.util, "errorDisplay", dialogs.errorDisplay)

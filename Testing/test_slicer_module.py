@@ -120,6 +120,9 @@ def recording_start(module, widget, monkeypatch):
         def cancel(self):
             self.cancelled = True
 
+        def log(self):
+            return "  25.0% Segmented slice 1 of 4"
+
     started = []
     monkeypatch.setattr(widget.logic, "start", lambda prepared: started.append(prepared) or Running())
     return started
@@ -208,6 +211,9 @@ def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypat
 
         def cancel(self):
             self.cancelled = True
+
+        def log(self):
+            return "  25.0% Segmented slice 1 of 4"
 
     started = []
     monkeypatch.setattr(widget.logic, "start", lambda prepared: started.append(prepared) or Running())
@@ -454,3 +460,127 @@ def test_an_unsupported_slicer_is_told_at_start_and_cannot_run(monkeypatch):
     with pytest.raises(module.URSAMError, match="5.10 or later"):
         widget.logic.ensureDependencies()
     widget.cleanup()
+
+
+def test_the_organs_list_follows_segments_added_renamed_and_removed(env):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    segmentation = prompts.GetSegmentation()
+    assert [text for text, *_ in organ_items(widget)] == ["Liver", "Gallbladder"]
+    widget.ui.organsListWidget.item(1).setCheckState(fake.Qt.Unchecked)  # the user unticks the gallbladder
+    segmentation.AddEmptySegment("spleen", "spleen")
+    assert organ_items(widget) == [("Liver", True, True), ("Gallbladder", False, True), ("Spleen", True, True)]
+    segmentation.GetSegment("spleen").SetName("Right kidney")
+    assert [text for text, *_ in organ_items(widget)] == ["Liver", "Gallbladder", "Right kidney"]
+    segmentation.RemoveSegment(segmentation.GetNthSegmentID(0))  # the liver
+    assert organ_items(widget) == [("Gallbladder", False, True), ("Right kidney", True, True)]
+    other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Other prompts")
+    widget.ui.promptSegmentationSelector.setCurrentNode(other)
+    segmentation.AddEmptySegment("liver2", "Liver")  # the segmentation no longer chosen: not followed
+    assert organ_items(widget) == []
+
+
+def test_inputs_are_checked_before_anything_is_installed_under_a_wait_cursor(env, monkeypatch):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    installs = []
+    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: installs.append(ask))
+    widget.ui.promptSegmentationSelector.setCurrentNode(None)  # a user mistake
+    widget.ui.applyButton.click()
+    assert installs == [] and len(dialogs.errors) == 1  # told at once, not after a long installation
+    assert fake.QApplication.history == [("set", fake.Qt.WaitCursor), ("restore", None)]
+    assert fake.QApplication.cursors == []
+
+    widget.ui.promptSegmentationSelector.setCurrentNode(prompts)
+    order = []
+    prepare = widget.logic.prepare
+    monkeypatch.setattr(widget.logic, "prepare", lambda request: order.append("check") or prepare(request))
+    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: order.append("install"))
+    monkeypatch.setattr(widget.logic, "start", lambda prepared: order.append("start") or Finished())
+
+    class Finished:
+        def poll(self):
+            return module.jobs.JobStatus("cancelled", 0.0, "Cancelled")
+
+        def cancel(self):
+            pass
+
+        def log(self):
+            return ""
+
+    widget.ui.applyButton.click()
+    assert order == ["check", "install", "start"]
+
+
+def test_an_unexpected_error_is_a_dialog_with_details_never_only_a_console_traceback(env, monkeypatch):
+    module, widget, dialogs, scene, ct_node, prompts = env
+
+    def broken(request):
+        raise ZeroDivisionError("a bug in preparing")
+
+    monkeypatch.setattr(widget.logic, "prepare", broken)
+    widget.ui.applyButton.click()
+    text, extra = dialogs.errors[-1]
+    assert text.startswith("Starting the segmentation failed.")
+    assert "ZeroDivisionError: a bug in preparing" in extra["detailedText"]
+    assert widget.job is None and widget.ui.applyButton.text == "Auto-segment organs"
+
+    # a bug while the job runs: the job is ended, and its log goes with the details
+    class Breaks:
+        cancelled = False
+
+        def poll(self):
+            raise KeyError("progress")
+
+        def cancel(self):
+            self.cancelled = True
+
+        def log(self):
+            return "  10.0% Loading litemedsam"
+
+    job = Breaks()
+    monkeypatch.setattr(widget.logic, "prepare", lambda request: module.PreparedRun(request, None, None, [], {}))
+    monkeypatch.setattr(widget.logic, "start", lambda prepared: job)
+    widget.ui.applyButton.click()
+    text, extra = dialogs.errors[-1]
+    assert text.startswith("The segmentation failed.") and job.cancelled and not widget.timer.active
+    assert "KeyError: 'progress'" in extra["detailedText"] and "Loading litemedsam" in extra["detailedText"]
+    assert widget.ui.applyButton.text == "Auto-segment organs"
+
+    # and in any other control: a broken template folder in the prompt list
+    monkeypatch.setattr(widget.logic, "promptOrgans", lambda *args: 1 / 0)
+    widget.ui.organSetComboBox.currentIndex = 1
+    text, extra = dialogs.errors[-1]
+    assert text.startswith("URSAM failed unexpectedly.") and "ZeroDivisionError" in extra["detailedText"]
+
+
+def test_the_log_panel_shows_the_workers_output_and_show_3d_builds_surfaces(env):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    widget.logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
+    widget.ui.applyButton.click()
+    import time
+
+    for _ in range(1200):
+        if widget.job is None:
+            break
+        widget.timer.fire()
+        time.sleep(0.05)
+    assert dialogs.errors == [] and widget.outputs is not None
+    log = widget.ui.logTextEdit.toPlainText()
+    assert "Loading litemedsam" in log and "100.0%" in log  # what the worker printed, to the end
+    surface = module.slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+    segmentation = widget.outputs.segmentation
+    assert not segmentation.GetSegmentation().ContainsRepresentation(surface)
+    widget.ui.show3DCheckBox.checked = True
+    assert segmentation.GetSegmentation().ContainsRepresentation(surface)
+    assert segmentation.GetDisplayNode().GetVisibility3D()
+    polydata = segmentation.GetSegmentation().GetNthSegment(0).GetRepresentation(surface)
+    assert polydata.GetNumberOfPoints() > 0
+    widget.ui.show3DCheckBox.checked = False
+    assert not segmentation.GetDisplayNode().GetVisibility3D()
+
+
+def test_the_3d_box_margin_shown_is_the_one_applied(env):
+    from URSAMLib.prompts import DEFAULT_BOX_MARGIN
+
+    module, widget, *_ = env
+    margin = "/".join(f"{v:g}" for v in DEFAULT_BOX_MARGIN.zyx)
+    assert widget.ui.promptModeComboBox.itemText(1) == f"3-D box (+{margin} mm margin)"

@@ -29,7 +29,7 @@ SLIDERS = {  # name: (minimum, maximum, singleStep, decimals, default)
 COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
     "promptSourceComboBox": ["Segments in the scene", "Label map in the scene",
                              "Template folder (automatic localization)", "Template from labelled CTs in the scene"],
-    "promptModeComboBox": ["Per-slice boxes", "3-D box (+2/10/10 voxel margin)"],
+    "promptModeComboBox": ["Per-slice boxes", "3-D box (+5/10/10 mm margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
     "thresholdModeComboBox": ["Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
     "organSetComboBox": [],
@@ -46,12 +46,13 @@ NODE_SELECTORS = {  # name: (node type, none enabled, none display)
 }
 PATHS = {"classesPathLineEdit": "Files", "templatePathLineEdit": "Dirs", "checkpointPathLineEdit": "Files",
          "localizerWeightsPathLineEdit": "Files"}
-COLLAPSIBLES = {"inputsCollapsibleButton": False, "advancedCollapsibleButton": True, "outputsCollapsibleButton": False}
+COLLAPSIBLES = {"inputsCollapsibleButton": False, "advancedCollapsibleButton": True, "outputsCollapsibleButton": False,
+                "logCollapsibleButton": True}
 OTHERS = {"URSAM": "qMRMLWidget", "applyButton": "QPushButton", "progressBar": "QProgressBar", "statusLabel": "QLabel",
           "showEnsembleCheckBox": "QCheckBox", "previousRegionButton": "QPushButton",
           "nextRegionButton": "QPushButton", "organsListWidget": "QListWidget", "organTableWidget": "QTableWidget",
           "templateNoteLabel": "QLabel", "supportsListWidget": "QListWidget", "addSupportButton": "QPushButton",
-          "clearSupportsButton": "QPushButton"}
+          "clearSupportsButton": "QPushButton", "show3DCheckBox": "QCheckBox", "logTextEdit": "QPlainTextEdit"}
 LABELS = {"inputVolumeLabel", "promptSourceLabel", "promptSegmentationLabel", "promptLabelMapLabel", "classesLabel",
           "templateLabel", "promptModeLabel", "organSetLabel", "organsLabel", "numAugLabel", "ratioLabel",
           "backboneLabel", "checkpointLabel", "deviceLabel", "alphaHLabel", "thresholdModeLabel",
@@ -194,3 +195,18 @@ def test_the_readme_workflow_names_only_controls_that_exist():
                if not any(text == phrase or text.startswith(phrase + " (") for text in texts)}
     assert not unknown, f"the README names controls the .ui does not have: {unknown}"
     assert len(named) > 20
+
+
+def test_the_box_margin_the_ui_names_is_the_one_the_code_applies(ui):
+    from URSAMLib.prompts import DEFAULT_BOX_MARGIN
+
+    assert DEFAULT_BOX_MARGIN.unit == "mm"
+    margin = "/".join(f"{v:g}" for v in DEFAULT_BOX_MARGIN.zyx)
+    combo = child(ui, "promptModeComboBox")
+    assert combo.itemText(1) == f"3-D box (+{margin} mm margin)"
+    assert f"enlarged by {margin} mm" in combo.toolTip()
+
+
+def test_the_log_is_read_only_and_folded_away(ui):
+    assert child(ui, "logTextEdit").isReadOnly()
+    assert not child(ui, "show3DCheckBox").isChecked()

@@ -14,6 +14,7 @@ the background job in URSAMSlicerLib. :class:`URSAMLogic` works without the GUI:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import sys
@@ -58,7 +59,7 @@ from URSAMLib.backbones import DEFAULT_BACKBONE, catalogue as backboneCatalogue 
 from URSAMLib.errors import URSAMError  # noqa: E402
 from URSAMLib.localize import LOCALIZERS, check_localizer  # noqa: E402
 from URSAMLib.pipeline import SegmentationResult, Settings  # noqa: E402
-from URSAMLib.prompts import OrganPrompt, prompts_from_labels  # noqa: E402
+from URSAMLib.prompts import DEFAULT_BOX_MARGIN, OrganPrompt, prompts_from_labels  # noqa: E402
 from URSAMLib.template import Template, build_template  # noqa: E402
 from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions  # noqa: E402
 
@@ -542,11 +543,18 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
 
     # -- viewing ------------------------------------------------------------------------
 
-    def showResults(self, outputs: URSAMOutputs, heatmapOpacity: float, showEnsemble: bool) -> None:
-        """CT in the background, heatmap in the foreground of every slice view; ensemble as asked."""
+    def showResults(self, outputs: URSAMOutputs, heatmapOpacity: float, showEnsemble: bool,
+                    show3D: bool = False) -> None:
+        """CT in the background, heatmap in the foreground of every slice view; ensemble and 3D
+        surfaces as asked."""
         scene = outputs.inputVolume.GetScene()
         mrml.show_overlay(scene, outputs.inputVolume, outputs.uncertainty, heatmapOpacity)
         mrml.set_segmentation_visible(outputs.ensemble, showEnsemble)
+        self.setShow3D(outputs, show3D)
+
+    def setShow3D(self, outputs: URSAMOutputs, visible: bool) -> None:
+        """URSAM's segments as surfaces in the 3D views (built on first use: that takes a moment)."""
+        mrml.show_surfaces(outputs.segmentation, visible)
 
     def setHeatmapOpacity(self, outputs: URSAMOutputs, opacity: float) -> None:
         mrml.set_overlay_opacity(outputs.inputVolume.GetScene(), outputs.uncertainty, opacity)
@@ -565,6 +573,23 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
 # URSAMWidget
 #
 
+def reportErrors(slot):
+    """A widget slot whose errors reach the user: a user mistake as one dialog line, anything else as
+    an error dialog with the details (Qt would only print the traceback to the Python console)."""
+
+    @functools.wraps(slot)
+    def guarded(self, *args, **kwargs):
+        try:
+            return slot(self, *args, **kwargs)
+        except URSAMError as error:
+            self.ui.statusLabel.text = str(error)
+            slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
+        except Exception:
+            self.showBug(_("URSAM failed unexpectedly."))
+
+    return guarded
+
+
 class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Glue between the .ui and :class:`URSAMLogic`."""
 
@@ -579,6 +604,10 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.started = 0.0
         self.timer = None
         self._promptOrgans: list[PromptOrgan] = []
+        self._observedPrompt = None
+        """The prompt segmentation whose segments the Organs list follows."""
+        self._promptSignature = None
+        self._shownLog = ""
         self.supports: list[tuple[object, object]] = []
         """The (CT volume, segmentation) pairs added as supports of a template built from the scene."""
 
@@ -598,6 +627,11 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.backboneComboBox.setCurrentIndex(self.ui.backboneComboBox.findData(DEFAULT_BACKBONE))
         for name in LOCALIZERS:
             self.ui.localizerComboBox.addItem(LOCALIZER_TITLES.get(name, name), name)
+        # the margin the code applies, whatever the .ui was written with
+        margin = "/".join(f"{value:g}" for value in DEFAULT_BOX_MARGIN.zyx)
+        unit = _("mm") if DEFAULT_BOX_MARGIN.unit == "mm" else _("voxel")
+        self.ui.promptModeComboBox.setItemText(PROMPT_MODES.index("box3d"), _("3-D box (+{margin} {unit} margin)")
+                                               .format(margin=margin, unit=unit))
 
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
@@ -616,6 +650,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.alphaHSliderWidget.connect("valueChanged(double)", self.onRectificationChanged)
         self.ui.thresholdModeComboBox.connect("currentIndexChanged(int)", self.onRectificationChanged)
         self.ui.showEnsembleCheckBox.connect("toggled(bool)", self.onShowEnsemble)
+        self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3D)
         self.ui.heatmapOpacitySliderWidget.connect("valueChanged(double)", self.onHeatmapOpacity)
         self.ui.nextRegionButton.connect("clicked(bool)", self.onNextRegion)
         self.ui.previousRegionButton.connect("clicked(bool)", self.onPreviousRegion)
@@ -633,6 +668,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self):
         self.removeObservers()
+        self._observedPrompt = None
         if self.job is not None:
             self.job.cancel()
             self.job = None
@@ -698,14 +734,48 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- prompts ------------------------------------------------------------------------
 
+    @reportErrors
     def onInputVolumeChanged(self, volume=None):
         """Another CT: write into its own URSAM outputs (or new ones), never into the previous CT's."""
         volume = self.ui.inputVolumeSelector.currentNode()
         self.ui.outputSegmentationSelector.setCurrentNode(
             mrml.outputs_of(slicer.mrmlScene, volume) if volume is not None else None)
 
+    PROMPT_SEGMENT_EVENTS = ("SegmentAdded", "SegmentRemoved", "SegmentModified")
+
+    def observePrompt(self, node) -> None:
+        """Follow the segments of the chosen prompt segmentation: adding, removing or renaming one
+        updates the Organs list."""
+        if node is self._observedPrompt:
+            return
+        for event in self.PROMPT_SEGMENT_EVENTS:
+            if self._observedPrompt is not None:
+                self.removeObserver(self._observedPrompt, getattr(slicer.vtkSegmentation, event),
+                                    self.onPromptSegmentsChanged)
+            if node is not None:
+                self.addObserver(node, getattr(slicer.vtkSegmentation, event), self.onPromptSegmentsChanged)
+        self._observedPrompt = node
+
+    def _segmentSignature(self, node):
+        if node is None or node.GetScene() is None:
+            return None
+        return tuple((segmentId, name, mrml.segment_terminology(node, segmentId))
+                     for segmentId, name in mrml.prompt_segments(node))
+
+    @reportErrors
+    def onPromptSegmentsChanged(self, caller=None, event=None):
+        # SegmentModified also fires for every brush stroke: rebuild only when names or terminology changed
+        if self._segmentSignature(self._observedPrompt) != self._promptSignature:
+            self.onPromptChanged()
+
+    @reportErrors
     def onPromptChanged(self, *args):
         source = self.promptSource()
+        node = self.promptNode() if source == "segmentation" else None
+        self.observePrompt(node)
+        self._promptSignature = self._segmentSignature(node)
+        ticked = set(self.checkedOrganLabels())  # organs the user unticked stay unticked (by organ, not row)
+        unticked = {organ.output.key for organ in self._promptOrgans if organ.inPrompt and organ.label not in ticked}
         for name, visible in (("promptSegmentation", source == "segmentation"),
                               ("promptLabelMap", source == "labelmap"), ("classes", source == "labelmap"),
                               ("template", source == "template"), ("supportVolume", source == "sceneTemplate"),
@@ -736,12 +806,13 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             item = qt.QListWidgetItem(text)
             if organ.inPrompt:
                 item.setFlags(qt.Qt.ItemIsUserCheckable | qt.Qt.ItemIsEnabled)
-                item.setCheckState(qt.Qt.Checked)
+                item.setCheckState(qt.Qt.Unchecked if organ.output.key in unticked else qt.Qt.Checked)
                 item.setData(qt.Qt.UserRole, organ.label)
             else:
                 item.setFlags(qt.Qt.NoItemFlags)
             self.ui.organsListWidget.addItem(item)
 
+    @reportErrors
     def onAddSupport(self, *args):
         """Add the chosen (CT volume, segmentation) pair to the supports of the scene template."""
         volume = self.ui.supportVolumeSelector.currentNode()
@@ -755,6 +826,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 _("{volume}: {segmentation}").format(volume=volume.GetName(), segmentation=segmentation.GetName())))
         self.onPromptChanged()
 
+    @reportErrors
     def onClearSupports(self, *args):
         self.supports = []
         self.ui.supportsListWidget.clear()
@@ -768,19 +840,45 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onPollJob()
             return
         try:
-            self.logic.ensureDependencies()
-            self.prepared = self.logic.prepare(self.requestFromGUI())
-            self.started = time.monotonic()
-            self.job = self.logic.start(self.prepared)
+            with slicer.util.WaitCursor():
+                self.prepared = self.prepareAndInstall(self.requestFromGUI())
+                self.started = time.monotonic()
+                self.job = self.logic.start(self.prepared)
         except URSAMError as error:
             self.prepared = None
             slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
+            return
+        except Exception:
+            self.prepared = self.job = None
+            self.showBug(_("Starting the segmentation failed."))
             return
         self.setRunning(True)
         self.timer.start()
         for warning in self.prepared.warnings:  # shown while the job already runs; Cancel stays available
             slicer.util.warningDisplay(warning, windowTitle=_("URSAM"))
         self.onPollJob()
+
+    def prepareAndInstall(self, request: URSAMRequest) -> PreparedRun:
+        """Check the inputs, then install what is missing: a user mistake is reported before a long
+        installation, not after it."""
+        try:
+            prepared = self.logic.prepare(request)
+        except ImportError:  # checking needed a package that is not installed yet: install, then check
+            prepared = None
+        self.ui.statusLabel.text = _("Checking URSAM's Python packages...")
+        self.logic.ensureDependencies()
+        return prepared if prepared is not None else self.logic.prepare(request)
+
+    def showBug(self, message: str, log: str = "") -> None:
+        """An unexpected error (a bug, not a user mistake): a dialog with the traceback and the
+        worker's log as details, for a bug report, and the same in Slicer's log."""
+        details = traceback.format_exc()
+        if log:
+            details += "\n--- worker log ---\n" + log
+        logging.error(f"{message}\n{details}")
+        self.ui.statusLabel.text = message
+        slicer.util.errorDisplay(message + " " + _("Click 'Show Details' for what to include in a bug report."),
+                                 windowTitle=_("URSAM"), detailedText=details)
 
     def setRunning(self, running: bool) -> None:
         self.ui.applyButton.text = _("Cancel") if running else _("Auto-segment organs")
@@ -792,9 +890,23 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Starting...")
 
     def onPollJob(self):
+        """Timer slot: show the job's progress and, once it has finished, its outcome. An unexpected
+        error ends the job and is shown with the details and the worker's log."""
         if self.job is None:
             return
+        try:
+            self.pollJob()
+        except Exception:
+            job, self.job, self.prepared = self.job, None, None
+            self.timer.stop()
+            if job is not None:
+                job.cancel()
+            self.setRunning(False)
+            self.showBug(_("The segmentation failed."), job.log() if job is not None else "")
+
+    def pollJob(self) -> None:
         status = self.job.poll()
+        self.showLog(self.job.log())
         self.ui.progressBar.value = int(round(100 * status.fraction))
         self.ui.statusLabel.text = status.message
         if not status.finished:
@@ -810,6 +922,8 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if status.state == "failed":
             self.ui.statusLabel.text = _("Failed: {error}").format(error=status.error)
             details = {"detailedText": status.details} if status.details else {}  # a bug: its log, for support
+            if status.details:
+                logging.error(f"URSAM: {status.error}\n{status.details}")
             slicer.util.errorDisplay(status.error, windowTitle=_("URSAM"), **details)
             return
         try:
@@ -818,13 +932,11 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
             return
         except Exception:
-            logging.error(traceback.format_exc())
-            slicer.util.errorDisplay(_("Writing the results into the scene failed."), windowTitle=_("URSAM"),
-                                     detailedText=traceback.format_exc())
+            self.showBug(_("Writing the results into the scene failed."))
             return
         self.ui.outputSegmentationSelector.setCurrentNode(self.outputs.segmentation)
         self.logic.showResults(self.outputs, self.ui.heatmapOpacitySliderWidget.value,
-                               self.ui.showEnsembleCheckBox.checked)
+                               self.ui.showEnsembleCheckBox.checked, self.ui.show3DCheckBox.checked)
         missing = "; ".join(f"{name}: {reason}" for name, reason in self.outputs.missing.items())
         count = len(self.outputs.organs)
         self.ui.statusLabel.text = _("Segmented {count} {organs} in {seconds:.0f} s.").format(
@@ -836,6 +948,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- outputs ------------------------------------------------------------------------
 
+    @reportErrors
     def onRectificationChanged(self, *args):
         """α_h or the threshold mode changed: re-rectify the last result (no SAM recomputation)."""
         if self.outputs is None or self.job is not None:
@@ -851,17 +964,33 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Rectification updated (α_h = {alpha:.2f}, {mode}).").format(
             alpha=settings.alpha_h, mode=self.ui.thresholdModeComboBox.currentText)
 
+    @reportErrors
     def onShowEnsemble(self, visible):
         if self.outputs is not None:
             self.logic.setEnsembleVisible(self.outputs, bool(visible))
 
+    @reportErrors
+    def onShow3D(self, visible):
+        if self.outputs is not None:
+            with slicer.util.WaitCursor():
+                self.logic.setShow3D(self.outputs, bool(visible))
+
+    def showLog(self, text: str) -> None:
+        """Put the worker's output in the log panel (only when it changed: the timer polls often)."""
+        if text != self._shownLog:
+            self._shownLog = text
+            self.ui.logTextEdit.setPlainText(text)
+
+    @reportErrors
     def onHeatmapOpacity(self, opacity):
         if self.outputs is not None:
             self.logic.setHeatmapOpacity(self.outputs, float(opacity))
 
+    @reportErrors
     def onNextRegion(self, *args):
         self.stepRegion(+1)
 
+    @reportErrors
     def onPreviousRegion(self, *args):
         self.stepRegion(-1)
 
@@ -878,6 +1007,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Uncertain region {index} of {count}: {organ}, {voxels} voxels.").format(
             index=self.regionIndex + 1, count=count, organ=region.organ, voxels=region.voxels)
 
+    @reportErrors
     def onOrganClicked(self, row, column=0):
         if self.outputs is None or not 0 <= row < len(self.outputs.statistics):
             return

@@ -47,6 +47,8 @@ BackboneLoader = Callable[[str, "str | None", str], object]
 """``(name, checkpoint, device) -> backbone``; :func:`URSAMLib.backbones.load_backbone` by default."""
 
 EXIT_USER_ERROR = 2
+LOG_LIMIT = 20000
+"""Characters of the worker's log kept for the log panel and bug reports (its end)."""
 LOCALIZATION_SHARE = 0.3
 """The part of the progress bar that localizing organs takes, when a job localizes."""
 
@@ -326,12 +328,18 @@ class InProcessJob:
         self._status = JobStatus("running")
         self._result: SegmentationResult | None = None
         self._cancelled = False
+        self._log: list[str] = []
         self.not_found: dict[str, str] = {}
         """Organ → why localization did not find it (known once the job is done)."""
+
+    def log(self) -> str:
+        """The progress messages so far, one per line."""
+        return "\n".join(self._log)
 
     def start(self) -> None:
         def progress(fraction: float, message: str) -> None:
             self._status = JobStatus("running", fraction, message)
+            self._log.append(f"{100 * fraction:5.1f}% {message}")
 
         try:
             self._result = compute(self.job, progress, lambda: self._cancelled, self.loader)
@@ -387,6 +395,7 @@ class BackgroundJob:
         self._status = JobStatus("running", 0.0, "Starting")
         self._result: SegmentationResult | None = None
         self._log = None
+        self._last_log = ""
         self.not_found: dict[str, str] = {}
         """Organ → why localization did not find it (known once the job is done)."""
         self._temporary_template = temporary_template(job)
@@ -422,10 +431,10 @@ class BackgroundJob:
             message = json.loads((self.folder / "error.json").read_text())["message"]
             self._status = JobStatus("failed", self._status.fraction, "Failed", message)
         else:
-            log = (self.folder / "worker.log").read_text(errors="replace")
             self._status = JobStatus("failed", self._status.fraction, "Failed",
                                      f"The segmentation process stopped unexpectedly (exit status {code}).",
-                                     log[-20000:])
+                                     self.log())
+        self.log()  # keep what the worker said: the folder goes now
         self.cleanup()
         return self._status
 
@@ -453,6 +462,16 @@ class BackgroundJob:
         if self._result is None:
             raise RuntimeError("the job has no result")
         return self._result
+
+    def log(self) -> str:
+        """The last :data:`LOG_LIMIT` characters the worker printed (progress, warnings, a traceback),
+        read while it runs and kept once its folder is removed."""
+        if self.folder is not None and self.folder.exists():
+            try:
+                self._last_log = (self.folder / "worker.log").read_text(errors="replace")[-LOG_LIMIT:]
+            except OSError:
+                pass  # being written (Windows): the last text read stands
+        return self._last_log
 
     def _close_log(self) -> None:
         if self._log is not None:

@@ -411,6 +411,15 @@ def place_beside(node, reference_node) -> None:
         hierarchy.CreateItem(parent, node)
 
 
+def show_surfaces(segmentation_node, visible: bool) -> None:
+    """Show (building them once) or hide a segmentation's closed surfaces in the 3D views."""
+    display = segmentation_node.GetDisplayNode()
+    if visible:
+        segmentation_node.CreateClosedSurfaceRepresentation()
+    if display is not None:
+        display.SetVisibility3D(bool(visible))
+
+
 def set_segmentation_visible(segmentation_node, visible: bool) -> None:
     display = segmentation_node.GetDisplayNode()
     if display is not None:
