@@ -584,3 +584,36 @@ def test_the_3d_box_margin_shown_is_the_one_applied(env):
     module, widget, *_ = env
     margin = "/".join(f"{v:g}" for v in DEFAULT_BOX_MARGIN.zyx)
     assert widget.ui.promptModeComboBox.itemText(1) == f"3-D box (+{margin} mm margin)"
+
+
+def test_re_rectifying_over_the_users_edits_asks_first(env):
+    import slicer
+
+    module, widget, dialogs, scene, ct_node, prompts = env
+    widget.logic.runInProcess = True
+    widget.logic.backboneLoader = lambda *args: BrightInBox()
+    widget.ui.applyButton.click()
+    outputs = widget.outputs
+    widget.ui.alphaHSliderWidget.value = 1.5  # no edits yet: no question
+    assert dialogs.confirmations == [] and outputs.result.settings.alpha_h == pytest.approx(1.5)
+
+    liver = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    edited = mrml.segment_mask(outputs.segmentation, liver, ct_node)
+    edited[0, :3, :3] = True  # the user paints into URSAM's liver segment
+    image, extent = mrml._mask_image(edited, mrml.ijk_to_ras(ct_node))
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    assert logic.SetBinaryLabelmapToSegment(image, outputs.segmentation, liver, logic.MODE_REPLACE, extent)
+    dialogs.confirm_answer = False
+    widget.ui.alphaHSliderWidget.value = 2.0
+    assert len(dialogs.confirmations) == 1 and "Liver" in dialogs.confirmations[0]
+    assert "Gallbladder" not in dialogs.confirmations[0]
+    assert np.array_equal(mrml.segment_mask(outputs.segmentation, liver, ct_node), edited)  # kept
+    assert outputs.result.settings.alpha_h == pytest.approx(1.5)
+    assert widget.ui.statusLabel.text.startswith("Rectification not updated")
+
+    dialogs.confirm_answer = True
+    widget.ui.alphaHSliderWidget.value = 2.5
+    assert len(dialogs.confirmations) == 2 and outputs.result.settings.alpha_h == pytest.approx(2.5)
+    assert not mrml.segment_mask(outputs.segmentation, liver, ct_node)[0, :3, :3].any()
+    widget.ui.alphaHSliderWidget.value = 2.0  # URSAM's own result again: no question
+    assert len(dialogs.confirmations) == 2

@@ -196,6 +196,9 @@ class URSAMOutputs:
     statistics: list[regions.OrganStatistics]
     regions: list[regions.UncertainRegion]
     missing: dict[str, str] = field(default_factory=dict)
+    written: dict[str, str] = field(default_factory=dict)
+    """Digests of URSAM's rectified segments as URSAM last wrote them (segment id → digest), to
+    notice the user's edits before they would be replaced."""
 
 
 #
@@ -527,9 +530,28 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             for node in created:
                 scene.RemoveNode(node)
             raise
-        return URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, organs,
-                            regions.organ_statistics(result, frame.spacing, rectifiedLabels),
-                            regions.uncertain_regions(result), {**prepared.missing, **(notFound or {})})
+        outputs = URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, organs,
+                               regions.organ_statistics(result, frame.spacing, rectifiedLabels),
+                               regions.uncertain_regions(result), {**prepared.missing, **(notFound or {})})
+        self._remember(outputs)
+        return outputs
+
+    @staticmethod
+    def _remember(outputs: URSAMOutputs) -> None:
+        ours = mrml.ursam_segments(outputs.segmentation, "rectified")
+        outputs.written = mrml.segment_digests(outputs.segmentation, ours.values(), outputs.inputVolume)
+
+    def editedOrgans(self, outputs: URSAMOutputs) -> list[str]:
+        """Names of URSAM's rectified segments the user changed (or deleted) since URSAM wrote them:
+        re-rectifying would replace those edits."""
+        now = mrml.segment_digests(outputs.segmentation, outputs.written, outputs.inputVolume)
+        segmentation = outputs.segmentation.GetSegmentation()
+        edited = []
+        for segmentId, digest in outputs.written.items():
+            if now[segmentId] != digest:
+                segment = segmentation.GetSegment(segmentId)
+                edited.append(segment.GetName() if segment is not None else segmentId)
+        return edited
 
     def rerectify(self, outputs: URSAMOutputs, **changes) -> None:
         """Re-run only the rectification (e.g. ``alpha_h=1.5``, ``method="fixed"``) and update URSAM's
@@ -540,6 +562,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                                   outputs.inputVolume, "rectified")
         outputs.statistics = regions.organ_statistics(outputs.result, outputs.frame.spacing, labels)
         outputs.regions = regions.uncertain_regions(outputs.result)
+        self._remember(outputs)
 
     # -- viewing ------------------------------------------------------------------------
 
@@ -954,6 +977,15 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.outputs is None or self.job is not None:
             return
         settings = self.settingsFromGUI()
+        edited = self.logic.editedOrgans(self.outputs)
+        if edited and not slicer.util.confirmOkCancelDisplay(
+                _("You edited {organs} since URSAM wrote them. Re-rectifying replaces these segments with the new "
+                  "rectification, and your edits are lost. Continue? (To keep an edit, copy the segment first: "
+                  "URSAM never touches segments it did not make.)").format(organs=", ".join(edited)),
+                windowTitle=_("URSAM")):
+            self.ui.statusLabel.text = _("Rectification not updated: your edits to {organs} were kept.").format(
+                organs=", ".join(edited))
+            return
         try:
             self.logic.rerectify(self.outputs, alpha_h=settings.alpha_h, method=settings.method)
         except URSAMError as error:

@@ -13,6 +13,7 @@ in Slicer and on a bare ``vtkMRMLScene`` (slicer-core) alike.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -321,6 +322,20 @@ def write_organ_segments(segmentation_node, labels: np.ndarray, organs: list[Org
             raise RuntimeError(f"Could not write the {organ.name} segment")
         written[organ.label] = segment_id
     return written
+
+
+def segment_digests(segmentation_node, segment_ids, volume_node) -> dict[str, str]:
+    """A fingerprint of each segment's voxels on ``volume_node``'s grid, ``{segment id: digest}``:
+    equal digests mean unchanged voxels (segments sharing a labelmap layer change one another's
+    modification time, so times cannot tell)."""
+    digests = {}
+    for segment_id in segment_ids:
+        if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+            digests[segment_id] = ""  # deleted by the user
+            continue
+        mask = segment_mask(segmentation_node, segment_id, volume_node)
+        digests[segment_id] = hashlib.sha1(np.packbits(mask).tobytes()).hexdigest()
+    return digests
 
 
 def new_segmentation(scene, name: str, volume_node):
