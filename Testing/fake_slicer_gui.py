@@ -351,6 +351,10 @@ class ScriptedLoadableModuleWidget:
         self.moduleName = self.__class__.__name__[:-len("Widget")]
         self.layout = types.SimpleNamespace(widgets=[], addWidget=lambda w: self.layout.widgets.append(w))
 
+    def onReload(self):
+        """Slicer's Reload re-imports the module's script; here it is only recorded."""
+        self.reloaded = getattr(self, "reloaded", 0) + 1
+
     def resourcePath(self, filename):
         return str(MODULE_DIR / "Resources" / filename)
 

@@ -617,3 +617,15 @@ def test_re_rectifying_over_the_users_edits_asks_first(env):
     assert not mrml.segment_mask(outputs.segmentation, liver, ct_node)[0, :3, :3].any()
     widget.ui.alphaHSliderWidget.value = 2.0  # URSAM's own result again: no question
     assert len(dialogs.confirmations) == 2
+
+
+def test_reload_forgets_ursamlib_and_ursamslicerlib_so_their_edits_are_imported(env, monkeypatch):
+    module, widget, *_ = env
+    ours = [name for name in sys.modules if name.split(".")[0] in ("URSAMLib", "URSAMSlicerLib")]
+    assert "URSAMSlicerLib.jobs" in ours and "URSAMLib.pipeline" in ours
+    for name in ours:  # put them back after the test: the rest of the suite holds their classes
+        monkeypatch.setitem(sys.modules, name, sys.modules[name])
+    widget.onReload()
+    assert widget.reloaded == 1
+    assert not [name for name in sys.modules if name.split(".")[0] in ("URSAMLib", "URSAMSlicerLib")]
+    assert "numpy" in sys.modules  # only the module's own packages

@@ -434,3 +434,21 @@ def test_a_label_map_under_another_transform_is_refused_with_what_to_do(ursam, o
     label_node.SetAndObserveTransformNodeID(translation_node(scene, (5.0, 0.0, 0.0)).GetID())
     with pytest.raises(URSAMError, match="harden"):
         in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptSource="labelmap", promptNode=label_node))
+
+
+def test_the_ensemble_is_drawn_in_its_own_colours_as_outlines(ursam, oblique_scene):
+    scene, ct_node, prompts, _ = oblique_scene
+    outputs = in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptNode=prompts))
+    rectified = mrml.ursam_segments(outputs.segmentation, "rectified")
+    ensemble = mrml.ursam_segments(outputs.ensemble, "ensemble")
+    assert rectified.keys() == ensemble.keys() == {"liver", "gallbladder"}
+    colours = set()
+    for key in rectified:
+        ours = np.array(outputs.segmentation.GetSegmentation().GetSegment(rectified[key]).GetColor())
+        pale = np.array(outputs.ensemble.GetSegmentation().GetSegment(ensemble[key]).GetColor())
+        assert np.abs(ours - pale).max() > 0.2 and (pale >= ours).all()  # a paler tint of the organ's colour
+        colours |= {tuple(ours), tuple(pale)}
+    assert len(colours) == 4
+    display = outputs.ensemble.GetDisplayNode()
+    assert not display.GetVisibility2DFill() and display.GetVisibility2DOutline()
+    assert outputs.segmentation.GetDisplayNode().GetVisibility2DFill()

@@ -509,11 +509,13 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             ensemble = segmentation.GetNodeReference(mrml.REFERENCE_ENSEMBLE)
             if ensemble is None:
                 ensemble = new(mrml.new_segmentation(scene, f"{baseName} ensemble", volume))
+                mrml.style_as_ensemble(ensemble)
                 mrml.set_segmentation_visible(ensemble, False)  # hidden until asked for
             uncertainty = segmentation.GetNodeReference(mrml.REFERENCE_UNCERTAINTY)
             rectifiedLabels = result.label_map("rectified")
             mrml.write_organ_segments(segmentation, frame.from_axial(rectifiedLabels), organs, volume, "rectified")
-            mrml.write_organ_segments(ensemble, frame.from_axial(result.label_map("ensemble")), organs, volume,
+            mrml.write_organ_segments(ensemble, frame.from_axial(result.label_map("ensemble")),
+                                      [replace(o, color=mrml.ensemble_color(o.color)) for o in organs], volume,
                                       "ensemble")
             if uncertainty is None:
                 uncertainty = new(mrml.write_uncertainty_volume(scene, None, f"{baseName} uncertainty",
@@ -688,6 +690,15 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.setEnabled(False)
             self.ui.statusLabel.text = unsupported
             logging.error(unsupported)
+
+    RELOADED_PACKAGES = ("URSAMLib", "URSAMSlicerLib")
+
+    def onReload(self):
+        """Developer mode's Reload: URSAM.py is reloaded by Slicer; forget URSAMLib and URSAMSlicerLib
+        too, so that the reloaded module imports their edited code rather than the copies in memory."""
+        for name in [n for n in sys.modules if n.split(".")[0] in self.RELOADED_PACKAGES]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self):
         self.removeObservers()

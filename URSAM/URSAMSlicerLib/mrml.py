@@ -338,6 +338,24 @@ def segment_digests(segmentation_node, segment_ids, volume_node) -> dict[str, st
     return digests
 
 
+ENSEMBLE_TINT = 0.55
+"""How far the ensemble's colours are moved towards white, so that they differ from the rectified ones."""
+
+
+def ensemble_color(color) -> tuple[float, float, float]:
+    """The ensemble segment's colour for an organ of ``color`` (RGB in [0, 1]): a pale tint of it."""
+    return tuple(float(c + (1.0 - c) * ENSEMBLE_TINT) for c in color)
+
+
+def style_as_ensemble(segmentation_node) -> None:
+    """Show a segmentation as outlines only in the slice views, so that the ensemble drawn over the
+    rectified segments leaves them visible and is told apart from them."""
+    display = segmentation_node.GetDisplayNode()
+    if display is not None:
+        display.SetVisibility2DFill(False)
+        display.SetVisibility2DOutline(True)
+
+
 def new_segmentation(scene, name: str, volume_node):
     """A segmentation node referenced to ``volume_node``'s geometry, with a display node."""
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
