@@ -629,3 +629,35 @@ def test_reload_forgets_ursamlib_and_ursamslicerlib_so_their_edits_are_imported(
     assert widget.reloaded == 1
     assert not [name for name in sys.modules if name.split(".")[0] in ("URSAMLib", "URSAMSlicerLib")]
     assert "numpy" in sys.modules  # only the module's own packages
+
+
+def test_settings_and_node_choices_survive_saving_and_loading_the_scene(env, tmp_path):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    ui = widget.ui
+    ui.numAugSliderWidget.value = 7
+    ui.ratioSliderWidget.value = 0.05
+    ui.alphaHSliderWidget.value = 1.6
+    ui.thresholdModeComboBox.currentIndex = 1
+    ui.promptModeComboBox.currentIndex = 1
+    ui.organSetComboBox.currentIndex = ui.organSetComboBox.findData("abdomen")
+    ui.backboneComboBox.currentIndex = ui.backboneComboBox.findData("sam-vit-b")
+    ui.checkpointPathLineEdit.currentPath = "/weights/sam.pth"
+    ui.showEnsembleCheckBox.checked = True
+    ui.heatmapOpacitySliderWidget.value = 0.3
+    saved = {name: getattr(getattr(ui, control), prop) for name, (control, prop) in module.SAVED_CONTROLS.items()}
+    scene.SetRootDirectory(str(tmp_path))
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+
+    scene.Clear(0)  # File > Close scene, then load the saved one: the controls follow the scene
+    ui.numAugSliderWidget.value = 3
+    ui.backboneComboBox.currentIndex = 0
+    ui.checkpointPathLineEdit.currentPath = ""
+    ui.showEnsembleCheckBox.checked = False
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Import()
+    assert {name: getattr(getattr(ui, control), prop) for name, (control, prop) in module.SAVED_CONTROLS.items()} \
+        == saved
+    assert ui.inputVolumeSelector.currentNode().GetName() == "Oblique"
+    assert ui.promptSegmentationSelector.currentNode().GetName() == "Prompts"
+    assert ui.inputVolumeSelector.currentNode().GetScene() is scene

@@ -82,6 +82,34 @@ ANY_ORGAN = "any"
 """Organ set of every structure found in the prompts."""
 POLL_INTERVAL_MS = 200
 
+SAVED_CONTROLS = {
+    # parameter name: (control, property); combo boxes filled from catalogues keep their item's data
+    "PromptSource": ("promptSourceComboBox", "currentIndex"),
+    "PromptMode": ("promptModeComboBox", "currentIndex"),
+    "OrganSet": ("organSetComboBox", "currentData"),
+    "NumAug": ("numAugSliderWidget", "value"),
+    "Ratio": ("ratioSliderWidget", "value"),
+    "ClassesPath": ("classesPathLineEdit", "currentPath"),
+    "TemplateFolder": ("templatePathLineEdit", "currentPath"),
+    "Backbone": ("backboneComboBox", "currentData"),
+    "Checkpoint": ("checkpointPathLineEdit", "currentPath"),
+    "Device": ("deviceComboBox", "currentIndex"),
+    "AlphaH": ("alphaHSliderWidget", "value"),
+    "ThresholdMode": ("thresholdModeComboBox", "currentIndex"),
+    "Localizer": ("localizerComboBox", "currentData"),
+    "LocalizerWeights": ("localizerWeightsPathLineEdit", "currentPath"),
+    "ShowEnsemble": ("showEnsembleCheckBox", "checked"),
+    "Show3D": ("show3DCheckBox", "checked"),
+    "HeatmapOpacity": ("heatmapOpacitySliderWidget", "value"),
+}
+"""Settings kept in the module's parameter node, so that they are saved with the scene."""
+SAVED_NODES = {"InputVolume": "inputVolumeSelector", "PromptSegmentation": "promptSegmentationSelector",
+               "PromptLabelMap": "promptLabelMapSelector", "OutputSegmentation": "outputSegmentationSelector"}
+"""Node choices kept as references of the parameter node (the input first: choosing it chooses the output)."""
+CONTROL_SIGNALS = {"value": "valueChanged(double)", "currentIndex": "currentIndexChanged(int)",
+                   "currentData": "currentIndexChanged(int)", "currentPath": "currentPathChanged(QString)",
+                   "checked": "toggled(bool)"}
+
 
 #
 # URSAM
@@ -681,10 +709,16 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.previousRegionButton.connect("clicked(bool)", self.onPreviousRegion)
         self.ui.organTableWidget.connect("cellClicked(int,int)", self.onOrganClicked)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        for name, (control, prop) in SAVED_CONTROLS.items():
+            getattr(self.ui, control).connect(CONTROL_SIGNALS[prop], self.saveParameters)
+        for control in SAVED_NODES.values():
+            getattr(self.ui, control).connect("currentNodeChanged(vtkMRMLNode*)", self.saveParameters)
 
         self.onInputVolumeChanged()
         self.onPromptChanged()
         self.updateOutputs()
+        self.restoreParameters()
         unsupported = dependencies.unsupported_slicer((slicer.app.majorVersion, slicer.app.minorVersion))
         if unsupported:  # said at once, not after a failed installation that seems to blame the network
             self.ui.applyButton.setEnabled(False)
@@ -708,6 +742,61 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.job = None
         if self.timer is not None:
             self.timer.stop()
+
+    # -- the parameter node: settings saved with the scene --------------------------------
+
+    def restoreParameters(self) -> None:
+        """Show the settings of the scene's parameter node (saved with the scene); a new node takes
+        the controls' current settings."""
+        node = self.logic.getParameterNode()
+        if not node.GetParameterNames():
+            self.saveParameters()
+            return
+        self._restoring = True
+        try:
+            for name, (control, prop) in SAVED_CONTROLS.items():
+                text = node.GetParameter(name)
+                if text:
+                    self._setControl(getattr(self.ui, control), prop, text)
+            for name, control in SAVED_NODES.items():
+                if node.GetNodeReferenceID(name) or name != "InputVolume":
+                    getattr(self.ui, control).setCurrentNode(node.GetNodeReference(name))
+        finally:
+            self._restoring = False
+        self.saveParameters()
+
+    @staticmethod
+    def _setControl(widget, prop: str, text: str) -> None:
+        if prop == "value":
+            widget.value = float(text)
+        elif prop == "currentIndex":
+            widget.currentIndex = int(text)
+        elif prop == "currentData":
+            index = widget.findData(text)
+            if index >= 0:
+                widget.currentIndex = index
+        elif prop == "checked":
+            widget.checked = text == "true"
+        else:
+            widget.currentPath = text
+
+    def saveParameters(self, *args) -> None:
+        """Keep what the controls show in the parameter node."""
+        if getattr(self, "_restoring", False) or self.logic is None or slicer.mrmlScene is None:
+            return
+        node = self.logic.getParameterNode()
+        wasModified = node.StartModify()
+        for name, (control, prop) in SAVED_CONTROLS.items():
+            value = getattr(getattr(self.ui, control), prop)
+            node.SetParameter(name, ("true" if value else "false") if prop == "checked" else str(value or ""))
+        for name, control in SAVED_NODES.items():
+            chosen = getattr(self.ui, control).currentNode()
+            node.SetNodeReferenceID(name, chosen.GetID() if chosen is not None else None)
+        node.EndModify(wasModified)
+
+    def onSceneEndImport(self, caller=None, event=None):
+        """A scene was loaded: show its saved settings."""
+        self.restoreParameters()
 
     def onSceneEndClose(self, caller=None, event=None):
         if self.job is not None:
