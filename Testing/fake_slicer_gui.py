@@ -242,6 +242,10 @@ class FakeNodeComboBox(FakeWidget):  # qMRMLNodeComboBox
         self.emit("currentNodeChanged(vtkMRMLNode*)", node)
 
 
+class FakeLineEdit(FakeWidget):  # QLineEdit
+    SIGNALS = {"text": "textChanged(QString)"}
+
+
 class FakePlainTextEdit(FakeWidget):  # QPlainTextEdit
     def setPlainText(self, text):
         self.plainText = text
@@ -290,7 +294,7 @@ WIDGET_CLASSES = {
     "ctkSliderWidget": FakeSlider, "QCheckBox": FakeCheckBox, "QPushButton": FakeButton,
     "ctkPathLineEdit": FakePathLineEdit, "QComboBox": FakeComboBox, "qMRMLNodeComboBox": FakeNodeComboBox,
     "QListWidget": FakeListWidget, "QTableWidget": FakeTableWidget, "qMRMLWidget": FakeRoot,
-    "QPlainTextEdit": FakePlainTextEdit,
+    "QPlainTextEdit": FakePlainTextEdit, "QLineEdit": FakeLineEdit,
 }
 
 
@@ -327,6 +331,8 @@ def load_ui(path) -> FakeRoot:
             properties.setdefault("checked", False)
         if cls is FakePathLineEdit:
             properties.setdefault("currentPath", "")
+        if cls is FakeLineEdit:
+            properties.setdefault("text", "")
         widgets[element.get("name")] = cls(element.get("class"), element.get("name"), properties)
     root = widgets[tree.find("widget").get("name")]
     object.__setattr__(root, "children", widgets)

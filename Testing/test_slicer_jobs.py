@@ -388,3 +388,52 @@ def test_the_writer_retries_a_replace_refused_while_the_reader_holds_the_file(tm
     monkeypatch.setattr(jobs.os, "replace", lambda source, target: (_ for _ in ()).throw(PermissionError(13, "x")))
     with pytest.raises(PermissionError):  # held for good: the caller decides (progress skips one report)
         jobs._write_atomically(path, "{}")
+
+
+# ---------------------------------------------------------------------------------------
+# The model choices `ursam segment` has: checkpoint pin, precision, window, unverified weights
+
+def test_the_pin_precision_and_window_survive_the_trip(tmp_path):
+    job = dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="ab" * 32, precision="bfloat16",
+                              window=(-100.0, 300.0))
+    jobs.save_job(job, tmp_path)
+    again = jobs.load_job(tmp_path)
+    assert (again.checkpoint_sha256, again.precision, again.window) == ("ab" * 32, "bfloat16", (-100.0, 300.0))
+
+
+def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(monkeypatch):
+    from URSAMLib import backbones
+
+    calls = []
+
+    def load_backbone(name, checkpoint=None, device="auto", vit_config=None, checkpoint_sha256=None):
+        calls.append((name, checkpoint, checkpoint_sha256))
+        return BrightInBox()
+
+    monkeypatch.setattr(backbones, "load_backbone", load_backbone)
+    monkeypatch.setattr(jobs, "_BACKBONES", {})
+    seen = []
+    original = jobs.segment
+
+    def segment(hu, prompts, backbone, settings, **kwargs):
+        seen.append((tuple(backbone.window), backbone.precision))
+        return original(hu, prompts, backbone, settings, **kwargs)
+
+    monkeypatch.setattr(jobs, "segment", segment)
+    jobs.compute(dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32,
+                                     precision="bfloat16", window=(-50.0, 150.0)))
+    jobs.compute(dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32))
+    assert calls == [("bright", "/w.pth", "cd" * 32)]  # loaded once, with the pin
+    assert seen == [((-50.0, 150.0), "bfloat16"), (BrightInBox.window, "float32")]  # the next job: its own again
+
+
+def test_unverified_weights_reach_the_user_as_a_warning_from_the_worker():
+    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
+                                                           "URSAMSlicerLib.testing:unverified_loader"))
+    job.start()
+    assert job.wait(timeout=120).state == "done"
+    assert len(job.warnings) == 1 and "is not a checkpoint URSAM can verify" in job.warnings[0]
+    assert "ab" * 32 in job.warnings[0] and "Warning:" in job.log()
+    verified = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    verified.start()
+    assert verified.wait(timeout=120).state == "done" and verified.warnings == []

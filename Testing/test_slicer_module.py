@@ -189,9 +189,11 @@ def test_supports_in_the_scene_make_a_template_for_the_logic(env, monkeypatch):
         "segmentation, then press Add support)."]
 
 
-def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypatch):
+def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypatch, tmp_path):
     module, widget, dialogs, scene, ct_node, prompts = env
     ui = widget.ui
+    weights = tmp_path / "sam.pth"
+    weights.write_bytes(b"weights")
     ui.numAugSliderWidget.value = 7
     ui.ratioSliderWidget.value = 0.05
     ui.alphaHSliderWidget.value = 1.6
@@ -199,7 +201,7 @@ def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypat
     ui.promptModeComboBox.currentIndex = 1
     ui.deviceComboBox.currentIndex = 1
     ui.backboneComboBox.currentIndex = ui.backboneComboBox.findData("sam-vit-b")
-    ui.checkpointPathLineEdit.currentPath = "/weights/sam.pth"
+    ui.checkpointPathLineEdit.currentPath = str(weights)
     ui.organsListWidget.item(1).setCheckState(fake.Qt.Unchecked)  # only the liver
 
     class Running:
@@ -221,7 +223,7 @@ def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypat
     ui.applyButton.click()
     job = started[0].job
     assert job.settings == Settings(num_aug=7, ratio=0.05, method="fixed", alpha_h=1.6)
-    assert (job.backbone, job.checkpoint, job.device) == ("sam-vit-b", "/weights/sam.pth", "cpu")
+    assert (job.backbone, job.checkpoint, job.device) == ("sam-vit-b", str(weights), "cpu")
     assert [p.name for p in job.prompts] == ["Liver"] and started[0].request.promptMode == "box3d"
     assert len(job.prompts[0].boxes) == 6  # 3-D box mode: the 4 prompted slices + 2 margin slices (clipped)
     assert ui.applyButton.text == "Cancel" and widget.timer.active and not ui.inputsCollapsibleButton.enabled
@@ -323,10 +325,12 @@ def test_bad_input_is_one_dialog_line_and_no_job(env):
     assert scene_snapshot(scene) == before
 
 
-def test_a_failure_in_the_background_process_reaches_the_user_as_one_line(env):
+def test_a_failure_in_the_background_process_reaches_the_user_as_one_line(env, tmp_path):
     module, widget, dialogs, scene, *_ = env
     widget.logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:failing_loader")
-    widget.ui.checkpointPathLineEdit.currentPath = "/no/such.pth"
+    weights = tmp_path / "such.pth"  # there when checked, and (the stand-in says) gone when the worker loads it
+    weights.write_bytes(b"weights")
+    widget.ui.checkpointPathLineEdit.currentPath = str(weights)
     before = scene_snapshot(scene)
     widget.ui.applyButton.click()
     assert widget.ui.applyButton.text == "Cancel"
@@ -339,7 +343,7 @@ def test_a_failure_in_the_background_process_reaches_the_user_as_one_line(env):
         time.sleep(0.05)
     assert widget.job is None
     assert dialogs.errors == [
-        ("Checkpoint /no/such.pth does not exist; check the checkpoint path (--checkpoint).", {})]  # no log
+        (f"Checkpoint {weights} does not exist; check the checkpoint path (--checkpoint).", {})]  # no log
     assert widget.ui.statusLabel.text.startswith("Failed: Checkpoint") and scene_snapshot(scene) == before
 
 
@@ -661,3 +665,58 @@ def test_settings_and_node_choices_survive_saving_and_loading_the_scene(env, tmp
     assert ui.inputVolumeSelector.currentNode().GetName() == "Oblique"
     assert ui.promptSegmentationSelector.currentNode().GetName() == "Prompts"
     assert ui.inputVolumeSelector.currentNode().GetScene() is scene
+
+
+def test_the_pin_precision_and_window_reach_the_job_and_bad_ones_are_one_line_errors(env, monkeypatch, tmp_path):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    ui = widget.ui
+    weights = tmp_path / "mine.pth"
+    weights.write_bytes(b"weights")
+    ui.checkpointPathLineEdit.currentPath = str(weights)
+    ui.checkpointSha256LineEdit.text = " " + "AB" * 32 + " "
+    ui.precisionComboBox.currentIndex = 1
+    ui.windowLineEdit.text = "-100, 300"
+    started = []
+    monkeypatch.setattr(widget.logic, "start", lambda prepared: started.append(prepared) or Done())
+
+    class Done:
+        def poll(self):
+            return module.jobs.JobStatus("cancelled", 0.0, "Cancelled")
+
+        def cancel(self):
+            pass
+
+        def log(self):
+            return ""
+
+    ui.applyButton.click()
+    job = started[0].job
+    assert (job.checkpoint, job.checkpoint_sha256, job.precision, job.window) == \
+        (str(weights), "ab" * 32, "bfloat16", (-100.0, 300.0))
+    installs = []
+    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: installs.append(ask))
+    for control, value, message in (("windowLineEdit", "300,-100", "LOW must be below HIGH"),
+                                    ("windowLineEdit", "soft tissue", "is not two numbers"),
+                                    ("checkpointSha256LineEdit", "1234", "is not a SHA-256")):
+        ui.windowLineEdit.text, ui.checkpointSha256LineEdit.text = "", ""
+        setattr(getattr(ui, control), "text", value)
+        ui.applyButton.click()
+        text, _ = dialogs.errors[-1]
+        assert message in text and "\n" not in text
+    ui.checkpointSha256LineEdit.text = ""
+    ui.checkpointPathLineEdit.currentPath = str(tmp_path / "missing.pth")
+    ui.applyButton.click()
+    assert "does not exist" in dialogs.errors[-1][0]
+    assert installs == [] and len(started) == 1  # nothing installed or started for a mistake
+
+
+def test_unverified_weights_are_a_warning_dialog_after_the_run(env):
+    from URSAMSlicerLib.testing import unverified_loader
+
+    module, widget, dialogs, *_ = env
+    widget.logic.runInProcess = True
+    widget.logic.backboneLoader = unverified_loader
+    module.jobs._BACKBONES.clear()
+    widget.ui.applyButton.click()
+    assert widget.outputs is not None and dialogs.errors == []
+    assert any("is not a checkpoint URSAM can verify" in warning for warning in dialogs.warnings)

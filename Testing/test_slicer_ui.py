@@ -31,6 +31,7 @@ COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
                              "Template folder (automatic localization)", "Template from labelled CTs in the scene"],
     "promptModeComboBox": ["Per-slice boxes", "3-D box (+5/10/10 mm margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
+    "precisionComboBox": ["float32", "bfloat16 (GPU)"],
     "thresholdModeComboBox": ["Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
     "organSetComboBox": [],
     "backboneComboBox": [],
@@ -52,12 +53,14 @@ OTHERS = {"URSAM": "qMRMLWidget", "applyButton": "QPushButton", "progressBar": "
           "showEnsembleCheckBox": "QCheckBox", "previousRegionButton": "QPushButton",
           "nextRegionButton": "QPushButton", "organsListWidget": "QListWidget", "organTableWidget": "QTableWidget",
           "templateNoteLabel": "QLabel", "supportsListWidget": "QListWidget", "addSupportButton": "QPushButton",
-          "clearSupportsButton": "QPushButton", "show3DCheckBox": "QCheckBox", "logTextEdit": "QPlainTextEdit"}
+          "clearSupportsButton": "QPushButton", "show3DCheckBox": "QCheckBox", "logTextEdit": "QPlainTextEdit",
+          "checkpointSha256LineEdit": "QLineEdit", "windowLineEdit": "QLineEdit"}
 LABELS = {"inputVolumeLabel", "promptSourceLabel", "promptSegmentationLabel", "promptLabelMapLabel", "classesLabel",
           "templateLabel", "promptModeLabel", "organSetLabel", "organsLabel", "numAugLabel", "ratioLabel",
           "backboneLabel", "checkpointLabel", "deviceLabel", "alphaHLabel", "thresholdModeLabel",
           "outputSegmentationLabel", "heatmapOpacityLabel", "supportVolumeLabel", "supportSegmentationLabel",
-          "supportsLabel", "localizerLabel", "localizerWeightsLabel"}
+          "supportsLabel", "localizerLabel", "localizerWeightsLabel", "checkpointSha256Label", "precisionLabel",
+          "windowLabel"}
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +173,13 @@ def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders(
     used |= {f"{prefix}Label" for prefix in re.findall(r'\("(\w+)", source == ', source)}
     assert used and used <= set(xml_classes()), used - set(xml_classes())
     constants = {name: ast.literal_eval(value) for name, value in  # the tuples mapping combo indices to values
-                 re.findall(r"^(PROMPT_SOURCES|PROMPT_MODES|DEVICES|THRESHOLD_MODES) = (\(.*?\))", source, re.M)}
+                 re.findall(r"^(PROMPT_SOURCES|PROMPT_MODES|DEVICES|THRESHOLD_MODES|PRECISIONS) = (\(.*?\))",
+                            source, re.M)}
     assert len(constants["PROMPT_SOURCES"]) == len(COMBOS["promptSourceComboBox"])
     assert len(constants["PROMPT_MODES"]) == len(COMBOS["promptModeComboBox"])
     assert len(constants["DEVICES"]) == len(COMBOS["deviceComboBox"])
     assert len(constants["THRESHOLD_MODES"]) == len(COMBOS["thresholdModeComboBox"])
+    assert len(constants["PRECISIONS"]) == len(COMBOS["precisionComboBox"])
     assert constants["THRESHOLD_MODES"] == ("ursam", "fixed") and constants["PROMPT_MODES"] == ("slice", "box3d")
 
 

@@ -73,6 +73,8 @@ LOCALIZER_TITLES = {"registration": "Registration of the template scans (no trai
 """Titles of URSAMLib's localizers in localizerComboBox (others show their name)."""
 PROMPT_MODES = ("slice", "box3d")
 """URSAMLib prompt modes, in the order of promptModeComboBox's items."""
+PRECISIONS = ("float32", "bfloat16")
+"""Model precisions, in the order of precisionComboBox's items (bfloat16: autocast on the GPU)."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """Devices, in the order of deviceComboBox's items."""
 THRESHOLD_MODES = ("ursam", "fixed")
@@ -93,6 +95,9 @@ SAVED_CONTROLS = {
     "TemplateFolder": ("templatePathLineEdit", "currentPath"),
     "Backbone": ("backboneComboBox", "currentData"),
     "Checkpoint": ("checkpointPathLineEdit", "currentPath"),
+    "CheckpointSha256": ("checkpointSha256LineEdit", "text"),
+    "Precision": ("precisionComboBox", "currentIndex"),
+    "Window": ("windowLineEdit", "text"),
     "Device": ("deviceComboBox", "currentIndex"),
     "AlphaH": ("alphaHSliderWidget", "value"),
     "ThresholdMode": ("thresholdModeComboBox", "currentIndex"),
@@ -108,7 +113,7 @@ SAVED_NODES = {"InputVolume": "inputVolumeSelector", "PromptSegmentation": "prom
 """Node choices kept as references of the parameter node (the input first: choosing it chooses the output)."""
 CONTROL_SIGNALS = {"value": "valueChanged(double)", "currentIndex": "currentIndexChanged(int)",
                    "currentData": "currentIndexChanged(int)", "currentPath": "currentPathChanged(QString)",
-                   "checked": "toggled(bool)"}
+                   "checked": "toggled(bool)", "text": "textChanged(QString)"}
 
 
 #
@@ -168,6 +173,12 @@ class URSAMRequest:
     settings: Settings = field(default_factory=Settings)
     backbone: str = DEFAULT_BACKBONE
     checkpoint: str | None = None
+    checkpointSha256: str | None = None
+    """The SHA-256 the checkpoint must have (pins weights that no published digest vouches for)."""
+    precision: str = "float32"
+    """One of :data:`PRECISIONS`."""
+    window: str = ""
+    """CT window ``"LOW,HIGH"`` in HU; empty: the backbone's own."""
     device: str = "auto"
     outputSegmentation: object = None
     """An existing segmentation to write into; None creates "<volume> URSAM"."""
@@ -481,8 +492,33 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             localization = None
         warning = io.intensity_warning(hu, volume.GetName())
         job = jobs.Job(hu, prompts, settings, request.backbone, request.checkpoint or None, request.device,
-                       localization)
+                       localization, *self.modelChoice(request))
         return PreparedRun(request, job, frame, organs, missing, [warning] if warning else [])
+
+    @staticmethod
+    def modelChoice(request: URSAMRequest) -> tuple[str | None, str, tuple[float, float] | None]:
+        """The checked checkpoint pin, precision and window of a request (raises URSAMError), as
+        ``ursam segment`` checks --checkpoint, --checkpoint-sha256, --precision and --window."""
+        from URSAMLib.weights import parse_sha256
+
+        if request.backbone not in backboneCatalogue():
+            raise URSAMError(f"Unknown backbone {request.backbone!r}; choose one of: {', '.join(backboneCatalogue())}.")
+        if request.checkpoint and not Path(request.checkpoint).expanduser().is_file():
+            raise URSAMError(f"Checkpoint {request.checkpoint} does not exist; choose the weights file again.")
+        pin = parse_sha256(request.checkpointSha256) if request.checkpointSha256 else None
+        if request.precision not in PRECISIONS:
+            raise URSAMError(f"Unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+        window = None
+        if request.window.strip():
+            try:
+                low, high = (float(v) for v in request.window.split(","))
+            except ValueError:
+                raise URSAMError(f"CT window {request.window!r} is not two numbers LOW,HIGH in HU, e.g. -160,240; "
+                                 "leave it empty for the model's own window.") from None
+            if not low < high:
+                raise URSAMError(f"CT window {request.window!r}: LOW must be below HIGH.")
+            window = (low, high)
+        return pin, request.precision, window
 
     def start(self, prepared: PreparedRun):
         """Start computing a prepared run; returns the job to poll (``poll()``, ``cancel()``, ``result()``)."""
@@ -777,6 +813,8 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 widget.currentIndex = index
         elif prop == "checked":
             widget.checked = text == "true"
+        elif prop == "text":
+            widget.text = text
         else:
             widget.currentPath = text
 
@@ -852,6 +890,9 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             settings=self.settingsFromGUI(),
             backbone=self.ui.backboneComboBox.currentData,
             checkpoint=self.ui.checkpointPathLineEdit.currentPath or None,
+            checkpointSha256=self.ui.checkpointSha256LineEdit.text.strip() or None,
+            precision=PRECISIONS[self.ui.precisionComboBox.currentIndex],
+            window=self.ui.windowLineEdit.text,
             device=DEVICES[self.ui.deviceComboBox.currentIndex],
             outputSegmentation=self.ui.outputSegmentationSelector.currentNode())
 
@@ -1057,6 +1098,9 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception:
             self.showBug(_("Writing the results into the scene failed."))
             return
+        for warning in getattr(job, "warnings", []):  # e.g. weights that nothing vouches for
+            logging.warning(warning)
+            slicer.util.warningDisplay(warning, windowTitle=_("URSAM"))
         self.ui.outputSegmentationSelector.setCurrentNode(self.outputs.segmentation)
         self.logic.showResults(self.outputs, self.ui.heatmapOpacitySliderWidget.value,
                                self.ui.showEnsembleCheckBox.checked, self.ui.show3DCheckBox.checked)

@@ -110,8 +110,16 @@ class Job:
     checkpoint: str | None = None
     device: str = "auto"
     localization: TemplateLocalization | None = None
+    checkpoint_sha256: str | None = None
+    """The SHA-256 the checkpoint must have (pinned by the user), as ``ursam segment --checkpoint-sha256``."""
+    precision: str = "float32"
+    """``float32`` or ``bfloat16`` (autocast on the GPU), as ``ursam segment --precision``."""
+    window: tuple[float, float] | None = None
+    """CT window in HU ``(low, high)``; None: the backbone's own, as ``ursam segment --window``."""
     not_found: dict[str, str] = dataclasses.field(default_factory=dict)
     """Filled by :func:`compute`: organ → why localization did not find it."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Filled by :func:`compute`: doubts for the user that did not stop the run (unverified weights)."""
 
 
 @dataclass
@@ -136,15 +144,38 @@ class JobStatus:
 _BACKBONES: dict[tuple, object] = {}
 
 
-def cached_backbone(name: str, checkpoint: str | None, device: str, loader: BackboneLoader | None = None):
-    """Load a backbone once per process and keep it: loading weights costs seconds."""
-    if loader is None:
-        from URSAMLib.backbones import load_backbone as loader
-    key = (name, checkpoint, device, loader)
+def cached_backbone(name: str, checkpoint: str | None, device: str, loader: BackboneLoader | None = None,
+                    checkpoint_sha256: str | None = None):
+    """Load a backbone once per process and keep it: loading weights costs seconds.
+
+    checkpoint_sha256: the pin the checkpoint must match (URSAMLib's loader checks it; a test
+    loader given as ``loader`` is not asked)."""
+    key = (name, checkpoint, device, loader, checkpoint_sha256)
     if key not in _BACKBONES:
         _BACKBONES.clear()  # keep one model in memory, not one per setting tried
-        _BACKBONES[key] = loader(name, checkpoint, device)
-    return _BACKBONES[key]
+        if loader is None:
+            from URSAMLib.backbones import load_backbone
+
+            backbone = load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256)
+        else:
+            backbone = loader(name, checkpoint, device)
+        _BACKBONES[key] = (backbone, tuple(backbone.window))
+    return _BACKBONES[key][0]
+
+
+def _default_window(backbone) -> tuple[float, float]:
+    """The window a cached backbone came with (a job may have set another since)."""
+    return next(window for cached, window in _BACKBONES.values() if cached is backbone)
+
+
+def weights_warning(backbone, checkpoint: str | None) -> str | None:
+    """What to tell the user when the loaded weights could not be verified, as ``ursam segment``
+    does: no published SHA-256 vouches for them, and how to pin exactly this file."""
+    if getattr(backbone, "weights_verified", True) is not False:
+        return None
+    return (f"{checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as weights "
+            "only, so it cannot run code, but nothing vouches for where it came from. To have exactly this file "
+            f"checked on every run, pin it: enter its SHA-256 {backbone.weights_sha256} under Checkpoint SHA-256.")
 
 
 def _scaled(progress: Callable[[float, str], None] | None, start: float, share: float):
@@ -184,7 +215,12 @@ def compute(job: Job, progress: Callable[[float, str], None] | None = None,
     (raises URSAMError, Cancelled)."""
     if progress is not None:
         progress(0.0, f"Loading {job.backbone}")
-    backbone = cached_backbone(job.backbone, job.checkpoint, job.device, loader)
+    backbone = cached_backbone(job.backbone, job.checkpoint, job.device, loader, job.checkpoint_sha256)
+    backbone.window = tuple(job.window) if job.window else _default_window(backbone)
+    backbone.precision = job.precision
+    warning = weights_warning(backbone, job.checkpoint)
+    if warning and warning not in job.warnings:
+        job.warnings.append(warning)
     if cancel is not None and cancel():
         raise Cancelled()
     if job.localization is not None:
@@ -220,7 +256,9 @@ def save_job(job: Job, folder: Path) -> None:
     np.savez(folder / "boxes.npz", **boxes)
     (folder / "job.json").write_text(json.dumps({
         "organs": organs, "settings": dataclasses.asdict(job.settings), "backbone": job.backbone,
-        "checkpoint": job.checkpoint, "device": job.device, "localization": _localization_json(job.localization)}))
+        "checkpoint": job.checkpoint, "device": job.device, "localization": _localization_json(job.localization),
+        "checkpoint_sha256": job.checkpoint_sha256, "precision": job.precision,
+        "window": list(job.window) if job.window else None}))
 
 
 def _localization_json(task: TemplateLocalization | None) -> dict | None:
@@ -243,7 +281,9 @@ def load_job(folder: Path) -> Job:
                                {int(z): box for z, box in zip(boxes[f"z{i}"], boxes[f"b{i}"])})
                    for i, organ in enumerate(meta["organs"])]
     return Job(np.load(folder / "hu.npy"), prompts, Settings(**meta["settings"]), meta["backbone"],
-               meta["checkpoint"], meta["device"], _localization_from_json(meta.get("localization")))
+               meta["checkpoint"], meta["device"], _localization_from_json(meta.get("localization")),
+               meta.get("checkpoint_sha256"), meta.get("precision", "float32"),
+               tuple(meta["window"]) if meta.get("window") else None)
 
 
 _ORGAN_ARRAYS = ("box_region", "intensity", "ensemble", "uncertainty", "plain")
@@ -331,6 +371,8 @@ class InProcessJob:
         self._log: list[str] = []
         self.not_found: dict[str, str] = {}
         """Organ → why localization did not find it (known once the job is done)."""
+        self.warnings: list[str] = []
+        """Doubts about the run for the user (known once the job is done)."""
 
     def log(self) -> str:
         """The progress messages so far, one per line."""
@@ -344,6 +386,7 @@ class InProcessJob:
         try:
             self._result = compute(self.job, progress, lambda: self._cancelled, self.loader)
             self.not_found = dict(self.job.not_found)
+            self.warnings = list(self.job.warnings)
             self._status = JobStatus("done", 1.0, "Done")
         except Cancelled:
             self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
@@ -398,6 +441,8 @@ class BackgroundJob:
         self._last_log = ""
         self.not_found: dict[str, str] = {}
         """Organ → why localization did not find it (known once the job is done)."""
+        self.warnings: list[str] = []
+        """Doubts about the run for the user (known once the job is done)."""
         self._temporary_template = temporary_template(job)
 
     def start(self) -> None:
@@ -426,6 +471,8 @@ class BackgroundJob:
             self._result = load_result(self.folder / "result.npz")
             if (self.folder / "not_found.json").exists():
                 self.not_found = json.loads((self.folder / "not_found.json").read_text())
+            if (self.folder / "warnings.json").exists():
+                self.warnings = json.loads((self.folder / "warnings.json").read_text())
             self._status = JobStatus("done", 1.0, "Done")
         elif (self.folder / "error.json").exists():
             message = json.loads((self.folder / "error.json").read_text())["message"]
@@ -512,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         loader = _factory(args.backbone_factory) if args.backbone_factory else None
         result = compute(job, progress, loader=loader)
         _write_atomically(folder / "not_found.json", json.dumps(job.not_found))
+        _write_atomically(folder / "warnings.json", json.dumps(job.warnings))
+        for warning in job.warnings:
+            print(f"Warning: {warning}", flush=True)
         save_result(result, folder / "result.npz")
     except URSAMError as error:
         _write_atomically(folder / "error.json", json.dumps({"message": str(error)}))
