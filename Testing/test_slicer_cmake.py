@@ -84,7 +84,10 @@ def test_extension_metadata():
     assert setting("EXTENSION_DEPENDS") == "PyTorch"
     assert setting("EXTENSION_HOMEPAGE").startswith("https://")
     assert setting("EXTENSION_ICONURL").endswith("URSAM/Resources/Icons/URSAM.png")
-    assert setting("EXTENSION_SCREENSHOTURLS").startswith("https://")
+    for url in setting("EXTENSION_SCREENSHOTURLS").split():  # images of this repository, at their paths in it
+        assert url.startswith("https://raw.githubusercontent.com/ursam/ursam/main/")
+        assert (ROOT / url.split("/main/", 1)[1]).is_file(), url
+    assert (ROOT / setting("EXTENSION_ICONURL").split("/main/", 1)[1]).is_file()
     assert setting("EXTENSION_CONTRIBUTORS") and "2311.10529" in setting("EXTENSION_DESCRIPTION")
     order = [TOP.index(s) for s in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
                                     "add_subdirectory(URSAM)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
