@@ -452,3 +452,35 @@ def test_the_ensemble_is_drawn_in_its_own_colours_as_outlines(ursam, oblique_sce
     display = outputs.ensemble.GetDisplayNode()
     assert not display.GetVisibility2DFill() and display.GetVisibility2DOutline()
     assert outputs.segmentation.GetDisplayNode().GetVisibility2DFill()
+
+
+def test_the_heatmap_is_drawn_over_the_ct_in_a_slice_view_rendered_by_slicers_slice_logic(ursam, oblique_scene):
+    from slicer_scene import rendered_slice, slice_pixel_of_ras
+
+    scene, ct_node, prompts, _ = oblique_scene
+    [(slice_node, _)] = add_slice_views(scene, names=("Red",))
+    logic = in_process_logic(ursam)
+    outputs = logic.process(ursam.URSAMRequest(ct_node, promptNode=prompts, settings=Settings(num_aug=5, ratio=0.1)))
+    logic.showResults(outputs, 1.0, showEnsemble=False)
+    heat = mrml.voxel_array(outputs.uncertainty)
+    # a voxel of middling uncertainty, whose colour in the heat table is a clear red-orange
+    middling = np.argwhere((heat > 0.25) & (heat < 0.4))
+    assert len(middling)
+    hottest = tuple(middling[len(middling) // 2])  # (k, j, i)
+    ras = (mrml.ijk_to_ras(ct_node) @ np.append(np.array(hottest[::-1], float), 1.0))[:3]
+    slice_node.SetFieldOfView(60.0, 60.0, 2.5)
+    slice_node.JumpSliceByCentering(*ras)
+    row, column = slice_pixel_of_ras(scene, "Red", ras)
+    pixels = rendered_slice(scene, "Red").astype(int)
+    red, green, blue = pixels[row, column, :3]
+    assert red > 200 and red > green + 60 and blue < 80  # heat red, not the grey CT (R = G = B)
+    # a certain voxel of the same slice shows the CT through the transparent heatmap: grey
+    certain = np.argwhere(heat[hottest[0]] <= mrml.OVERLAY_THRESHOLD)
+    far = certain[np.argmax(((certain - hottest[1:]) ** 2).sum(axis=1))]
+    ras_far = (mrml.ijk_to_ras(ct_node) @ np.array([far[1], far[0], hottest[0], 1.0]))[:3]
+    row, column = slice_pixel_of_ras(scene, "Red", ras_far)
+    if 0 <= row < pixels.shape[0] and 0 <= column < pixels.shape[1]:
+        r, g, b = pixels[row, column, :3]
+        assert r == g == b
+    logic.setHeatmapOpacity(outputs, 0.0)  # no heatmap: the CT alone, grey everywhere
+    assert (np.ptp(rendered_slice(scene, "Red")[..., :3].astype(int), axis=2) == 0).all()
