@@ -720,3 +720,25 @@ def test_unverified_weights_are_a_warning_dialog_after_the_run(env):
     widget.ui.applyButton.click()
     assert widget.outputs is not None and dialogs.errors == []
     assert any("is not a checkpoint URSAM can verify" in warning for warning in dialogs.warnings)
+
+
+def test_the_worker_starts_in_slicers_startup_environment(env, monkeypatch):
+    module, widget, dialogs, scene, ct_node, prompts = env
+    started = []
+
+    class Recorded:
+        def __init__(self, job, python, arguments, environment):
+            started.append((python, environment))
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(module.jobs, "BackgroundJob", Recorded)
+    monkeypatch.setattr(module.slicer.util, "startupEnvironment", lambda: {"URSAM_STARTUP": "1", "PATH": "/bin"},
+                        raising=False)
+    widget.logic.start(widget.logic.prepare(widget.requestFromGUI()))
+    assert started == [(widget.logic.python, {"URSAM_STARTUP": "1", "PATH": "/bin"})]
+    monkeypatch.setattr(module.slicer.util, "startupEnvironment", lambda: module.slicer.app.startupEnvironment(),
+                        raising=False)  # outside the application there is none: this process's environment
+    widget.logic.start(widget.logic.prepare(widget.requestFromGUI()))
+    assert started[-1][1] is None

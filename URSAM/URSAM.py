@@ -525,10 +525,20 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         if self.runInProcess:
             job = jobs.InProcessJob(prepared.job, self.backboneLoader)
         else:
-            job = jobs.BackgroundJob(prepared.job, self.python, self.workerArguments)
+            job = jobs.BackgroundJob(prepared.job, self.python, self.workerArguments, self.workerEnvironment())
         prepared.job = None  # the job owns the volume now; keeping it would double the memory
         job.start()
         return job
+
+    @staticmethod
+    def workerEnvironment() -> dict[str, str] | None:
+        """The environment Slicer started with (as slicer.util.launchConsoleProcess uses): PythonSlicer
+        sets up its own paths from it; Slicer's current environment has them set for the GUI already.
+        None (this process's environment) outside the application."""
+        try:
+            return dict(slicer.util.startupEnvironment())
+        except (AttributeError, TypeError):
+            return None
 
     def process(self, request: URSAMRequest) -> URSAMOutputs:
         """Segment synchronously (scripts and self-tests): prepare, compute, apply."""
