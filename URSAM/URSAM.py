@@ -133,7 +133,8 @@ class URSAM(ScriptedLoadableModule):
             "their mean probability is the ensemble, its binary entropy the uncertainty heatmap, and uncertain "
             "voxels are rectified by their intensity. The results are ordinary segments: correct them in the "
             "Segment Editor, guided by the heatmap and the 'next uncertain region' button. "
-            "See <a href='https://github.com/ursam/ursam#3d-slicer-module'>the documentation</a>.")
+            "Needs 3D Slicer 5.10 or later. "
+            "See <a href='https://github.com/ursam/ursam/blob/main/docs/slicer.md'>the documentation</a>.")
         self.parent.acknowledgementText = _(
             "URSAM implements UR-SAM: Y. Zhang, S. Hu, S. Ren, C. Jiang, Y. Cheng, Y. Qi, 'Enhancing the "
             "Reliability of Segment Anything Model for Auto-Prompting Medical Image Segmentation with "
