@@ -366,7 +366,7 @@ def test_the_in_slicer_self_test_passes_here_too(monkeypatch):
     test = module.URSAMTest()
     test.runTest()
     passed = [m for m in test.displayed if m.startswith("Test passed")]
-    assert len(passed) == 5, test.displayed
+    assert len(passed) == 6, test.displayed
 
 
 def test_importing_the_module_imports_no_torch_and_installs_nothing(tmp_path):

@@ -1239,6 +1239,8 @@ class URSAMTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_template_from_a_labelled_ct_in_the_scene()
         self.setUp()
+        self.test_a_prompt_past_the_ct_and_a_second_ct_under_a_transform()
+        self.setUp()
         self.test_litemedsam_on_a_small_volume()
 
     # A small oblique CT (turned 15 degrees about the S axis): a bright 'organ' block in soft tissue.
@@ -1373,6 +1375,45 @@ class URSAMTest(ScriptedLoadableModuleTest):
         with self.assertRaises(URSAMError):
             logic.process(replace(request, supports=[]))
         self.delayDisplay(f"Test passed (Dice {dice:.3f})")
+
+    def test_a_prompt_past_the_ct_and_a_second_ct_under_a_transform(self):
+        self.delayDisplay("URSAM: a prompt longer than the CT; a second, moved CT gets its own outputs")
+        volume, hu = self._volume()
+        organ = hu > 0
+        longer = np.zeros((hu.shape[0] + 6, *hu.shape[1:]), bool)  # drawn on a series 3 slices longer each way
+        longer[:, organ.any(axis=0)] = True
+        ijkToRas = mrml.ijk_to_ras(volume)
+        ijkToRas[:3, 3] -= 3 * ijkToRas[:3, 2]
+        prompts = mrml.new_segmentation(slicer.mrmlScene, "URSAM test long prompts", volume)
+        prompts.GetSegmentation().AddEmptySegment("prompt", "Liver")
+        image, extent = mrml._mask_image(longer, ijkToRas)
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        logic.SetBinaryLabelmapToSegment(image, prompts, "prompt", logic.MODE_REPLACE, extent)
+        ursam = self._logic()
+        first = ursam.process(URSAMRequest(volume, promptNode=prompts, settings=Settings(num_aug=3, ratio=0.0)))
+        self.assertEqual(sorted(first.result.organs[0].boxes), list(range(hu.shape[0])))
+        firstMask = mrml.segment_mask(first.segmentation, first.segmentation.GetSegmentation().GetNthSegmentID(0),
+                                      volume)
+        # a second CT, moved 20 mm by a transform, with its prompts drawn where they show on it
+        second, _ = self._volume("URSAM test CT 2")
+        shift = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        matrix = vtk.vtkMatrix4x4()
+        matrix.SetElement(0, 3, 20.0)
+        shift.SetMatrixTransformToParent(matrix)
+        second.SetAndObserveTransformNodeID(shift.GetID())
+        secondPrompts = self._promptSegmentation(second, organ)
+        secondPrompts.SetAndObserveTransformNodeID(shift.GetID())
+        again = ursam.process(URSAMRequest(second, promptNode=secondPrompts, outputSegmentation=first.segmentation,
+                                           settings=Settings(num_aug=3, ratio=0.0)))
+        self.assertIsNot(again.segmentation, first.segmentation)  # CT 1's outputs are not CT 2's
+        self.assertEqual(again.segmentation.GetTransformNodeID(), shift.GetID())
+        self.assertTrue(np.array_equal(
+            mrml.segment_mask(again.segmentation, again.segmentation.GetSegmentation().GetNthSegmentID(0), second),
+            organ))
+        self.assertTrue(np.array_equal(
+            mrml.segment_mask(first.segmentation, first.segmentation.GetSegmentation().GetNthSegmentID(0), volume),
+            firstMask))
+        self.delayDisplay("Test passed")
 
     def test_litemedsam_on_a_small_volume(self):
         self.delayDisplay("URSAM: LiteMedSAM on a 6-slice synthetic CT")
