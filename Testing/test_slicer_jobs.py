@@ -266,6 +266,29 @@ def test_a_localization_survives_the_trip(tmp_path):
     assert again.localization == job.localization and again.prompts == []
 
 
+def test_a_template_to_build_in_the_job_survives_the_trip_and_is_built_there(tmp_path, monkeypatch):
+    from URSAMLib import localize
+    from URSAMLib.prompts import Box3D
+
+    supports = tmp_path / "supports"
+    supports.mkdir()
+    tiny_template(supports)  # writes ct.nrrd and labels.nrrd there (and a template we do not use)
+    folder = tmp_path / "to-build"
+    folder.mkdir()
+    job = localizing_job(folder, temporary=True)
+    job.localization.build = jobs.TemplateBuild([str(supports / "ct.nrrd")], [str(supports / "labels.nrrd")],
+                                                {1: "liver", 2: "spleen"})
+    jobs.save_job(job, tmp_path)
+    again = jobs.load_job(tmp_path)
+    assert again.localization == job.localization
+    monkeypatch.setitem(localize.LOCALIZERS, "registration", fake_localizer(Box3D(1, 4, 10, 24, 12, 29)))
+    messages = []
+    jobs.compute(again, lambda fraction, message: messages.append(message), loader=bright_in_box)
+    assert (folder / "template.json").exists()  # built by the job, not by Slicer's GUI thread
+    assert not (supports / "ct.nrrd").exists() and not (supports / "labels.nrrd").exists()  # exports removed
+    assert "Localizing organs: building the template from the labelled CTs" in messages
+
+
 def test_the_geometry_rebuilds_the_ct_from_its_axial_array():
     from conftest import synthetic_ct
     from URSAMLib import io

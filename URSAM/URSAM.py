@@ -60,7 +60,7 @@ from URSAMLib.errors import URSAMError  # noqa: E402
 from URSAMLib.localize import LOCALIZERS, check_localizer  # noqa: E402
 from URSAMLib.pipeline import SegmentationResult, Settings  # noqa: E402
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, OrganPrompt, prompts_from_labels  # noqa: E402
-from URSAMLib.template import Template, build_template  # noqa: E402
+from URSAMLib.template import Template  # noqa: E402
 from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions  # noqa: E402
 
 PROMPT_SOURCES = ("segmentation", "labelmap", "template", "sceneTemplate")
@@ -434,20 +434,23 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                 raise URSAMError("Choose a template folder (made with 'ursam build-template'), or prompt with "
                                  "segments or a label map.")
             chosen = self._chosenOrgans(request, f"the template {Path(request.templateFolder).name} holds")
-            folder, temporary = request.templateFolder, False
+            folder, temporary, build = request.templateFolder, False, None
         else:
             self.sceneSupports(request.supports)  # no supports, or unusable ones: say so, not "no organ"
             chosen = self._chosenOrgans(request, "the supports have")
-            folder, temporary = self.buildSceneTemplate(request.supports, [o.source for o in chosen]), True
+            folder, build = self.buildSceneTemplate(request.supports, [o.source for o in chosen])
+            temporary = True
         localization = jobs.TemplateLocalization(folder, {o.source: o.output.name for o in chosen},
                                                  jobs.ImageGeometry.of(image), request.localizer,
-                                                 request.localizerWeights or None, temporary=temporary)
+                                                 request.localizerWeights or None, temporary=temporary,
+                                                 build=build if temporary else None)
         return localization, [o.output for o in chosen]
 
-    def buildSceneTemplate(self, supports, organKeys: list[str]) -> str:
-        """A template of ``organKeys`` (catalogue keys) built from labelled CTs in the scene, in a new
-        temporary folder (returned; the caller deletes it). Each support's CT and the label map of
-        its segments are written there and handed to URSAMLib's build_template."""
+    def buildSceneTemplate(self, supports, organKeys: list[str]) -> tuple[str, jobs.TemplateBuild]:
+        """What the job needs to build a template of ``organKeys`` (catalogue keys) from labelled CTs in
+        the scene: a new temporary folder (returned; the job deletes it) holding each support's CT and
+        the label map of its segments, exported here (reading the scene must happen on Slicer's main
+        thread), and the build to run on them in the job (resampling is the slow part)."""
         scene = self.sceneSupports(supports)
         classes = {o.label: o.source for o in scene.organs if o.source in organKeys}
         folder = Path(tempfile.mkdtemp(prefix="ursam-template-"))
@@ -458,17 +461,14 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             for index, ((volume, segmentation), segments) in enumerate(zip(supports, scene.segments)):
                 labelImage = mrml.label_image_from_segments(
                     segmentation, {segments[key]: label for label, key in classes.items()}, volume)
-                images.append(scans / f"support{index + 1}.nrrd")
-                labels.append(scans / f"support{index + 1}_labels.nrrd")
+                images.append(str(scans / f"support{index + 1}.nrrd"))
+                labels.append(str(scans / f"support{index + 1}_labels.nrrd"))
                 io.write_image(mrml.image_from_volume_node(volume), images[-1], compress=False)
                 io.write_image(labelImage, labels[-1], compress=False)
-            build_template([str(p) for p in images], [str(p) for p in labels], classes, folder,
-                           organs=list(classes.values()))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        shutil.rmtree(scans, ignore_errors=True)
-        return str(folder)
+        return str(folder), jobs.TemplateBuild(images, labels, classes)
 
     # -- running ------------------------------------------------------------------------
 

@@ -81,6 +81,18 @@ class ImageGeometry:
 
 
 @dataclass
+class TemplateBuild:
+    """Labelled CTs exported from the scene, to build the template from in the job (building resamples
+    every support: seconds each, which would freeze Slicer's GUI)."""
+
+    images: list[str]
+    labels: list[str]
+    """Label maps on the grids of ``images``, pairwise."""
+    classes: dict[int, str]
+    """Label value → template organ name."""
+
+
+@dataclass
 class TemplateLocalization:
     """Prompts that the job finds itself, by localizing organs of a template in the CT (slow, so
     it runs in the job rather than on Slicer's GUI thread)."""
@@ -95,6 +107,8 @@ class TemplateLocalization:
     margin: BoxMargin = DEFAULT_BOX_MARGIN
     temporary: bool = False
     """Delete the template folder when the job is cleaned up (a template built for this run)."""
+    build: TemplateBuild | None = None
+    """Build the template into ``folder`` first, from these exported supports (then deleted)."""
 
 
 @dataclass
@@ -200,6 +214,15 @@ def localize(job: Job, progress: Callable[[float, str], None] | None = None,
         if progress is not None:
             progress(fraction, f"Localizing organs: {message}")
 
+    if task.build is not None:
+        from URSAMLib.template import build_template
+
+        report(0.0, "building the template from the labelled CTs")
+        build_template(task.build.images, task.build.labels, task.build.classes, task.folder,
+                       organs=list(task.build.classes.values()))
+        for path in task.build.images + task.build.labels:
+            Path(path).unlink(missing_ok=True)  # the template holds what it needs of them
+        report(0.1, "template built")
     template = Template.load(task.folder)
     found = prompts_from_template(task.geometry.image(job.hu), template, list(task.organs), task.localizer,
                                   task.weights, task.margin, report)
@@ -271,7 +294,11 @@ def _localization_from_json(entry: dict | None) -> TemplateLocalization | None:
     if entry is None:
         return None
     geometry = ImageGeometry(**{key: tuple(value) for key, value in entry["geometry"].items()})
-    return TemplateLocalization(**{**entry, "geometry": geometry, "margin": BoxMargin.parse(entry["margin"])})
+    build = entry.get("build")
+    if build is not None:
+        build = TemplateBuild(build["images"], build["labels"], {int(k): v for k, v in build["classes"].items()})
+    return TemplateLocalization(**{**entry, "geometry": geometry, "margin": BoxMargin.parse(entry["margin"]),
+                                   "build": build})
 
 
 def load_job(folder: Path) -> Job:
