@@ -175,6 +175,11 @@ def test_supports_in_the_scene_make_a_template_for_the_logic(env, monkeypatch):
     assert localization.organs == {"liver": "Liver", "gallbladder": "Gallbladder"} and localization.temporary
     from URSAMLib.template import Template
 
+    assert localization.build.classes == {1: "liver", 2: "gallbladder"}  # exported here; the job builds it so:
+    from URSAMLib.template import build_template
+
+    build_template(localization.build.images, localization.build.labels, localization.build.classes,
+                   localization.folder)
     template = Template.load(localization.folder)  # built from the support, in a folder of its own
     assert template.organs == {"liver": 1, "gallbladder": 2} and len(template.supports) == 1
     module.jobs._remove(localization.folder)  # the job would have
