@@ -170,7 +170,10 @@ def test_buttons_table_progress_and_sections(ui):
 def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders():
     source = (MODULE_DIR / "URSAM.py").read_text()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
-    used |= {f"{prefix}Label" for prefix in re.findall(r'\("(\w+)", source == ', source)}
+    source_controls = ast.literal_eval(re.search(r"^SOURCE_CONTROLS = (\{.*?\n\})", source, re.M | re.S).group(1))
+    used |= set().union(*source_controls.values())
+    assert set(source_controls) == set(ast.literal_eval(re.search(r"^PROMPT_SOURCES = (\(.*?\))", source,
+                                                                  re.M).group(1)))
     assert used and used <= set(xml_classes()), used - set(xml_classes())
     constants = {name: ast.literal_eval(value) for name, value in  # the tuples mapping combo indices to values
                  re.findall(r"^(PROMPT_SOURCES|PROMPT_MODES|DEVICES|THRESHOLD_MODES|PRECISIONS) = (\(.*?\))",

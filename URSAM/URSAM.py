@@ -68,6 +68,17 @@ PROMPT_SOURCES = ("segmentation", "labelmap", "template", "sceneTemplate")
 TEMPLATE_SOURCES = ("template", "sceneTemplate")
 """Sources whose prompts are found automatically, by localizing organs of a template (a folder
 made by 'ursam build-template', or one built from labelled CTs in the scene) in the input CT."""
+SOURCE_CONTROLS = {
+    "segmentation": ("promptSegmentationLabel", "promptSegmentationSelector"),
+    "labelmap": ("promptLabelMapLabel", "promptLabelMapSelector", "classesLabel", "classesPathLineEdit"),
+    "template": ("templateLabel", "templatePathLineEdit", "templateNoteLabel"),
+    "sceneTemplate": ("supportVolumeLabel", "supportVolumeSelector", "supportSegmentationLabel",
+                      "supportSegmentationSelector", "supportsLabel", "supportsListWidget", "addSupportButton",
+                      "clearSupportsButton", "templateNoteLabel"),
+}
+"""The controls each prompt source shows; those of the other sources are hidden. Another source is
+added here, in PROMPT_SOURCES and promptSourceComboBox's items, and as a reader of its organs in
+URSAMLogic.promptOrgans (and of its prompts in URSAMLogic.prepare)."""
 LOCALIZER_TITLES = {"registration": "Registration of the template scans (no training)",
                     "medlam": "MedLAM landmarks (trained weights)"}
 """Titles of URSAMLib's localizers in localizerComboBox (others show their name)."""
@@ -272,18 +283,15 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         """The organs ``promptNode`` (or the template) can prompt, restricted to ``organSet`` (plus,
         greyed, the set's organs it lacks). Labels are stable: a segment's position + 1, the label
         value, or the template's label value."""
-        if promptSource == "template":
-            found = self._templateOrgans(templateFolder) if templateFolder else []
-        elif promptSource == "sceneTemplate":
-            found = self.sceneSupports(supports).organs if supports else []
-        elif promptNode is None:
-            found = []
-        elif promptSource == "segmentation":
-            found = self._segmentOrgans(promptNode)
-        elif promptSource == "labelmap":
-            found = self._labelMapOrgans(promptNode, classesPath)
-        else:
+        readers = {  # prompt source → its organs (none until its input is chosen)
+            "segmentation": lambda: self._segmentOrgans(promptNode) if promptNode is not None else [],
+            "labelmap": lambda: self._labelMapOrgans(promptNode, classesPath) if promptNode is not None else [],
+            "template": lambda: self._templateOrgans(templateFolder) if templateFolder else [],
+            "sceneTemplate": lambda: self.sceneSupports(supports).organs if supports else [],
+        }
+        if promptSource not in readers:
             raise URSAMError(f"Unknown prompt source {promptSource!r}.")
+        found = readers[promptSource]()
         seen = set()
         for organ in found:  # two prompts of one organ (e.g. 'liver' and 'Liver') get a segment each
             if organ.output.key in seen:
@@ -951,20 +959,9 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._promptSignature = self._segmentSignature(node)
         ticked = set(self.checkedOrganLabels())  # organs the user unticked stay unticked (by organ, not row)
         unticked = {organ.output.key for organ in self._promptOrgans if organ.inPrompt and organ.label not in ticked}
-        for name, visible in (("promptSegmentation", source == "segmentation"),
-                              ("promptLabelMap", source == "labelmap"), ("classes", source == "labelmap"),
-                              ("template", source == "template"), ("supportVolume", source == "sceneTemplate"),
-                              ("supportSegmentation", source == "sceneTemplate"),
-                              ("supports", source == "sceneTemplate")):
-            getattr(self.ui, f"{name}Label").setVisible(visible)
-        self.ui.promptSegmentationSelector.setVisible(source == "segmentation")
-        self.ui.promptLabelMapSelector.setVisible(source == "labelmap")
-        self.ui.classesPathLineEdit.setVisible(source == "labelmap")
-        self.ui.templatePathLineEdit.setVisible(source == "template")
-        for widget in (self.ui.supportVolumeSelector, self.ui.supportSegmentationSelector, self.ui.supportsListWidget,
-                       self.ui.addSupportButton, self.ui.clearSupportsButton):
-            widget.setVisible(source == "sceneTemplate")
-        self.ui.templateNoteLabel.setVisible(source in TEMPLATE_SOURCES)
+        shown = set(SOURCE_CONTROLS[source])
+        for name in sorted(set().union(*SOURCE_CONTROLS.values())):
+            getattr(self.ui, name).setVisible(name in shown)
         self.ui.promptModeComboBox.setEnabled(source not in TEMPLATE_SOURCES)
         try:
             self._promptOrgans = self.logic.promptOrgans(source, self.promptNode(),
