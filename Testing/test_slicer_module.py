@@ -371,7 +371,9 @@ def test_the_in_slicer_self_test_passes_here_too(monkeypatch):
     test = module.URSAMTest()
     test.runTest()
     passed = [m for m in test.displayed if m.startswith("Test passed")]
-    assert len(passed) == 6, test.displayed
+    skipped = [m for m in test.displayed if m.startswith("Skipped")]  # LiteMedSAM, where torch is not installed
+    assert len(passed) + len(skipped) == 6 and len(skipped) <= 1, test.displayed
+    assert not skipped or "torch" in skipped[0]
 
 
 def test_importing_the_module_imports_no_torch_and_installs_nothing(tmp_path):
