@@ -13,7 +13,7 @@ import pytest
 from conftest import MODULE_DIR
 from URSAMLib.pipeline import Settings
 from URSAMLib.prompts import OrganPrompt
-from URSAMSlicerLib import jobs
+from URSAMSlicerLib import jobs, processes
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box
 
 STAND_IN = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
@@ -156,13 +156,14 @@ def test_cancel_ends_the_launcher_and_the_interpreter_it_started(tmp_path):
         time.sleep(0.05)
     child = int(pid_file.read_text())
     try:
-        assert process_alive(child)
+        assert process_alive(child) and processes.tree_alive(job._process)
         job.cancel()
         assert job._process.poll() is not None  # the launcher
         deadline = time.monotonic() + 10
         while process_alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not process_alive(child), "the interpreter the launcher started still runs after Cancel"
+        assert not processes.tree_alive(job._process, wait=5.0)
         assert job.poll().state == "cancelled" and not job.folder.exists()
     finally:
         if process_alive(child):

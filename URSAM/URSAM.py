@@ -1350,6 +1350,10 @@ class URSAMTest(ScriptedLoadableModuleTest):
         job.cancel()
         self.assertEqual(job.poll().state, "cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        # PythonSlicer is a launcher: the interpreter it started must be gone too (zombies aside)
+        from URSAMSlicerLib.processes import tree_alive
+
+        self.assertFalse(tree_alive(job._process, wait=5.0))
         self.delayDisplay("Test passed")
 
     def test_template_from_a_labelled_ct_in_the_scene(self):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 GRACE_SECONDS = 5.0
 """How long the worker may take to exit after the polite request before it is killed."""
@@ -70,3 +71,22 @@ def _signal_group(group: int, number: int) -> None:
         os.killpg(group, number)
     except (ProcessLookupError, PermissionError):
         pass  # the group has ended already
+
+
+def tree_alive(process: subprocess.Popen, wait: float = 0.0) -> bool:
+    """Whether any process of ``process``'s group still exists (POSIX; on Windows: the process itself),
+    waiting up to ``wait`` seconds for the group to end. An ended child of the launcher exists until
+    its new parent (init) collects it, a moment after it was killed: hence the wait."""
+    deadline = time.monotonic() + wait
+    while True:
+        if os.name == "nt":
+            alive = process.poll() is None
+        else:
+            try:
+                os.killpg(process.pid, 0)
+                alive = True
+            except (ProcessLookupError, PermissionError):
+                alive = False
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
