@@ -1,6 +1,7 @@
 """URSAMSlicerLib.dependencies: what is installed inside Slicer, when, and after which question."""
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -20,10 +21,17 @@ class FakeSlicer:
     def __init__(self, with_pip_ensure=True, answer=True, pip_fails=False, version=(5, 12)):
         self.calls = []
         self.app = types.SimpleNamespace(majorVersion=version[0], minorVersion=version[1])
-        self.util = types.SimpleNamespace(confirmOkCancelDisplay=self._confirm, pip_install=self._pip_install)
+        self.util = types.SimpleNamespace(confirmOkCancelDisplay=self._confirm, pip_install=self._pip_install,
+                                          MessageDialog=self._message)
         self.answer, self.pip_fails = answer, pip_fails
         if with_pip_ensure:
             self.packaging = types.SimpleNamespace(pip_ensure=self._pip_ensure)
+
+    @contextlib.contextmanager
+    def _message(self, text, show=True, logLevel=None):
+        self.calls.append(("message", text))
+        yield
+        self.calls.append(("message closed", text))
 
     def _confirm(self, text, title=None, **kwargs):
         self.calls.append(("confirm", text))
@@ -89,8 +97,8 @@ def test_pip_ensure_asks_and_installs_where_slicer_has_it(missing):
 def test_older_slicer_confirms_then_pip_installs(missing):
     slicer = FakeSlicer(with_pip_ensure=False)
     dependencies.ensure(slicer)
-    assert [call[0] for call in slicer.calls] == ["confirm", "pip_install"]
-    assert "segment-anything" in slicer.calls[0][1]
+    assert [call[0] for call in slicer.calls] == ["confirm", "message", "pip_install", "message closed"]
+    assert "segment-anything" in slicer.calls[0][1] and "segment-anything" in slicer.calls[1][1]
 
 
 @pytest.mark.parametrize("with_pip_ensure", [True, False])
@@ -129,6 +137,7 @@ def test_torch_comes_from_the_pytorch_extension(monkeypatch):
     slicer = FakeSlicer()
     dependencies.ensure(slicer)
     assert installs == [False] and slicer.calls[0][0] == "confirm"  # our question, then no second one
+    assert [call[0] for call in slicer.calls[1:]] == ["message", "message closed"]  # shown while it installs
     assert requirements == [">=2.1"]  # the torch URSAMLib needs (pyproject.toml), not whatever is newest
     slicer = FakeSlicer(answer=False)
     installs.clear()

@@ -15,6 +15,7 @@ installation with a message that blames the network.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import sys
@@ -115,7 +116,9 @@ def ensure(slicer_module, ask: bool = True) -> None:
                     "URSAM: install Python packages"):
                 raise URSAMError("URSAM cannot run without " + ", ".join(missing) + "; the installation "
                                  "was declined. Start the segmentation again to install them.")
-            slicer_module.util.pip_install(list(missing))
+            with _busy(slicer_module, "Installing " + ", ".join(missing) + " for URSAM; this may take a few "
+                       "minutes..."):
+                slicer_module.util.pip_install(list(missing))
     except CalledProcessError as error:
         raise URSAMError(f"Installing {', '.join(missing)} failed (pip exit status {error.returncode}); "
                          "check the network connection, or install them from Slicer's Python console "
@@ -125,6 +128,13 @@ def ensure(slicer_module, ask: bool = True) -> None:
     still = missing_requirements()
     if still:
         raise URSAMError(f"{', '.join(still)} could not be installed; restart Slicer and try again.")
+
+
+def _busy(slicer_module, message: str):
+    """A message box shown (and logged) while an installation blocks Slicer: ``slicer.util.MessageDialog``
+    where the application has it, else nothing."""
+    dialog = getattr(slicer_module.util, "MessageDialog", None)
+    return dialog(message) if dialog is not None else contextlib.nullcontext()
 
 
 def _install_torch(slicer_module, ask: bool) -> None:
@@ -143,6 +153,8 @@ def _install_torch(slicer_module, ask: bool) -> None:
         raise URSAMError("URSAM cannot run without PyTorch; the installation was declined. Start the "
                          "segmentation again to install it, or use the 'PyTorch Util' module.")
     version = TORCH_REQUIREMENT.removeprefix("torch")
-    if torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=version) is None:
+    with _busy(slicer_module, "Installing PyTorch for URSAM; this may take several minutes..."):
+        installed = torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=version)
+    if installed is None:
         raise URSAMError("PyTorch could not be installed; use the 'PyTorch Util' module to install it, "
                          "then restart Slicer.")
