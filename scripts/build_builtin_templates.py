@@ -28,7 +28,7 @@ from URSAMLib.template import build_template  # noqa: E402
 from URSAMLib.weights import sha256_of  # noqa: E402
 
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
-HN_SUPPORTS = (4, 13, 17, 31, 59)
+HN_SUPPORTS = (119, 13, 82, 17, 59)
 """OpenKBP training patients; chosen on held-out training patients (scripts/choose_hn_supports.py)."""
 FLARE22_ORGANS = ("liver", "kidney_right", "kidney_left", "spleen", "pancreas", "aorta", "inferior_vena_cava",
                   "adrenal_gland_right", "adrenal_gland_left", "gallbladder", "esophagus", "stomach", "duodenum")
