@@ -217,8 +217,9 @@ def test_objects_carry_the_source_identity_new_series_and_urs_am_identification(
         series.add(dataset.SeriesInstanceUID)
         assert dataset.SeriesDescription.startswith(f"URSAM {__version__} ")
         assert dataset.Manufacturer == "URSAM" and dataset.SoftwareVersions == __version__
-        contribution = dataset.ContributingEquipmentSequence[0]
-        assert contribution.Manufacturer == "URSAM" and "backbone litemedsam" in contribution.ContributionDescription
+        contribution = next(c for c in dataset.ContributingEquipmentSequence if c.Manufacturer == "URSAM")
+        assert contribution.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"  # Processing Equipment
+        assert "backbone litemedsam" in contribution.ContributionDescription
         assert dataset.FrameOfReferenceUID == source.FrameOfReferenceUID
     assert len(series) == len(list(run.out.glob("*.dcm")))  # a new series for each object
     summary = json.loads((run.out / "summary.json").read_text())

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 MANUFACTURER = "URSAM"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 UNKNOWN_CATEGORY = ("SCT", "123037004", "Anatomical Structure")
 UNKNOWN_TYPE = ("SCT", "91723000", "Anatomical structure")
 """Codes of an organ the catalogue does not know (its class name becomes the segment's label)."""
@@ -134,9 +135,10 @@ def read_source(ct: str, image: "sitk.Image", warn: Callable[[str], None]) -> Di
             del dataset.SpecificCharacterSet  # empty (Type 1C) means the default repertoire, so say nothing
     filled = _fill_uids(datasets)
     if filled:
-        warn(f"The DICOM files of {ct} carry no {', '.join(filled)} (an anonymized export?); the DICOM outputs use "
-             "the file meta's SOP UIDs and UIDs derived from the series for the rest, so a PACS files them in a study "
-             "of their own.")
+        warn(f"The DICOM files of {ct} carry no {', '.join(filled)} (an anonymized export?); the DICOM outputs take "
+             "them from the files' meta headers where those hold them, and derive the others from the series (the "
+             "same on every run)." + (" A PACS will file the outputs in a study of their own."
+                                      if "Study Instance UID" in filled else ""))
     return DicomSource([datasets[i] for i in _slice_order(datasets, image, ct)], str(ct))
 
 
@@ -144,22 +146,26 @@ def _fill_uids(datasets: list) -> list[str]:
     """Fill missing UIDs in place (see :func:`read_source`); returns the names of those missing."""
     from pydicom.uid import generate_uid
 
+    def derived(keyword: str, *sources) -> str:
+        return generate_uid(entropy_srcs=[keyword, *(str(source) for source in sources)])
+
     missing: dict[str, None] = {}
     for dataset in datasets:
+        meta = getattr(dataset, "file_meta", None) or {}
         for keyword, meta_keyword in _SOP_FROM_META:
             if not dataset.get(keyword):
                 missing[keyword] = None
-                meta = getattr(dataset, "file_meta", None)
-                value = meta.get(meta_keyword) if meta is not None else None
-                setattr(dataset, keyword, value or generate_uid(entropy_srcs=[keyword, str(dataset.get(
-                    "ImagePositionPatient")), *[str(d.get("SOPInstanceUID", "")) for d in datasets[:1]]]))
+                fallback = (CT_IMAGE_STORAGE if keyword == "SOPClassUID" else  # URSAM reads CT
+                            derived(keyword, *(dataset.get(k) for k in ("FrameOfReferenceUID", "ImagePositionPatient",
+                                                                        "InstanceNumber"))))
+                setattr(dataset, keyword, meta.get(meta_keyword) or fallback)
     instances = sorted(str(d.SOPInstanceUID) for d in datasets)
     for keyword in _SHARED_UIDS:
         values = [d.get(keyword) for d in datasets]
         if all(values):
             continue
         missing[keyword] = None
-        value = next((v for v in values if v), None) or generate_uid(entropy_srcs=[keyword, *instances])
+        value = next((v for v in values if v), None) or derived(keyword, *instances)
         for dataset in datasets:
             if not dataset.get(keyword):
                 setattr(dataset, keyword, value)
