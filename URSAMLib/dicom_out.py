@@ -365,17 +365,25 @@ _PATIENT_STUDY = (("PatientName", 2), ("PatientID", 2), ("PatientBirthDate", 2),
 
 def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
     """The closed contours of a 2-D mask ``[row, column]`` as ``(n, 2)`` arrays of (row, column)
-    pixel coordinates, without the repeated closing point. They run half-way between inside and
+    pixel coordinates, without a repeated closing point. They run half-way between inside and
     outside pixel centres; inner contours bound holes (combine them even-odd)."""
-    from skimage.measure import approximate_polygon, find_contours
+    from skimage.measure import find_contours
 
     padded = np.pad(mask.astype(np.uint8), 1)  # contours of organs at the border close
     contours = []
     for contour in find_contours(padded, 0.5):
-        simplified = approximate_polygon(contour - 1.0, tolerance=0.0)  # drops only collinear points
-        if len(simplified) >= 4:
-            contours.append(simplified[:-1])
+        corners = _corners(contour[:-1] - 1.0)  # find_contours repeats the first point at the end
+        if len(corners) >= 3:
+            contours.append(corners)
     return contours
+
+
+def _corners(points: np.ndarray) -> np.ndarray:
+    """A closed polygon's vertices without those on a straight line between their neighbours (the
+    contour's points lie on a half-pixel lattice, so the cross products are exact)."""
+    before, after = points - np.roll(points, 1, axis=0), np.roll(points, -1, axis=0) - points
+    turns = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+    return points[turns != 0]
 
 
 def _points(dataset, contour: np.ndarray) -> list[float]:
