@@ -99,8 +99,6 @@ class DicomSource:
 
     datasets: list
     """pydicom datasets in slice order ``k``."""
-    name: str
-    """The series as the user named it, for messages."""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -139,7 +137,7 @@ def read_source(ct: str, image: "sitk.Image", warn: Callable[[str], None]) -> Di
              "them from the files' meta headers where those hold them, and derive the others from the series (the "
              "same on every run)." + (" A PACS will file the outputs in a study of their own."
                                       if "Study Instance UID" in filled else ""))
-    return DicomSource([datasets[i] for i in _slice_order(datasets, image, ct)], str(ct))
+    return DicomSource([datasets[i] for i in _slice_order(datasets, image, ct)])
 
 
 def _fill_uids(datasets: list) -> list[str]:
@@ -197,7 +195,7 @@ def _slice_order(datasets: list, image: "sitk.Image", ct: str) -> list[int]:
 # Writing.
 
 @dataclass(frozen=True)
-class Organ:
+class OrganTerms:
     """How one label of the run is named, coded and coloured in DICOM."""
 
     label: int
@@ -211,7 +209,7 @@ class Organ:
     """RGB in [0, 1]."""
 
     @classmethod
-    def of(cls, label: int, key: str) -> "Organ":
+    def of(cls, label: int, key: str) -> "OrganTerms":
         """The catalogue organ of class name ``key`` (any alias), or a generic anatomical structure."""
         from .catalogue import match_name
 
@@ -236,13 +234,15 @@ def write_outputs(folder: Path, kinds, source: DicomSource, maps: dict[str, np.n
 
     maps: ``rectified`` and ``ensemble`` label maps and the ``uncertainty`` map, each
     ``[frame, row, column]`` in ``source``'s frame order. organs: label value → class name.
-    parameters: the run's settings, recorded in the algorithm identification.
+    parameters: the run's settings, recorded in the algorithm identification (None: left out).
     """
     import warnings
 
     from highdicom import UID
 
-    described = [Organ.of(label, name) for label, name in organs.items()]
+    parameters = {key: value for key, value in parameters.items() if value is not None}
+
+    described = [OrganTerms.of(label, name) for label, name in organs.items()]
     tracking = {organ.label: str(UID()) for organ in described}  # one finding per organ across objects
     written = []
     for kind in kinds:
@@ -294,11 +294,10 @@ def _code(triple):
     return CodedConcept(value, scheme, meaning)
 
 
-def _write_segmentation(source: DicomSource, labels: np.ndarray, organs: list[Organ], identity: dict,
+def _write_segmentation(source: DicomSource, labels: np.ndarray, organs: list[OrganTerms], identity: dict,
                         parameters: dict, tracking: dict[int, str]):
     """A binary DICOM Segmentation: segment ``n`` is ``organs[n - 1]``."""
     import highdicom as hd
-    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
     algorithm = _algorithm(parameters)
@@ -312,11 +311,8 @@ def _write_segmentation(source: DicomSource, labels: np.ndarray, organs: list[Or
             algorithm_identification=algorithm, tracking_uid=tracking[organ.label], tracking_id=organ.key[:64],
             display_color=hd.color.CIELabColor.from_rgb(*organ.rgb))
         if organ.modifier:  # e.g. Right for the right kidney; highdicom has no argument for it
-            modifier = Dataset()
-            modifier.CodeValue, modifier.CodingSchemeDesignator, modifier.CodeMeaning = organ.modifier[1], \
-                organ.modifier[0], organ.modifier[2]
             description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = \
-                Sequence([modifier])
+                Sequence([_code_item(organ.modifier)])
         descriptions.append(description)
     pixels = segment_of[labels]  # label values → segment numbers; labels of no organ → 0
     segmentation = hd.seg.Segmentation(
@@ -328,7 +324,7 @@ def _write_segmentation(source: DicomSource, labels: np.ndarray, organs: list[Or
     return segmentation
 
 
-def _write_parametric_map(source: DicomSource, values: np.ndarray, organs: list[Organ], identity: dict,
+def _write_parametric_map(source: DicomSource, values: np.ndarray, organs: list[OrganTerms], identity: dict,
                           parameters: dict, tracking: dict[int, str]):
     """A float32 Parametric Map of the uncertainty, in nats."""
     import highdicom as hd
@@ -405,7 +401,7 @@ def _item(**attributes):
     return item
 
 
-def _write_rtstruct(source: DicomSource, labels: np.ndarray, organs: list[Organ], identity: dict,
+def _write_rtstruct(source: DicomSource, labels: np.ndarray, organs: list[OrganTerms], identity: dict,
                     parameters: dict, tracking: dict[int, str]):
     """An RT Structure Set: ROI ``n`` is ``organs[n - 1]``, one CLOSED_PLANAR contour per outline
     and source slice."""
@@ -474,9 +470,9 @@ def _write_rtstruct(source: DicomSource, labels: np.ndarray, organs: list[Organ]
         if outlines:
             roi_contour.ContourSequence = outlines
         contours.append(roi_contour)
-        observations.append(_item(ObservationNumber=number, ReferencedROINumber=number, ROIObservationLabel=organ.key[:16],
-                                  RTROIIdentificationCodeSequence=[_code_item(organ.type)],
-                                  RTROIInterpretedType="ORGAN", ROIInterpreter=""))
+        observations.append(_item(ObservationNumber=number, ReferencedROINumber=number,
+                                  ROIObservationLabel=organ.key[:16], RTROIInterpretedType="ORGAN", ROIInterpreter="",
+                                  RTROIIdentificationCodeSequence=[_code_item(organ.type)]))
     dataset.StructureSetROISequence = rois
     dataset.ROIContourSequence = contours
     dataset.RTROIObservationsSequence = observations

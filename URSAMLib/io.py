@@ -222,13 +222,13 @@ def check_slice_geometry(folder: Path, files: tuple[str, ...]) -> None:
     steps = np.abs(np.diff(along))
     typical = float(np.median(steps))
     if steps.min() <= SLICE_TOLERANCE * max(typical, pixel):
-        raise URSAMError(f"The DICOM series in {folder} holds two slices at one position ({len(files)} files): it mixes "
-                         "acquisitions or repeats files; put one series' slices, each once, in the folder.")
+        raise URSAMError(f"The DICOM series in {folder} holds two slices at one position ({len(files)} files): it "
+                         "mixes acquisitions or repeats files; put one series' slices, each once, in the folder.")
     if within.max() > SLICE_TOLERANCE * pixel:
         angle = math.degrees(math.atan2(within[-1], abs(along[-1])))
         raise URSAMError(f"The DICOM series in {folder} was acquired with a gantry tilt (about {angle:.1f} degrees): "
-                         f"its slices are shifted within their plane, which a regular volume cannot hold without moving "
-                         f"them; {_REGULARIZE}.")
+                         "its slices are shifted within their plane, which a regular volume cannot hold without "
+                         f"moving them; {_REGULARIZE}.")
     if np.abs(steps - typical).max() > SLICE_TOLERANCE * typical:
         widest = int(np.argmax(steps))
         ratio = steps[widest] / typical

@@ -267,8 +267,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
             maps = {"rectified": rectified, "ensemble": ensemble, "uncertainty": result.uncertainty_map()}
             dicom_out.write_outputs(staging, job.dicom_out, source, {k: frame.from_axial(v) for k, v in maps.items()},
                                     {o.label: o.name for o in result.organs},
-                                    {"backbone": backbone.name, **{k: v for k, v in summary["parameters"].items()
-                                                                   if v is not None}})
+                                    {"backbone": backbone.name, **summary["parameters"]})
         summary["timings_s"] = {**{k: round(v, 3) for k, v in result.timings.items()},
                                 "load_and_localize_s": round(loaded - started, 3),
                                 "all_s": round(time.perf_counter() - started, 3)}
