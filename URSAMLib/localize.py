@@ -41,6 +41,8 @@ class Localization:
     outside: bool = False
     """Not found because it was localized entirely outside the image: when this holds for every
     organ, the template is probably for another body region than the CT."""
+    implausible: bool = False
+    """Not found because its localized box has a size no patient's organ has (:func:`reject_implausible`)."""
     localizer: str = ""
     """Which localizer placed it, where a combined one (``auto``) chose."""
 
@@ -282,19 +284,49 @@ def prompts_from_template(ct: sitk.Image, template: Template, organs: list[str] 
     options = {"weights": weights} if weights else {}
     localizations = LOCALIZERS[localizer](ct, template, organs, progress=progress, **options)
     frame = AxialFrame.of(ct)
+    reject_implausible(localizations, template, frame)
     voxels = margin.voxels(frame.spacing)
     prompts = [loc.prompt(frame.shape, voxels) for loc in localizations.values() if loc.box is not None]
     missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
     return TemplatePrompts(prompts, missing, localizations, voxels)
 
 
+PLAUSIBLE_SIZE_FACTOR = 3.0
+"""How much an organ's localized extent may differ, per axis, from the median of the template's
+scans (after adding :data:`SIZE_SLACK_MM` to both): patients' organs differ by far less, so a
+larger factor means the localizer placed the points on other anatomy."""
+SIZE_SLACK_MM = 10.0
+
+
+def reject_implausible(localizations: dict[str, Localization], template: Template, frame: AxialFrame) -> None:
+    """Mark as not found each organ whose localized extent (of its unclipped extreme points, so a
+    CT that shows part of the organ is not penalised) is implausible for that organ: more than
+    :data:`PLAUSIBLE_SIZE_FACTOR` times larger or smaller along an axis than in the template's
+    scans. Such a box would prompt SAM on anatomy that is not the organ."""
+    for name, loc in localizations.items():
+        if loc.box is None or loc.points is None:
+            continue
+        found = np.ptp(loc.points, axis=0) * np.array(frame.spacing) + SIZE_SLACK_MM  # (z, y, x) mm
+        typical = np.median([np.ptp(s.points_mm[name], axis=0) for s in template.supports], axis=0)[::-1] \
+            + SIZE_SLACK_MM  # LPS (x, y, z) -> (z, y, x)
+        ratio = found / typical
+        if np.any(ratio > PLAUSIBLE_SIZE_FACTOR) or np.any(ratio < 1 / PLAUSIBLE_SIZE_FACTOR):
+            size = " x ".join(f"{v:.0f}" for v in (found - SIZE_SLACK_MM)[::-1])
+            usual = " x ".join(f"{v:.0f}" for v in (typical - SIZE_SLACK_MM)[::-1])
+            loc.box, loc.implausible = None, True
+            loc.reason = (f"its localized box ({size} mm) is implausible for it (about {usual} mm in the "
+                          "template's scans): is the template for this body region?")
+
+
 def no_organ_found(found: TemplatePrompts, template: Template, ct_name: str) -> URSAMError:
     """The error for a CT in which no organ of the template was found: a template for another body
-    region when every organ fell outside the CT, else each organ's reason."""
+    region when every organ fell outside the CT or got an implausible box, else each organ's reason."""
     localizations = found.localizations
-    if localizations and all(loc.outside for loc in localizations.values()):
+    if localizations and all(loc.outside or loc.implausible for loc in localizations.values()):
         region = f" (made for: {template.body_region})" if template.body_region else ""
-        return URSAMError(f"Every organ of the template{region} was localized outside {ct_name} "
+        where = "outside" if all(loc.outside for loc in localizations.values()) else \
+            "outside or with an implausible size in"
+        return URSAMError(f"Every organ of the template{region} was localized {where} {ct_name} "
                           f"({', '.join(localizations)}): the template is probably for another body region than "
                           "this CT. Use a template built from scans of the same body region.")
     return URSAMError(f"No organ of the template was found in {ct_name}: "
