@@ -268,7 +268,7 @@ def check_volume(image: sitk.Image, name: str) -> None:
 
 
 # Landmarks of CT in Hounsfield units, and how far the 208 CT volumes in ../shared/data are from
-# them (docs/measure_ct_intensity.py): air and lung are below -500 HU (at least 36 % of every volume
+# them (scripts/measure_ct_intensity.py): air and lung are below -500 HU (at least 36 % of every volume
 # there, as the scanner's field of view holds air); the median of the rest, the body, lies
 # between -56 and 46 HU; and at least 79 % of the body lies in the soft-tissue range -200..300 HU.
 # MR, PET, or a CT stored without its rescale to HU miss the first landmark by far.

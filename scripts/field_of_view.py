@@ -5,7 +5,7 @@ Some OpenKBP CTs keep real intensities only in a region around the contoured org
 air (-1024 HU) elsewhere. This script measures, per validation patient, the fraction of voxels
 above -500 HU (the visible body) and reads the evaluation report's per-patient records (cases/).
 
-    python docs/field_of_view.py [--data ../shared/data] [--report docs/results/hn-openkbp] [--batch DIR]
+    python scripts/field_of_view.py [--data ../shared/data] [--report docs/results/hn-openkbp] [--batch DIR]
 
 --batch adds the UR-SAM DSC of an `ursam batch ... --reference-pattern '*_oar.nii.gz'` run over the
 same patients (e.g. prompted by another localizer; docs/localizers.md has the command), over the
