@@ -84,7 +84,7 @@ def add_parser(commands, segment_parser: argparse.ArgumentParser) -> argparse.Ar
     batch = commands.add_parser(
         "batch", help="segment every CT in a folder (resumable; optionally on a dask cluster)",
         description="Segment each CT of INPUT_DIR into OUTDIR/<case>/, skipping cases already complete, "
-        "and write OUTDIR/summary.csv. Case names and label files: see 'ursam batch' in README.md.")
+        "and write OUTDIR/summary.csv. Case names and label files: see docs/cli.md.")
     batch.add_argument("input_dir", metavar="INPUT_DIR", help="folder of CT files and/or DICOM series folders")
     batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (one subfolder per case)")
     batch.add_argument("--ct-pattern", default="*", metavar="GLOB",
