@@ -1,6 +1,7 @@
 # Quickstart targets (see README.md). Each sets up .venv on first use.
 #   make demo   install, then segment 9 organs of a real abdominal CT (prints DSC, writes out/demo)
-#   make test   install, then run the whole test suite
+#   make test   install, then lint (ruff) and run the whole test suite, printing the 15 slowest tests
+#   make test-fast  the tests without a real network or a long run (pytest -m "not slow and not model")
 #   make bench  install, then benchmarks/run.py (speed and memory; writes benchmarks/results/latest.*)
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ DATA ?= ../shared/data/abdomen-ts
 ORGANS ?= spleen,kidney_right,kidney_left,gallbladder,liver,stomach,pancreas,aorta,inferior_vena_cava
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast lint bench install clean
 
 install: $(VENV)/.installed
 
@@ -33,8 +34,14 @@ demo: install
 	  --prompt-labels "$$data/labels_small.nii.gz" --classes "$$data/classes.json" \
 	  --prompt-mode slice --organs $(ORGANS)
 
-test: install
-	$(BIN)/python -m pytest
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/python -m pytest --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not model"
 
 bench: install
 	$(BIN)/python benchmarks/run.py

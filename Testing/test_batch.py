@@ -69,7 +69,8 @@ def test_case_names_strip_the_extension_and_labels_may_sit_in_a_subfolder(tmp_pa
     (tmp_path / "ct_c").mkdir()
     cases = find_cases(tmp_path, "ct_*", "labels/*.nii.gz", exclude=[tmp_path / "out"])
     assert [(c.name, c.ct.name, c.prompt_labels.relative_to(tmp_path).as_posix()) for c in cases] == [
-        ("a", "ct_a.nii.gz", "labels/a.nii.gz"), ("b", "ct_b.nrrd", "labels/b.nii.gz"), ("c", "ct_c", "labels/c.nii.gz")]
+        ("a", "ct_a.nii.gz", "labels/a.nii.gz"), ("b", "ct_b.nrrd", "labels/b.nii.gz"),
+        ("c", "ct_c", "labels/c.nii.gz")]
     (tmp_path / "ct_a_seg.nii.gz").write_bytes(b"")  # beside the CT: never a case itself
     assert [c.name for c in find_cases(tmp_path, "*", "*_seg.nii.gz")] == ["ct_a", "ct_b", "ct_c", "labels"]
 
@@ -124,7 +125,8 @@ def test_dask_cluster_gives_byte_identical_outputs(sequential, cohort, abdomen, 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
         code = main(["batch", str(cohort), "-o", str(out), "--ct-pattern", "*_ct.nii.gz",
-                     "--classes", str(abdomen / "classes.json"), *OPTIONS, "--dask-scheduler", cluster.scheduler_address])
+                     "--classes", str(abdomen / "classes.json"), *OPTIONS,
+                     "--dask-scheduler", cluster.scheduler_address])
     assert code == 1
     for case in SLABS:
         names = sorted(p.name for p in (first / case).iterdir())

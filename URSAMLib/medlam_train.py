@@ -191,7 +191,7 @@ def _crop(volume: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     out = np.full(tuple(high - low), AIR_HU, dtype=volume.dtype)
     src_low, src_high = np.maximum(low, 0), np.minimum(high, volume.shape)
     if np.all(src_high > src_low):
-        dst = tuple(slice(a - l, b - l) for a, b, l in zip(src_low, src_high, low))
+        dst = tuple(slice(a - lo, b - lo) for a, b, lo in zip(src_low, src_high, low))
         out[dst] = volume[tuple(slice(a, b) for a, b in zip(src_low, src_high))]
     return out
 

@@ -41,8 +41,8 @@ def main() -> None:
     report = Path(args.report)
     variants = ["auto", "box3d", "slice"] + (["batch"] if args.batch else [])
     lines = ["| patient | visible body % | blanked | box IoU (auto) | UR-SAM DSC auto | UR-SAM DSC box3d | "
-             "UR-SAM DSC slice |" + (f" UR-SAM DSC {args.batch_label} |" if args.batch else ""), "|---|---|---|---|---|---|---|"
-             + ("---|" if args.batch else "")]
+             "UR-SAM DSC slice |" + (f" UR-SAM DSC {args.batch_label} |" if args.batch else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if args.batch else "")]
     groups = defaultdict(lambda: defaultdict(list))
     folder = Path(args.data) / "hn-openkbp" / "validation"
     classes = {name: int(value) for value, name in json.loads((folder.parent / "classes.json").read_text()).items()}

@@ -28,11 +28,13 @@ import numpy as np
 from field_of_view import BLANKED_BELOW, visible_body  # this folder: the script's own
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from URSAMLib import io  # noqa: E402
-from URSAMLib.localize import box_iou, localize_by_registration  # noqa: E402
-from URSAMLib.medlam import localize_by_medlam  # noqa: E402
-from URSAMLib.prompts import Box3D  # noqa: E402
-from URSAMLib.template import build_template, extreme_points  # noqa: E402
+from URSAMLib import io
+from URSAMLib.localize import box_iou, localize_by_registration
+from URSAMLib.medlam import localize_by_medlam
+from URSAMLib.prompts import Box3D
+from URSAMLib.template import build_template, extreme_points
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SUPPORTS = "4,13,17,22,31"
 FIELDS = ["patient", "visible_body", "localizer", "organ", "iou", "error_mm", "agreement", "seconds"]
@@ -48,7 +50,7 @@ def main():
     parser.add_argument("--no-registration", action="store_true",
                         help="only the MedLAM weights (e.g. in a second process; rows.csv files concatenate)")
     parser.add_argument("--rdr-only", action="store_true", help="also MedLAM without MSS refinement (radius 0)")
-    parser.add_argument("-o", "--output", default=str(Path(__file__).resolve().parent.parent / "docs" / "results" / "localizers"))
+    parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "results" / "localizers"))
     args = parser.parse_args()
     data = Path(args.data) / "hn-openkbp"
     classes = io.read_classes(data / "classes.json")

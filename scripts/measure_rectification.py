@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from URSAMLib import io  # noqa: E402
-from URSAMLib.backbones import load_backbone  # noqa: E402
-from URSAMLib.metrics import dice  # noqa: E402
-from URSAMLib.pipeline import Settings, segment, segment_variants  # noqa: E402
-from URSAMLib.prompts import DEFAULT_BOX_MARGIN, PAPER_BOX_MARGIN, prompts_from_labels  # noqa: E402
+from URSAMLib import io
+from URSAMLib.backbones import load_backbone
+from URSAMLib.metrics import dice
+from URSAMLib.pipeline import Settings, segment, segment_variants
+from URSAMLib.prompts import DEFAULT_BOX_MARGIN, PAPER_BOX_MARGIN, prompts_from_labels
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FLARE9 = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas", "aorta",
           "inferior_vena_cava"]
@@ -84,7 +86,7 @@ def main():
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--hn-patients", type=int, default=5)
     parser.add_argument("--precision", default="bfloat16", choices=("float32", "bfloat16"))
-    parser.add_argument("-o", "--output", default=str(Path(__file__).resolve().parent.parent / "docs" / "rectification.md"))
+    parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "rectification.md"))
     args = parser.parse_args()
     data = Path(args.data)
     backbone = load_backbone("litemedsam", device="cpu")
