@@ -16,7 +16,7 @@ from test_pipeline import BrightInBox
 
 from URSAMLib import evaluate as ev
 from URSAMLib.cli import main
-from URSAMLib.metrics import auroc, dice, hausdorff95
+from URSAMLib.metrics import HD95_DEFINITION, auroc, dice, hausdorff95
 from URSAMLib.pipeline import segment
 from URSAMLib.prompts import OrganPrompt
 from URSAMLib.report import CSV_COLUMNS, METHOD_TITLES
@@ -156,6 +156,20 @@ def test_a_run_writes_every_row_and_method_and_a_rerun_does_no_sam_work(dataset,
     assert len(stand_in) == 2
     assert "Partial report: 1 of 1" not in (out / "report.md").read_text()  # --limit 1: 1 of 1 is complete
     assert {r["patient"] for r in read_csv(out / "results.csv")} == {"pt_1"}
+
+
+def test_a_patient_scored_with_another_hd95_definition_is_recomputed(dataset, tmp_path, stand_in, capsys):
+    out = tmp_path / "report"
+    one = [str(dataset / "pt_2_ct.nii.gz")]
+    assert main(["evaluate", *one, "-o", str(out), "--quiet"]) == 0
+    record_path = out / "cases" / "pt_2.json"
+    record = json.loads(record_path.read_text())
+    assert record["config"]["hd95"] == HD95_DEFINITION
+    del record["config"]["hd95"]  # as written before the definition was part of the key
+    record_path.write_text(json.dumps(record))
+    assert main(["evaluate", *one, "-o", str(out), "--quiet"]) == 0
+    assert len(stand_in) == 2  # recomputed, not reused
+    assert capsys.readouterr().out.count("(1 patients computed, 0 already done)") == 2
 
 
 def test_the_per_patient_table_is_each_patients_mean_worst_first(dataset, tmp_path, stand_in):

@@ -33,7 +33,7 @@ import numpy as np
 from . import io
 from .errors import URSAMError
 from .localize import box_iou, prompts_from_template
-from .metrics import auroc, hausdorff95
+from .metrics import HD95_DEFINITION, auroc, hausdorff95
 from .pipeline import OrganResult, SegmentationResult, Settings, segment_variants
 from .prompts import DEFAULT_BOX_MARGIN, Box3D, BoxMargin, OrganPrompt, prompts_from_labels
 from .rectify import DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND
@@ -93,8 +93,10 @@ class EvalConfig:
                        **changes).validate()
 
     def key(self, template: str | None, sweep: bool) -> dict:
-        """JSON-able identity of a patient's run (template folder and whether it had the sweep)."""
-        return json.loads(json.dumps({**asdict(self), "template": template, "sweep": sweep}))
+        """JSON-able identity of a patient's run (template folder, whether it had the sweep, and
+        the HD95 definition its rows were scored with)."""
+        return json.loads(json.dumps({**asdict(self), "template": template, "sweep": sweep,
+                                      "hd95": HD95_DEFINITION}))
 
 
 @dataclass(frozen=True)
