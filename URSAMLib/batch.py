@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from .errors import URSAMError
+from .formats import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:  # job imports the pipeline; `ursam --help` should not
     from .job import SegmentJob
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 EXIT_CASES_FAILED = 1
 CSV_COLUMNS = ("case", "organ", "label", "status", "volume_ml", "volume_ml_ensemble", "mean_uncertainty",
                "dsc_rectified", "dsc_ensemble", "dsc_against", "seconds", "message")

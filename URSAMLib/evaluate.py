@@ -35,10 +35,10 @@ from .errors import URSAMError
 from .localize import box_iou, prompts_from_template
 from .metrics import HD95_DEFINITION, auroc, hausdorff95
 from .pipeline import OrganResult, SegmentationResult, Settings, segment_variants
+from .progress import Progress
 from .prompts import DEFAULT_BOX_MARGIN, Box3D, BoxMargin, OrganPrompt, prompts_from_labels
 from .rectify import DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND
 
-Progress = Callable[[float, str], None]
 Log = Callable[[str], None]
 
 RECTIFICATIONS = ("ensemble", "unc-fpc", "unc-fnc", "unc-fpnc", "fixed", "ursam")
@@ -577,10 +577,6 @@ def _announce_estimate(todo, config: EvalConfig, run: EvalRun, log: Log) -> None
     log(f"To compute: {len(todo)} patients, about {slices} slices to embed and {boxes} boxes to decode: "
         f"~{minutes:.0f} min on an idle 2-core CPU ({per_slice} s/slice, 0.1 s/box; a GPU is far faster, a busy "
         "CPU slower). Finished patients are kept: rerun the same command to resume.")
-
-
-def records_to_rows(records: list[dict]) -> list[dict]:
-    return [row for record in records for row in record["rows"]]
 
 
 # ---------------------------------------------------------------------------------------

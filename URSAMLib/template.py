@@ -24,7 +24,7 @@ import SimpleITK as sitk
 
 from . import __version__
 from .errors import URSAMError
-from .io import axial_array, read_ct, read_label_map, write_image
+from .io import AIR_VALUE_HU, axial_array, read_ct, read_label_map, write_image
 
 TEMPLATE_FORMAT = "ursam-template"
 TEMPLATE_VERSION = 1
@@ -48,7 +48,7 @@ def extreme_points(mask: np.ndarray) -> np.ndarray:
 
 
 def resample_isotropic(image: sitk.Image, spacing: float = TEMPLATE_SPACING_MM,
-                       default: float = -1024.0) -> sitk.Image:
+                       default: float = AIR_VALUE_HU) -> sitk.Image:
     """The CT resampled (linear) to ``spacing`` mm isotropic voxels, same origin and direction."""
     size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]
     return sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), (spacing,) * 3,

@@ -20,9 +20,10 @@ from URSAMLib import io  # noqa: E402
 
 
 def landmarks(values: np.ndarray) -> tuple[float, float, float]:
-    body = values[values >= io.AIR_HU]
+    body = values[values >= io.AIR_THRESHOLD_HU]
     soft = np.mean((body >= io.SOFT_TISSUE_HU[0]) & (body <= io.SOFT_TISSUE_HU[1])) if body.size else 0.0
-    return float(np.mean(values < io.AIR_HU)), float(np.median(body)) if body.size else float("nan"), float(soft)
+    air = float(np.mean(values < io.AIR_THRESHOLD_HU))
+    return air, float(np.median(body)) if body.size else float("nan"), float(soft)
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
     lines = ["# CT intensity landmarks", "",
              "Measured by `scripts/measure_ct_intensity.py` on every CT volume in `../shared/data`; the basis of "
              "`URSAMLib.io.intensity_warning`, which warns when a volume is below "
-             f"{100 * io.MIN_AIR_FRACTION:g} % air (< {io.AIR_HU:g} HU), has a body median outside "
+             f"{100 * io.MIN_AIR_FRACTION:g} % air (< {io.AIR_THRESHOLD_HU:g} HU), has a body median outside "
              f"{io.BODY_MEDIAN_HU[0]:g}..{io.BODY_MEDIAN_HU[1]:g} HU, or less than "
              f"{100 * io.MIN_SOFT_TISSUE_FRACTION:g} % of the body in "
              f"{io.SOFT_TISSUE_HU[0]:g}..{io.SOFT_TISSUE_HU[1]:g} HU.",
