@@ -450,6 +450,7 @@ def shows(message: str, stderr: str) -> bool:
     return re.search(pattern, stderr) is not None
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_cli_bad_input(case_id, tmp_path, monkeypatch, capfd, abdomen, head_neck, dcmqi):
     case = CASES[case_id]

@@ -89,6 +89,7 @@ def test_case_discovery_refuses_ambiguous_or_empty_folders(tmp_path):
         find_cases(tmp_path, "*.nii.gz", "*_oar.nii.gz")
 
 
+@pytest.mark.model
 def test_a_bad_case_fails_alone(sequential, capsys):
     code, out = sequential
     assert code == 1  # some case failed
@@ -116,6 +117,9 @@ def environment_restored():
     os.environ.update(saved)
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_dask_cluster_gives_byte_identical_outputs(sequential, cohort, abdomen, tmp_path, monkeypatch,
                                                    environment_restored):
     distributed = pytest.importorskip("distributed")
@@ -140,6 +144,7 @@ def test_dask_cluster_gives_byte_identical_outputs(sequential, cohort, abdomen, 
                 assert (first / case / name).read_bytes() == (out / case / name).read_bytes(), (case, name)
 
 
+@pytest.mark.model
 def test_a_rerun_skips_complete_cases(sequential, cohort, abdomen, capsys):
     _, out = sequential
     before = {case: (out / case / "summary.json").stat().st_mtime_ns for case in SLABS}
@@ -176,6 +181,7 @@ def test_a_checkpoint_pin_is_checked_for_every_case(cohort, abdomen, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.model
 def test_ctrl_c_keeps_the_finished_cases_and_says_so(cohort, abdomen, tmp_path, capsys, monkeypatch):
     import URSAMLib.batch as batch
 

@@ -273,6 +273,8 @@ def test_user_mistakes_are_one_line_errors(dataset, tmp_path, stand_in, capsys):
     assert stand_in == []  # nothing was loaded for a mistake
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_real_litemedsam_on_the_abdomen_slab(abdomen, tmp_path):
     """One small real run: the right kidney (23 slices), no augmentation, no refinement, bfloat16
     (about 30 s on an idle 2-core CPU)."""

@@ -19,6 +19,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slicer
+
 TOP = (ROOT / "CMakeLists.txt").read_text()
 MODULE = (ROOT / "URSAM" / "CMakeLists.txt").read_text()
 SCRIPTED = "lib/Slicer-5.8/qt-scripted-modules"
@@ -107,6 +109,8 @@ def test_module_lists_every_python_file_and_resource():
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in MODULE
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_slicer_build_installs_ursamlib_and_its_data_beside_the_module(tmp_path):
     stub = tmp_path / "slicer"
     stub.mkdir()

@@ -28,6 +28,8 @@ require("slicer")
 from URSAMSlicerLib import mrml  # noqa: E402
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box  # noqa: E402
 
+pytestmark = pytest.mark.slicer
+
 
 @pytest.fixture
 def ursam(monkeypatch):
@@ -320,6 +322,7 @@ def test_heatmap_overlay_and_centring_on_uncertain_regions(ursam, oblique_scene)
         assert np.allclose([to_ras.GetElement(r, 3) for r in range(3)], ras)
 
 
+@pytest.mark.subprocess
 def test_a_result_for_a_ct_removed_meanwhile_writes_nothing(ursam, oblique_scene):
     scene, ct_node, prompts, _ = oblique_scene
     logic = in_process_logic(ursam)

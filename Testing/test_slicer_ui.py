@@ -17,6 +17,8 @@ import pytest
 from conftest import MODULE_DIR, ROOT
 from slicer_scene import require
 
+pytestmark = pytest.mark.slicer
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 UI = MODULE_DIR / "Resources" / "UI" / "URSAM.ui"
 
