@@ -115,6 +115,7 @@ def test_volume_node_reads_as_the_same_image_as_simpleitk_reads_the_series(dicom
     assert mrml.ijk_to_ras(labels_node)[2, 2] < 0
 
 
+@pytest.mark.slow
 def test_dicom_segments_ensemble_and_heatmap_land_on_ursamlib_voxels(ursam, dicom_scene, abdomen):
     scene, ct_node, labels_node, study = dicom_scene
     settings = Settings(num_aug=3, ratio=0.02, seed=4)
