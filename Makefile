@@ -1,7 +1,8 @@
 # Quickstart targets (see README.md). Each sets up .venv on first use.
 #   make demo   install, then segment the organs at risk of a head-and-neck CT that nobody labelled for it,
 #               automatically (--region), and print the DSC beside per-slice label-box prompting
-#   make test   install, then run the whole test suite
+#   make test   install, then lint (ruff) and run the whole test suite, printing the 15 slowest tests
+#   make test-fast  the tests without a real network or a long run (pytest -m "not slow and not model")
 #   make bench  install, then benchmarks/run.py (speed and memory; writes benchmarks/results/latest.*)
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,7 @@ DATA ?= ../shared/data
 PATIENT ?= pt_201
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench install clean dicom3tools
+.PHONY: demo test test-fast lint bench install clean dicom3tools
 
 install: $(VENV)/.installed dicom3tools
 
@@ -52,8 +53,14 @@ demo: install
 	  --prompt-mode slice --quiet || exit 1; \
 	$(BIN)/python scripts/demo_table.py out/demo out/demo-label-boxes
 
-test: install
-	$(BIN)/python -m pytest
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/python -m pytest --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not model"
 
 bench: install
 	$(BIN)/python benchmarks/run.py

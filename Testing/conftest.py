@@ -34,6 +34,16 @@ HEAD_NECK = DATA / "hn-openkbp"
 DCMQI = DATA / "ct3slice-dcmqi"
 
 
+DATA_FIXTURES = {"abdomen", "head_neck", "dcmqi"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that asks, directly or through another fixture, for real data: ``-m data``."""
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
+
+
 def sigint_as_in_a_terminal() -> None:
     """``preexec_fn`` for a child that a test stops with SIGINT: a test run started as a background
     job (`make test &`, a CI runner's shell) inherits an ignored SIGINT, and Python then never turns

@@ -430,7 +430,7 @@ def install(monkeypatch):
     """Install the fake layer around the real slicer-core package; returns (slicer, dialogs).
     ``monkeypatch`` undoes it all after the test."""
     slicer = require("slicer")
-    import slicer.util
+    require("slicer.util")  # loaded, so that slicer.util is there to patch
 
     dialogs = Dialogs()
     monkeypatch.setitem(sys.modules, "qt", make_qt_module())

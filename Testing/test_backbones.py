@@ -87,6 +87,7 @@ def test_medsam_vit_b_path_stretches_to_a_square(tiny_checkpoint):
     assert probabilities.shape == (1, 64, 128)
 
 
+@pytest.mark.model
 def test_litemedsam_loads_its_verified_packaged_weights_and_segments_a_real_liver(abdomen):
     from URSAMLib import io
 
@@ -116,6 +117,7 @@ def test_a_damaged_official_checkpoint_is_refused_before_loading(tmp_path):
         load_backbone("sam-vit-b", checkpoint=fake, device="cpu")
 
 
+@pytest.mark.model
 def test_a_checkpoint_the_catalogue_cannot_vouch_for_is_verified_against_a_pinned_sha256(tiny_checkpoint):
     from URSAMLib.weights import sha256_of
 

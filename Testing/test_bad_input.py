@@ -1,4 +1,4 @@
-"""Every bad input of the README's table "What happens with bad input", tried as a user would.
+"""Every bad input of the table in docs/bad-input.md ("What happens with bad input"), tried as a user would.
 
 Each case prepares its files in an empty folder and runs the ``ursam`` command there with
 relative paths, in a process of its own (``python -m URSAMLib.cli``), exactly as typed in a
@@ -8,7 +8,7 @@ folder unless the run succeeded. A few cases run ``ursam``'s ``main()`` in this 
 because they replace one part of URSAM (a stand-in model, a localizer pushed off the image, a
 smaller free memory) or because they need torch, which this process has already imported.
 
-The README is checked against these runs: the table row that names a case must quote what the
+That page is checked against these runs: the table row that names a case must quote what the
 user sees (``…`` stands for a part that differs from run to run), and every row's test must exist.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ import SimpleITK as sitk
 
 from conftest import ABDOMEN, HEAD_NECK, DCMQI, ROOT, synthetic_ct
 
-README = ROOT / "README.md"
-SECTION = "## What happens with bad input"
+BAD_INPUT_PAGE = ROOT / "docs" / "bad-input.md"
+SECTION = "# What happens with bad input"
 STANDARD = ["segment", "ct.nii.gz", "-o", "out", "--prompt-labels", "labels.nii.gz", "--classes", "classes.json",
             "--organs", "liver"]
 
@@ -449,9 +449,10 @@ def run_as_user(case: Case, folder: Path, monkeypatch, capfd) -> tuple[int, str]
     return code, capfd.readouterr().err
 
 
-def readme_rows() -> list[tuple[str, str, str]]:
-    text = README.read_text()
-    assert SECTION in text, f"README.md has no section {SECTION!r}"
+def documented_rows() -> list[tuple[str, str, str]]:
+    """The rows (input, what the user sees, test) of the table in docs/bad-input.md."""
+    text = BAD_INPUT_PAGE.read_text()
+    assert SECTION in text, f"{BAD_INPUT_PAGE.name} has no section {SECTION!r}"
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in section.splitlines():
@@ -462,11 +463,11 @@ def readme_rows() -> list[tuple[str, str, str]]:
 
 
 def documented(case_id: str) -> list[str]:
-    """The messages the README quotes for a case (its backticked ursam: lines)."""
-    rows = [row for row in readme_rows() if f"test_cli_bad_input[{case_id}]" in row[2]]
-    assert len(rows) == 1, f"README.md needs exactly one row for {case_id}, has {len(rows)}"
+    """The messages docs/bad-input.md quotes for a case (its backticked ursam: lines)."""
+    rows = [row for row in documented_rows() if f"test_cli_bad_input[{case_id}]" in row[2]]
+    assert len(rows) == 1, f"docs/bad-input.md needs exactly one row for {case_id}, has {len(rows)}"
     quoted = re.findall(r"`(ursam: [^`]+)`", rows[0][1])
-    assert quoted, f"the README row for {case_id} quotes no message"
+    assert quoted, f"the docs/bad-input.md row for {case_id} quotes no message"
     return quoted
 
 
@@ -476,6 +477,7 @@ def shows(message: str, stderr: str) -> bool:
     return re.search(pattern, stderr) is not None
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_cli_bad_input(case_id, tmp_path, monkeypatch, capfd, abdomen, head_neck, dcmqi):
     case = CASES[case_id]
@@ -500,13 +502,13 @@ def test_cli_bad_input(case_id, tmp_path, monkeypatch, capfd, abdomen, head_neck
     if case.check:
         case.check(folder)
     for message in documented(case_id):
-        assert shows(message, stderr), f"README says {message!r}; the user sees {stderr!r}"
+        assert shows(message, stderr), f"docs/bad-input.md says {message!r}; the user sees {stderr!r}"
 
 
-def test_every_readme_row_names_a_test_that_exists():
+def test_every_documented_row_names_a_test_that_exists():
     sources = {path.name: path.read_text() for path in (ROOT / "Testing").glob("test_*.py")}
     cited = set()
-    for what, sees, test in readme_rows():
+    for what, sees, test in documented_rows():
         for reference in re.findall(r"`([\w.]+\.py)::(\w+)(?:\[([\w-]+)\])?`", test) or pytest.fail(
                 f"row {what!r} names no test"):
             file, function, parameter = reference
@@ -514,4 +516,4 @@ def test_every_readme_row_names_a_test_that_exists():
             if function == "test_cli_bad_input":
                 assert parameter in CASES, parameter
                 cited.add(parameter)
-    assert cited == set(CASES), f"cases without a README row: {sorted(set(CASES) - cited)}"
+    assert cited == set(CASES), f"cases without a row in docs/bad-input.md: {sorted(set(CASES) - cited)}"

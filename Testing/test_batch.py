@@ -69,7 +69,8 @@ def test_case_names_strip_the_extension_and_labels_may_sit_in_a_subfolder(tmp_pa
     (tmp_path / "ct_c").mkdir()
     cases = find_cases(tmp_path, "ct_*", "labels/*.nii.gz", exclude=[tmp_path / "out"])
     assert [(c.name, c.ct.name, c.prompt_labels.relative_to(tmp_path).as_posix()) for c in cases] == [
-        ("a", "ct_a.nii.gz", "labels/a.nii.gz"), ("b", "ct_b.nrrd", "labels/b.nii.gz"), ("c", "ct_c", "labels/c.nii.gz")]
+        ("a", "ct_a.nii.gz", "labels/a.nii.gz"), ("b", "ct_b.nrrd", "labels/b.nii.gz"),
+        ("c", "ct_c", "labels/c.nii.gz")]
     (tmp_path / "ct_a_seg.nii.gz").write_bytes(b"")  # beside the CT: never a case itself
     assert [c.name for c in find_cases(tmp_path, "*", "*_seg.nii.gz")] == ["ct_a", "ct_b", "ct_c", "labels"]
 
@@ -88,6 +89,7 @@ def test_case_discovery_refuses_ambiguous_or_empty_folders(tmp_path):
         find_cases(tmp_path, "*.nii.gz", "*_oar.nii.gz")
 
 
+@pytest.mark.model
 def test_a_bad_case_fails_alone(sequential, capsys):
     code, out = sequential
     assert code == 1  # some case failed
@@ -115,6 +117,9 @@ def environment_restored():
     os.environ.update(saved)
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_dask_cluster_gives_byte_identical_outputs(sequential, cohort, abdomen, tmp_path, monkeypatch,
                                                    environment_restored):
     distributed = pytest.importorskip("distributed")
@@ -124,7 +129,8 @@ def test_dask_cluster_gives_byte_identical_outputs(sequential, cohort, abdomen, 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
         code = main(["batch", str(cohort), "-o", str(out), "--ct-pattern", "*_ct.nii.gz",
-                     "--classes", str(abdomen / "classes.json"), *OPTIONS, "--dask-scheduler", cluster.scheduler_address])
+                     "--classes", str(abdomen / "classes.json"), *OPTIONS,
+                     "--dask-scheduler", cluster.scheduler_address])
     assert code == 1
     for case in SLABS:
         names = sorted(p.name for p in (first / case).iterdir())
@@ -138,6 +144,7 @@ def test_dask_cluster_gives_byte_identical_outputs(sequential, cohort, abdomen, 
                 assert (first / case / name).read_bytes() == (out / case / name).read_bytes(), (case, name)
 
 
+@pytest.mark.model
 def test_a_rerun_skips_complete_cases(sequential, cohort, abdomen, capsys):
     _, out = sequential
     before = {case: (out / case / "summary.json").stat().st_mtime_ns for case in SLABS}
@@ -174,6 +181,7 @@ def test_a_checkpoint_pin_is_checked_for_every_case(cohort, abdomen, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.model
 def test_ctrl_c_keeps_the_finished_cases_and_says_so(cohort, abdomen, tmp_path, capsys, monkeypatch):
     import URSAMLib.batch as batch
 

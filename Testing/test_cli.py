@@ -41,6 +41,7 @@ def abdomen_run(abdomen, tmp_path_factory):
     return out
 
 
+@pytest.mark.model
 def test_outputs_lie_exactly_on_the_input_grid(abdomen, abdomen_run):
     ct = sitk.ReadImage(str(abdomen / "ct_small.nii.gz"))
     for name in ("ensemble.nii.gz", "rectified.nii.gz", "uncertainty.nii.gz"):
@@ -48,6 +49,7 @@ def test_outputs_lie_exactly_on_the_input_grid(abdomen, abdomen_run):
     assert sitk.ReadImage(str(abdomen_run / "uncertainty.nii.gz")).GetPixelID() == sitk.sitkFloat32
 
 
+@pytest.mark.model
 def test_rectified_dice_against_the_real_labels(abdomen, abdomen_run):
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(abdomen / "labels_small.nii.gz")))
     classes = {name: value for value, name in io.read_classes(abdomen / "classes.json").items()}
@@ -63,12 +65,14 @@ def test_rectified_dice_against_the_real_labels(abdomen, abdomen_run):
     assert np.mean(list(rectified.values())) > np.mean(list(scores["ensemble"].values()))
 
 
+@pytest.mark.model
 def test_uncertainty_is_entropy_inside_the_organ_crops(abdomen_run):
     u = sitk.GetArrayFromImage(sitk.ReadImage(str(abdomen_run / "uncertainty.nii.gz")))
     assert u.min() == 0.0 and 0.3 < u.max() <= math.log(2) + 1e-6
     assert (u > 0).mean() < 0.6  # zero outside every organ's crop
 
 
+@pytest.mark.model
 def test_summary_records_organs_parameters_and_timings(abdomen_run):
     summary = json.loads((abdomen_run / "summary.json").read_text())
     assert set(summary["organs"]) == set(NINE.split(","))
@@ -83,6 +87,7 @@ def test_summary_records_organs_parameters_and_timings(abdomen_run):
     assert (abdomen_run / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.model
 def test_a_dicom_series_with_flipped_labels_is_segmented_on_its_own_grid(abdomen, tmp_path, capsys):
     out = tmp_path / "dicom"
     code, stdout, _ = run(capsys, "segment", abdomen / "dicom", "-o", out,
@@ -169,6 +174,7 @@ def test_existing_output_folder_without_overwrite(capsys, args):
     assert code == 2 and "--overwrite" in err and (out / "summary.json").read_text() == "mine"
 
 
+@pytest.mark.subprocess
 def test_the_installed_command_reports_errors_without_traceback(tmp_path, abdomen):
     fake = tmp_path / "ct.nii.gz"
     fake.write_text("hello\n")
@@ -227,6 +233,8 @@ def hn_template_dir(head_neck, tmp_path_factory):
     return folder
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_segment_with_a_template_localizes_and_writes_boxes(head_neck, hn_template_dir, tmp_path, capsys):
     from URSAMLib.localize import box_iou
     from URSAMLib.prompts import Box3D
@@ -248,6 +256,7 @@ def test_segment_with_a_template_localizes_and_writes_boxes(head_neck, hn_templa
     assert same_grid(sitk.ReadImage(str(out / "rectified.nii.gz")), sitk.ReadImage(str(ct)))
 
 
+@pytest.mark.model
 def test_organs_not_found_are_listed_and_the_others_go_on(head_neck, hn_template_dir, tmp_path, capsys,
                                                           monkeypatch):
     from URSAMLib import localize
@@ -280,6 +289,7 @@ def test_template_and_labels_are_exclusive_prompt_sources(capsys, args, hn_templ
 
 # --- no data loss when a run is stopped ---------------------------------------------------------
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
 def test_a_run_stopped_while_writing_leaves_the_previous_outputs_and_no_debris(abdomen, tmp_path, stop):
     import os
@@ -328,6 +338,9 @@ def run_outputs(folder):
     return files, summary
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_same_input_parameters_and_seed_give_bitwise_identical_outputs_without_network(abdomen, two_slices, tmp_path,
                                                                                       capsys, no_network):
     from conftest import ROOT

@@ -16,7 +16,7 @@ from test_pipeline import BrightInBox
 
 from URSAMLib import evaluate as ev
 from URSAMLib.cli import main
-from URSAMLib.metrics import auroc, dice, hausdorff95
+from URSAMLib.metrics import HD95_DEFINITION, auroc, dice, hausdorff95
 from URSAMLib.pipeline import segment
 from URSAMLib.prompts import OrganPrompt
 from URSAMLib.report import CSV_COLUMNS, METHOD_TITLES
@@ -158,6 +158,20 @@ def test_a_run_writes_every_row_and_method_and_a_rerun_does_no_sam_work(dataset,
     assert {r["patient"] for r in read_csv(out / "results.csv")} == {"pt_1"}
 
 
+def test_a_patient_scored_with_another_hd95_definition_is_recomputed(dataset, tmp_path, stand_in, capsys):
+    out = tmp_path / "report"
+    one = [str(dataset / "pt_2_ct.nii.gz")]
+    assert main(["evaluate", *one, "-o", str(out), "--quiet"]) == 0
+    record_path = out / "cases" / "pt_2.json"
+    record = json.loads(record_path.read_text())
+    assert record["config"]["hd95"] == HD95_DEFINITION
+    del record["config"]["hd95"]  # as written before the definition was part of the key
+    record_path.write_text(json.dumps(record))
+    assert main(["evaluate", *one, "-o", str(out), "--quiet"]) == 0
+    assert len(stand_in) == 2  # recomputed, not reused
+    assert capsys.readouterr().out.count("(1 patients computed, 0 already done)") == 2
+
+
 def test_the_per_patient_table_is_each_patients_mean_worst_first(dataset, tmp_path, stand_in):
     out = tmp_path / "report"
     assert main(["evaluate", str(dataset), "-o", str(out), "--quiet", "--no-refine"]) == 0
@@ -259,6 +273,8 @@ def test_user_mistakes_are_one_line_errors(dataset, tmp_path, stand_in, capsys):
     assert stand_in == []  # nothing was loaded for a mistake
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_real_litemedsam_on_the_abdomen_slab(abdomen, tmp_path):
     """One small real run: the right kidney (23 slices), no augmentation, no refinement, bfloat16
     (about 30 s on an idle 2-core CPU)."""

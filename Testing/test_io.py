@@ -339,6 +339,7 @@ def test_headers_of_real_data_match_what_is_read(abdomen, dcmqi):
 
 # --- intensities that are not CT: a warning, measured against real CT -------------------------
 
+@pytest.mark.slow
 def test_no_ct_in_the_shared_data_is_taken_for_another_modality(abdomen, head_neck, dcmqi):
     paths = [abdomen / "ct.nii.gz", abdomen / "ct_small.nii.gz", abdomen / "dicom", dcmqi,
              abdomen.parent / "chest-ct" / "ct.nii.gz", *sorted(head_neck.glob("*/*_ct.nii.gz"))]

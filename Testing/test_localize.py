@@ -47,6 +47,7 @@ def hn_template(head_neck, tmp_path_factory):
                           tmp_path_factory.mktemp("t") / "hn", organs=["Brainstem", "Mandible", "RightParotid"])
 
 
+@pytest.mark.slow
 def test_a_support_moved_in_space_is_found_where_its_labels_are(head_neck, hn_template, tmp_path):
     # Query = support pt_4 itself with a shifted origin: registration must undo the shift exactly
     # (a mapping in the wrong direction would show twice the shift).
@@ -61,6 +62,7 @@ def test_a_support_moved_in_space_is_found_where_its_labels_are(head_neck, hn_te
         assert found[organ].agreement == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_organs_of_an_unseen_patient_are_localized(head_neck, hn_template):
     ct_path, label_path = hn_pair(head_neck, 201, "validation")
     ct = io.read_ct(ct_path)
@@ -87,6 +89,7 @@ def test_a_ct_too_small_to_register_is_one_clear_error(head_neck, hn_template):
         localize_by_registration(small, hn_template)
 
 
+@pytest.mark.slow
 def test_registration_is_repeatable(head_neck, hn_template):
     ct = io.read_ct(hn_pair(head_neck, 201, "validation")[0])
     first = localize_by_registration(ct, hn_template, ["Brainstem"])["Brainstem"]

@@ -137,6 +137,8 @@ def straight_run(head_neck, tmp_path_factory):
     return folder / "w.pth", history
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_training_loss_falls(head_neck, straight_run):
     # Measured on the same held-out pairs before and after training: batch-to-batch noise
     # would hide a 24-step trend in the training history itself.
@@ -154,6 +156,8 @@ def test_training_loss_falls(head_neck, straight_run):
     assert after[1] < 0.9 * before[1], (before, after)  # MSS on its own
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(head_neck, straight_run, tmp_path):
     straight_weights, straight_history = straight_run
     output = tmp_path / "w.pth"
@@ -167,6 +171,9 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(head_neck, s
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_worker_processes_draw_the_same_batches(head_neck, straight_run, tmp_path):
     # Patches drawn ahead by 2 processes: the same steps, losses and weights as drawn in-process.
     straight_weights, straight_history = straight_run
@@ -176,6 +183,9 @@ def test_worker_processes_draw_the_same_batches(head_neck, straight_run, tmp_pat
     assert all(torch.equal(mine[k], straight[k]) for k in straight)
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_with_workers_stops_cleanly_and_keeps_the_checkpoint(head_neck, tmp_path):
     # A terminal's Ctrl-C reaches the whole process group, workers included: one line, no traceback.
     import os
@@ -203,6 +213,7 @@ def test_ctrl_c_with_workers_stops_cleanly_and_keeps_the_checkpoint(head_neck, t
     assert read_payload(checkpoint_path(weights))["step"] >= 1 and not weights.exists()
 
 
+@pytest.mark.model
 def test_resuming_with_other_settings_or_images_is_refused(head_neck, straight_run, tmp_path):
     checkpoint = checkpoint_path(straight_run[0])
     with pytest.raises(URSAMError, match="other settings"):
@@ -214,6 +225,7 @@ def test_resuming_with_other_settings_or_images_is_refused(head_neck, straight_r
               resume=checkpoint)
 
 
+@pytest.mark.model
 def test_weights_and_checkpoint_are_plain_tensors_and_types(straight_run):
     weights = straight_run[0]
     for path in (weights, checkpoint_path(weights)):
@@ -238,6 +250,8 @@ def hn_template(head_neck, tmp_path_factory):
                           tmp_path_factory.mktemp("t") / "hn", organs=["Brainstem", "Mandible", "RightParotid"])
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_the_medlam_localizer_places_every_organ_inside_the_image(head_neck, hn_template, straight_run):
     ct = io.read_ct(head_neck / "validation" / "pt_201_ct.nii.gz")
     shape = io.AxialFrame.of(ct).shape
@@ -309,6 +323,9 @@ def test_normalisation_maps_air_to_zero():
         [0.0, 0.0, 0.5, 1.0, 1.0]
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_train_localizer_command(head_neck, tmp_path, capsys, monkeypatch):
     weights = tmp_path / "m.pth"
     args = ["train-localizer", "--images", *map(str, ct_paths(head_neck)), "-o", str(weights), "--steps", "2",

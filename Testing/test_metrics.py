@@ -1,7 +1,8 @@
-"""URSAMLib.metrics: DSC and HD95 on masks small enough to check by hand."""
+"""URSAMLib.metrics: DSC and HD95 on masks small enough to check by hand, and HD95 against MONAI."""
 import math
 
 import numpy as np
+import pytest
 
 from URSAMLib.metrics import dice, hausdorff95
 
@@ -25,20 +26,28 @@ def test_hd95_of_a_shifted_cube_is_the_shift_in_mm():
     assert math.isnan(hausdorff95(a, np.zeros_like(a)))
 
 
-def _hd95_uncropped(prediction, reference, spacing):
-    """The definition, on the whole array (no cropping), to check the cropped version against."""
-    from scipy import ndimage
+def test_hd95_is_the_larger_directed_percentile_not_the_pooled_one():
+    # One row of voxels (every voxel is surface: its neighbours across the row are background),
+    # 2 mm apart along x. The reference is x = 0..19; the prediction is the same plus a stray blob
+    # at x = 30..32. Prediction -> reference: 20 zeros and the blob's 22, 24, 26 mm; the 95th
+    # percentile of those 23 sorted values sits at index 0.95 * 22 = 20.9: 22 + 0.9 * 2 = 23.8 mm.
+    # Reference -> prediction: all 0. Pooling both directions (43 values, index 39.9) would give
+    # 0.9 * 22 = 19.8 mm instead.
+    reference = np.zeros((1, 1, 40), bool)
+    reference[0, 0, :20] = True
+    prediction = reference.copy()
+    prediction[0, 0, 30:33] = True
+    assert math.isclose(hausdorff95(prediction, reference, spacing=(1.0, 1.0, 2.0)), 23.8)
+    assert math.isclose(hausdorff95(reference, prediction, spacing=(1.0, 1.0, 2.0)), 23.8)  # symmetric
 
-    def surface(mask):
-        return mask & ~ndimage.binary_erosion(mask)
 
-    to_reference = ndimage.distance_transform_edt(~surface(reference), sampling=spacing)
-    to_prediction = ndimage.distance_transform_edt(~surface(prediction), sampling=spacing)
-    return float(np.percentile(np.concatenate([to_reference[surface(prediction)],
-                                               to_prediction[surface(reference)]]), 95))
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecation notices
+def test_hd95_equals_monai_on_random_masks_with_anisotropic_spacing():
+    """Against MONAI's compute_hausdorff_distance (an independent implementation), on random
+    blocks, some touching the volume's border, which also checks the crop to the masks."""
+    torch = pytest.importorskip("torch")
+    from monai.metrics import compute_hausdorff_distance
 
-
-def test_hd95_cropped_to_the_masks_equals_the_whole_volume_computation():
     rng = np.random.default_rng(4)
     for trial in range(20):
         shape = (12, 15, 18)
@@ -49,7 +58,9 @@ def test_hd95_cropped_to_the_masks_equals_the_whole_volume_computation():
                 high = low + rng.integers(1, 7, size=3)
                 mask[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = True
         spacing = (2.5, 0.8, 1.1)
-        assert math.isclose(hausdorff95(a, b, spacing), _hd95_uncropped(a, b, spacing)), trial
+        expected = compute_hausdorff_distance(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None],
+                                              include_background=True, percentile=95, spacing=spacing)
+        assert math.isclose(hausdorff95(a, b, spacing), float(expected), rel_tol=1e-6), trial
 
 
 def test_auroc_worked_by_hand():

@@ -10,6 +10,8 @@ from conftest import ROOT
 from slicer_scene import require
 from URSAMSlicerLib import catalogue
 
+pytestmark = pytest.mark.slicer
+
 FLARE22 = ("spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
            "adrenal_gland_right", "adrenal_gland_left", "esophagus", "duodenum", "aorta", "inferior_vena_cava")
 

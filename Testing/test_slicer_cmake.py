@@ -19,6 +19,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slicer
+
 TOP = (ROOT / "CMakeLists.txt").read_text()
 MODULE = (ROOT / "URSAM" / "CMakeLists.txt").read_text()
 SCRIPTED = "lib/Slicer-5.8/qt-scripted-modules"
@@ -130,6 +132,8 @@ def test_the_minimum_slicer_version_is_the_modules_and_older_slicers_are_refused
     assert refused.returncode != 0 and "URSAM needs 3D Slicer 5.10 or later (found 5.8.1)" in refused.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_slicer_build_installs_ursamlib_and_its_data_beside_the_module(tmp_path):
     stub = stand_in_slicer(tmp_path / "slicer")
     build, prefix = tmp_path / "build", tmp_path / "install"

@@ -14,6 +14,8 @@ from conftest import ROOT
 from URSAMLib.errors import URSAMError
 from URSAMSlicerLib import dependencies
 
+pytestmark = pytest.mark.slicer
+
 
 class FakeSlicer:
     """The parts of the slicer package that install packages, recording every call."""

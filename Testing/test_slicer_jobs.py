@@ -16,6 +16,8 @@ from URSAMLib.prompts import OrganPrompt
 from URSAMSlicerLib import jobs, processes
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box
 
+pytestmark = pytest.mark.slicer
+
 STAND_IN = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
 
 
@@ -69,6 +71,7 @@ def test_the_in_process_job_reports_progress_and_its_result():
     assert_same_result(job.result(), jobs.compute(small_job(), loader=bright_in_box))
 
 
+@pytest.mark.subprocess
 def test_the_background_job_computes_the_same_result_in_another_process():
     job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
@@ -79,6 +82,7 @@ def test_the_background_job_computes_the_same_result_in_another_process():
     assert_same_result(job.result(), jobs.compute(small_job(), loader=bright_in_box))
 
 
+@pytest.mark.subprocess
 def test_the_background_job_reports_progress_while_it_runs(tmp_path):
     job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
@@ -90,6 +94,7 @@ def test_the_background_job_reports_progress_while_it_runs(tmp_path):
     assert "Done" in seen and job.poll().fraction == 1.0
 
 
+@pytest.mark.subprocess
 def test_a_user_error_in_the_worker_becomes_one_line_for_a_dialog():
     job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
                                                            "URSAMSlicerLib.testing:failing_loader"))
@@ -99,6 +104,7 @@ def test_a_user_error_in_the_worker_becomes_one_line_for_a_dialog():
     assert status.details == ""
 
 
+@pytest.mark.subprocess
 def test_a_crash_in_the_worker_is_reported_with_its_traceback():
     job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:no_such"))
     job.start()
@@ -107,6 +113,7 @@ def test_a_crash_in_the_worker_is_reported_with_its_traceback():
     assert "AttributeError" in status.details and "no_such" in status.details
 
 
+@pytest.mark.subprocess
 def test_cancel_stops_the_worker_at_once_and_removes_its_files():
     job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"))
     job.start()
@@ -190,6 +197,7 @@ def test_the_backbone_is_loaded_once_per_process():
     assert loads == ["bright"]
 
 
+@pytest.mark.subprocess
 def test_the_worker_imports_without_slicer_or_qt(tmp_path):
     """The worker runs in a plain Python (PythonSlicer): it must need neither slicer nor qt."""
     code = ("import sys, URSAMSlicerLib.jobs, URSAMSlicerLib.regions, URSAMSlicerLib.catalogue; "

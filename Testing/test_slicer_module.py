@@ -20,6 +20,8 @@ require("slicer")
 from URSAMSlicerLib import catalogue, mrml  # noqa: E402
 from URSAMSlicerLib.testing import BrightInBox  # noqa: E402
 
+pytestmark = pytest.mark.slicer
+
 
 @pytest.fixture
 def env(monkeypatch, tmp_path):
@@ -330,6 +332,7 @@ def test_bad_input_is_one_dialog_line_and_no_job(env):
     assert scene_snapshot(scene) == before
 
 
+@pytest.mark.subprocess
 def test_a_failure_in_the_background_process_reaches_the_user_as_one_line(env, tmp_path):
     module, widget, dialogs, scene, *_ = env
     widget.logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:failing_loader")
@@ -363,6 +366,8 @@ def test_closing_the_scene_forgets_the_result(env):
     assert not widget.ui.nextRegionButton.enabled
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_the_in_slicer_self_test_passes_here_too(monkeypatch):
     """The ScriptedLoadableModuleTest that Slicer's 'Reload and Test' runs, including the real LiteMedSAM
     on a 6-slice synthetic volume when torch is installed."""
@@ -376,6 +381,7 @@ def test_the_in_slicer_self_test_passes_here_too(monkeypatch):
     assert not skipped or "torch" in skipped[0]
 
 
+@pytest.mark.subprocess
 def test_importing_the_module_imports_no_torch_and_installs_nothing(tmp_path):
     script = textwrap.dedent(f"""
         import sys

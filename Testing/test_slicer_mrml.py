@@ -28,6 +28,8 @@ require("slicer")
 from URSAMSlicerLib import mrml  # noqa: E402
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box  # noqa: E402
 
+pytestmark = pytest.mark.slicer
+
 
 @pytest.fixture
 def ursam(monkeypatch):
@@ -113,6 +115,7 @@ def test_volume_node_reads_as_the_same_image_as_simpleitk_reads_the_series(dicom
     assert mrml.ijk_to_ras(labels_node)[2, 2] < 0
 
 
+@pytest.mark.slow
 def test_dicom_segments_ensemble_and_heatmap_land_on_ursamlib_voxels(ursam, dicom_scene, abdomen):
     scene, ct_node, labels_node, study = dicom_scene
     settings = Settings(num_aug=3, ratio=0.02, seed=4)
@@ -320,6 +323,7 @@ def test_heatmap_overlay_and_centring_on_uncertain_regions(ursam, oblique_scene)
         assert np.allclose([to_ras.GetElement(r, 3) for r in range(3)], ras)
 
 
+@pytest.mark.subprocess
 def test_a_result_for_a_ct_removed_meanwhile_writes_nothing(ursam, oblique_scene):
     scene, ct_node, prompts, _ = oblique_scene
     logic = in_process_logic(ursam)

@@ -7,6 +7,8 @@ import pytest
 from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings
 from URSAMSlicerLib import regions
 
+pytestmark = pytest.mark.slicer
+
 
 def hand_made_result() -> SegmentationResult:
     """One organ in a crop at offset (1, 2, 3), with two uncertain blobs of known size and entropy."""

@@ -27,6 +27,8 @@ require("slicer")
 from URSAMSlicerLib import mrml  # noqa: E402
 from URSAMSlicerLib.testing import bright_in_box  # noqa: E402
 
+pytestmark = pytest.mark.slicer
+
 LIVER, GALLBLADDER = 5, 4  # in abdomen-ts/classes.json
 CROP = (slice(10, 110), slice(10, 95), slice(0, 30))  # SimpleITK (i, j, k): the body, every slice
 STAND_IN = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
@@ -131,6 +133,7 @@ def template_folder(abdomen, tmp_path):
     return folder
 
 
+@pytest.mark.subprocess
 def test_an_organ_outside_the_ct_is_reported_and_the_other_segmented_in_the_background(
         ursam, abdomen, tmp_path, template_folder):
     import slicer

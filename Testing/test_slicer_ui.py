@@ -17,6 +17,8 @@ import pytest
 from conftest import MODULE_DIR, ROOT
 from slicer_scene import require
 
+pytestmark = pytest.mark.slicer
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 UI = MODULE_DIR / "Resources" / "UI" / "URSAM.ui"
 
@@ -186,10 +188,10 @@ def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders(
     assert constants["THRESHOLD_MODES"] == ("ursam", "fixed") and constants["PROMPT_MODES"] == ("slice", "box3d")
 
 
-def test_the_readme_workflow_names_only_controls_that_exist():
-    """Every control the README's workflow names in italics (or bold) is spelled as in the .ui."""
-    readme = (ROOT / "README.md").read_text()
-    workflow = readme.split("### The clinician's workflow")[1].split("### Testing the module")[0]
+def test_the_documented_workflow_names_only_controls_that_exist():
+    """Every control the workflow in docs/slicer.md names in italics (or bold) is spelled as in the .ui."""
+    page = (ROOT / "docs" / "slicer.md").read_text()
+    workflow = page.split("## The clinician's workflow")[1].split("## Testing the module")[0]
     workflow = re.sub(r"\s*\n\s*", " ", workflow)
     named = set(re.findall(r"(?<![*\w])\*([^*\s][^*]*?)\*(?![*\w])", workflow))
     named |= {b.rstrip(".") for b in re.findall(r"\*\*([^*]+)\*\*", workflow)}
@@ -201,7 +203,7 @@ def test_the_readme_workflow_names_only_controls_that_exist():
     assert {"Next uncertain region", "Previous uncertain region"} <= texts
     unknown = {phrase for phrase in named - steps - not_controls
                if not any(text == phrase or text.startswith(phrase + " (") for text in texts)}
-    assert not unknown, f"the README names controls the .ui does not have: {unknown}"
+    assert not unknown, f"docs/slicer.md names controls the .ui does not have: {unknown}"
     assert len(named) > 20
 
 

@@ -4,12 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from URSAMLib.uncertainty import MAX_ENTROPY, ensemble_probability, predictive_entropy, uncertainty_threshold
-
-
-def test_ensemble_is_the_mean_of_the_maps():
-    maps = np.array([[[0.0, 1.0]], [[0.5, 1.0]], [[1.0, 0.4]]])
-    assert np.allclose(ensemble_probability(maps), [[0.5, 0.8]])
+from URSAMLib.uncertainty import MAX_ENTROPY, predictive_entropy, uncertainty_threshold
 
 
 def test_binary_entropy_in_nats():

@@ -13,7 +13,8 @@ which ``Resources/backbones.json`` describes as data:
 
 Before any of this the CT is windowed: HU in the backbone's ``window`` map linearly onto
 [0, 1], values outside are clipped. The paper uses [-500, 1000]; LiteMedSAM was trained on
-soft-tissue windows and does far better with [-160, 240] (measured: docs/rectification.md). Grey values are copied to 3 channels.
+soft-tissue windows and does far better with [-160, 240] (measured: docs/rectification.md). Grey values
+are copied to 3 channels.
 
 Box coordinates: ``N x 4`` arrays ``(x_min, y_min, x_max, y_max)`` in pixel indices of the
 axial slice (x = column, y = row, both inclusive), converted to the model's input frame

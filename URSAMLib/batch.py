@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import dicom_out
 from .errors import URSAMError
+from .formats import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:  # job imports the pipeline; `ursam --help` should not
     from .job import SegmentJob
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 EXIT_CASES_FAILED = 1
 CSV_COLUMNS = ("case", "organ", "label", "status", "volume_ml", "volume_ml_ensemble", "mean_uncertainty",
                "dsc_rectified", "dsc_ensemble", "dsc_against", "seconds", "message")
@@ -85,7 +85,7 @@ def add_parser(commands, segment_parser: argparse.ArgumentParser) -> argparse.Ar
     batch = commands.add_parser(
         "batch", help="segment every CT in a folder (resumable; optionally on a dask cluster)",
         description="Segment each CT of INPUT_DIR into OUTDIR/<case>/, skipping cases already complete, "
-        "and write OUTDIR/summary.csv. Case names and label files: see 'ursam batch' in README.md.")
+        "and write OUTDIR/summary.csv. Case names and label files: see docs/cli.md.")
     batch.add_argument("input_dir", metavar="INPUT_DIR", help="folder of CT files and/or DICOM series folders")
     batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (one subfolder per case)")
     batch.add_argument("--ct-pattern", default="*", metavar="GLOB",

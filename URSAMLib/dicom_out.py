@@ -407,7 +407,6 @@ def _write_rtstruct(source: DicomSource, labels: np.ndarray, organs: list[OrganT
     and source slice."""
     import datetime
 
-    from highdicom import UID
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 

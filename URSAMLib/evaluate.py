@@ -33,12 +33,12 @@ import numpy as np
 from . import io
 from .errors import URSAMError
 from .localize import box_iou, prompts_from_template
-from .metrics import auroc, hausdorff95
+from .metrics import HD95_DEFINITION, auroc, hausdorff95
 from .pipeline import OrganResult, SegmentationResult, Settings, segment_variants
+from .progress import Progress
 from .prompts import DEFAULT_BOX_MARGIN, Box3D, BoxMargin, OrganPrompt, prompts_from_labels
 from .rectify import DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND
 
-Progress = Callable[[float, str], None]
 Log = Callable[[str], None]
 
 RECTIFICATIONS = ("ensemble", "unc-fpc", "unc-fnc", "unc-fpnc", "fixed", "ursam")
@@ -93,8 +93,10 @@ class EvalConfig:
                        **changes).validate()
 
     def key(self, template: str | None, sweep: bool) -> dict:
-        """JSON-able identity of a patient's run (template folder and whether it had the sweep)."""
-        return json.loads(json.dumps({**asdict(self), "template": template, "sweep": sweep}))
+        """JSON-able identity of a patient's run (template folder, whether it had the sweep, and
+        the HD95 definition its rows were scored with)."""
+        return json.loads(json.dumps({**asdict(self), "template": template, "sweep": sweep,
+                                      "hd95": HD95_DEFINITION}))
 
 
 @dataclass(frozen=True)
@@ -575,10 +577,6 @@ def _announce_estimate(todo, config: EvalConfig, run: EvalRun, log: Log) -> None
     log(f"To compute: {len(todo)} patients, about {slices} slices to embed and {boxes} boxes to decode: "
         f"~{minutes:.0f} min on an idle 2-core CPU ({per_slice} s/slice, 0.1 s/box; a GPU is far faster, a busy "
         "CPU slower). Finished patients are kept: rerun the same command to resume.")
-
-
-def records_to_rows(records: list[dict]) -> list[dict]:
-    return [row for record in records for row in record["rows"]]
 
 
 # ---------------------------------------------------------------------------------------

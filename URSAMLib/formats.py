@@ -31,6 +31,9 @@ BY_SUFFIX: dict[str, tuple[str, str]] = {
     ".dcm": ("GDCMImageIO", "DICOM"),
 }
 
+IMAGE_SUFFIXES = tuple(ending for ending, (_, name) in BY_SUFFIX.items() if name != "DICOM")
+"""The volume files URSAM reads: .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd (a DICOM CT is a folder of files)."""
+
 _MAGIC: list[tuple[int, bytes, str]] = [
     (0, b"NRRD", "NRRD"),
     (128, b"DICM", "DICOM"),

@@ -30,9 +30,7 @@ import SimpleITK as sitk
 from . import formats, memory
 from .errors import URSAMError
 
-SUPPORTED_FORMATS = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, or a folder with one DICOM series"
-
-MAX_VOXELS = memory.MAX_VOXELS  # kept here for callers of earlier versions
+SUPPORTED_FORMATS = ", ".join(formats.IMAGE_SUFFIXES) + ", or a folder with one DICOM series"
 
 MIN_SPACING_MM, MAX_SPACING_MM = 0.01, 50.0
 """Voxel spacing outside this range is a broken header (e.g. metres written as millimetres),
@@ -331,11 +329,14 @@ def check_volume(image: sitk.Image, name: str) -> None:
 
 
 # Landmarks of CT in Hounsfield units, and how far the 208 CT volumes in ../shared/data are from
-# them (docs/measure_ct_intensity.py): air and lung are below -500 HU (at least 36 % of every volume
+# them (scripts/measure_ct_intensity.py): air and lung are below -500 HU (at least 36 % of every volume
 # there, as the scanner's field of view holds air); the median of the rest, the body, lies
 # between -56 and 46 HU; and at least 79 % of the body lies in the soft-tissue range -200..300 HU.
 # MR, PET, or a CT stored without its rescale to HU miss the first landmark by far.
-AIR_HU = -500.0
+AIR_THRESHOLD_HU = -500.0
+"""Voxels below are air (or lung); at or above, the body."""
+AIR_VALUE_HU = -1024.0
+"""The HU of air: what fills a volume outside the scanned field."""
 MIN_AIR_FRACTION = 0.001
 BODY_MEDIAN_HU = (-200.0, 200.0)
 SOFT_TISSUE_HU = (-200.0, 300.0)
@@ -352,11 +353,11 @@ def intensity_warning(values: np.ndarray, name: str) -> str | None:
     """
     flat = np.asarray(values).ravel()
     sample = flat[::max(1, flat.size // _SAMPLE)].astype(np.float32)
-    air = float(np.mean(sample < AIR_HU))
-    body = sample[sample >= AIR_HU]
+    air = float(np.mean(sample < AIR_THRESHOLD_HU))
+    body = sample[sample >= AIR_THRESHOLD_HU]
     if air < MIN_AIR_FRACTION:
-        reason = (f"no voxel is below {AIR_HU:g} HU, where air should be" if air == 0 else
-                  f"only {100 * air:.2g} % of the voxels are below {AIR_HU:g} HU, where air should be")
+        reason = (f"no voxel is below {AIR_THRESHOLD_HU:g} HU, where air should be" if air == 0 else
+                  f"only {100 * air:.2g} % of the voxels are below {AIR_THRESHOLD_HU:g} HU, where air should be")
     elif body.size == 0:
         return None  # all air: check_volume's constant test or the prompts will speak
     elif not BODY_MEDIAN_HU[0] <= float(np.median(body)) <= BODY_MEDIAN_HU[1]:

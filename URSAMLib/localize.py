@@ -16,11 +16,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import URSAMError
-from .io import AxialFrame
+from .io import AIR_VALUE_HU, AxialFrame
+from .progress import Progress
 from .prompts import DEFAULT_BOX_MARGIN, Box3D, BoxMargin, OrganPrompt
 from .template import Template, resample_isotropic
 
-Progress = Callable[[float, str], None]
 
 
 @dataclass
@@ -71,7 +71,7 @@ def _registration_image(ct: sitk.Image) -> sitk.Image:
     """
     image = ct if np.allclose(ct.GetSpacing(), 3.0) else resample_isotropic(ct)
     image = sitk.Cast(image, sitk.sitkFloat32)
-    return sitk.Clamp(image, sitk.sitkFloat32, -1024.0, 1500.0) + 1024.0
+    return sitk.Clamp(image, sitk.sitkFloat32, AIR_VALUE_HU, 1500.0) - AIR_VALUE_HU
 
 
 def register_affine(fixed: sitk.Image, moving: sitk.Image, seed: int = 0) -> sitk.AffineTransform:

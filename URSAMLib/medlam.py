@@ -31,8 +31,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import URSAMError
-from .io import AxialFrame, axial_array
-from .localize import Localization, Progress, _axial_points, fuse_supports
+from .io import AIR_THRESHOLD_HU, AxialFrame, axial_array
+from .localize import Localization, _axial_points, fuse_supports
+from .progress import Progress
 from .template import Template, resample_isotropic
 from .weights import default_cache_dir
 
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 WEIGHTS_FORMAT = "ursam-medlam"
 WEIGHTS_VERSION = 1
 DEFAULT_WEIGHTS_NAME = "medlam.pth"
-AIR_HU = -1024.0
 
 
 def default_weights_path() -> Path:
@@ -89,7 +89,7 @@ def extract_patches(volume: np.ndarray, centres: np.ndarray, size: int, fill: fl
 
 def body_centre(hu: np.ndarray) -> np.ndarray:
     """The centroid ``(z, y, x)`` of the voxels above -500 HU (the body; the volume's centre if none)."""
-    body = np.argwhere(hu > -500.0)
+    body = np.argwhere(hu > AIR_THRESHOLD_HU)
     return body.mean(axis=0) if len(body) else (np.array(hu.shape) - 1) / 2.0
 
 

@@ -29,18 +29,16 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from .errors import URSAMError
-from .io import read_ct
-from .localize import Progress
-from .medlam import (AIR_HU, WEIGHTS_FORMAT, WEIGHTS_VERSION, atomic_torch_save, normalize_hu, read_payload,
+from .formats import IMAGE_SUFFIXES
+from .io import AIR_THRESHOLD_HU, AIR_VALUE_HU, read_ct
+from .medlam import (WEIGHTS_FORMAT, WEIGHTS_VERSION, atomic_torch_save, normalize_hu, read_payload,
                      save_weights, volume_at_3mm)
+from .progress import Progress
 
 if TYPE_CHECKING:
     import torch
 
     from .medlam_net import MedLAMConfig
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-BODY_HU = -500.0
 
 
 @dataclass(frozen=True)
@@ -87,12 +85,12 @@ def load_training_volume(path: str | os.PathLike, spacing: float = 3.0) -> np.nd
     """A CT at ``spacing`` mm as an axial HU array ``[z, y, x]`` (int16), cropped to the box of its
     body (voxels above -500 HU) plus 4 voxels, where patch centres are drawn."""
     hu, _, _ = volume_at_3mm(read_ct(path), spacing)
-    body = hu > BODY_HU
+    body = hu > AIR_THRESHOLD_HU
     if hu.max() < 100 and hu.min() >= 0:
         raise URSAMError(f"{path} looks like a label map (values {hu.min():.0f}..{hu.max():.0f}), not a CT in HU; "
                          "give only CT scans (e.g. with --pattern '*_ct.nii.gz').")
     if not body.any():
-        raise URSAMError(f"{path} has no voxel above {BODY_HU:.0f} HU; give CT scans in Hounsfield units.")
+        raise URSAMError(f"{path} has no voxel above {AIR_THRESHOLD_HU:.0f} HU; give CT scans in Hounsfield units.")
     coords = np.argwhere(body)
     low, high = np.maximum(coords.min(0) - 4, 0), coords.max(0) + 5
     return np.round(hu[low[0]:high[0], low[1]:high[1], low[2]:high[2]]).astype(np.int16)
@@ -119,7 +117,7 @@ class PatchPairSampler:
 
         self.volumes, self.config, self.settings, self.strides = volumes, config, settings, FEATURE_STRIDES
         # Body voxels on a 2-voxel lattice: enough centres, an eighth of the memory.
-        self.body = [(np.argwhere(v[::2, ::2, ::2] > BODY_HU) * 2).astype(np.int16) for v in volumes]
+        self.body = [(np.argwhere(v[::2, ::2, ::2] > AIR_THRESHOLD_HU) * 2).astype(np.int16) for v in volumes]
 
     def batch(self, step: int) -> PairBatch:
         rng = np.random.default_rng([self.settings.seed, step])
@@ -188,10 +186,10 @@ def virtual_patch(volume: np.ndarray, centre: np.ndarray, scale: np.ndarray, siz
 
 def _crop(volume: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """``volume[low:high]`` per axis, with air where the range leaves the volume."""
-    out = np.full(tuple(high - low), AIR_HU, dtype=volume.dtype)
+    out = np.full(tuple(high - low), AIR_VALUE_HU, dtype=volume.dtype)
     src_low, src_high = np.maximum(low, 0), np.minimum(high, volume.shape)
     if np.all(src_high > src_low):
-        dst = tuple(slice(a - l, b - l) for a, b, l in zip(src_low, src_high, low))
+        dst = tuple(slice(a - lo, b - lo) for a, b, lo in zip(src_low, src_high, low))
         out[dst] = volume[tuple(slice(a, b) for a, b in zip(src_low, src_high))]
     return out
 

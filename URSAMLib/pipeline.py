@@ -15,12 +15,12 @@ import numpy as np
 
 from .backbones import SamBackbone, window_ct
 from .errors import Cancelled, URSAMError
+from .progress import Progress
 from .prompts import OrganPrompt, augment_box, augmentation_rng, clip_boxes
 from .rectify import (DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND, METHODS,
                       Rectification, rectify)
 from .uncertainty import predictive_entropy
 
-Progress = Callable[[float, str], None]
 """Called with (fraction done in [0, 1], message)."""
 
 

@@ -324,7 +324,8 @@ def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
               f"T_unc = {config['fixed_threshold']:.4f} nats.", ""]
     lines += table(methods, organs, "dsc", reference_titles=(manual,)) + [""]
     lines += ["## HD95 (mm) per organ, same runs", "",
-              "Lower is better; patients where a mask is empty are left out of that cell.", ""]
+              "Lower is better. HD95: the larger of the two directed 95th percentiles of the distances between "
+              "the surfaces (as MONAI); patients where a mask is empty are left out of that cell.", ""]
     lines += table(methods, organs, "hd95_mm", higher=False, digits=1, reference_titles=(manual,)) + [""]
     lines += _prompt_section(rows, organs, variants, main, refine)
     lines += _localization_section(records, organs, rows, main)

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from . import __version__
 from .errors import URSAMError
-from .io import axial_array, read_ct, read_label_map, write_image
+from .io import AIR_THRESHOLD_HU, AIR_VALUE_HU, axial_array, read_ct, read_label_map, write_image
 
 TEMPLATE_FORMAT = "ursam-template"
 TEMPLATE_VERSION = 1
@@ -49,24 +49,22 @@ def extreme_points(mask: np.ndarray) -> np.ndarray:
 
 
 def resample_isotropic(image: sitk.Image, spacing: float = TEMPLATE_SPACING_MM,
-                       default: float = -1024.0) -> sitk.Image:
+                       default: float = AIR_VALUE_HU) -> sitk.Image:
     """The CT resampled (linear) to ``spacing`` mm isotropic voxels, same origin and direction."""
     size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]
     return sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), (spacing,) * 3,
                          image.GetDirection(), default, sitk.sitkInt16)
 
 
-BODY_HU = -500.0
-"""Voxels above this are body (or table), not air."""
 BODY_CROP_MARGIN = 8
 """Voxels of air kept around the body when a support is cropped (24 mm at 3 mm): registration and
 the learned localizer see the body's outline."""
 
 
 def crop_to_body(image: sitk.Image, margin: int = BODY_CROP_MARGIN) -> sitk.Image:
-    """``image`` cropped to the box of its voxels above :data:`BODY_HU` plus ``margin`` voxels;
+    """``image`` cropped to the box of its voxels above :data:`URSAMLib.io.AIR_THRESHOLD_HU` plus ``margin`` voxels;
     the physical position of every kept voxel is unchanged (the origin moves with the crop)."""
-    body = np.argwhere(sitk.GetArrayFromImage(image) > BODY_HU)[:, ::-1]  # (i, j, k)
+    body = np.argwhere(sitk.GetArrayFromImage(image) > AIR_THRESHOLD_HU)[:, ::-1]  # (i, j, k)
     if not len(body):
         return image
     low = np.maximum(body.min(axis=0) - margin, 0)
@@ -197,7 +195,8 @@ def build_template(images: list[str], labels: list[str], classes: dict[int, str]
             if sources:
                 entry["source"] = sources[len(entries)]
             else:
-                entry.update(source_image=str(Path(image_path).resolve()), source_labels=str(Path(label_path).resolve()))
+                entry.update(source_image=str(Path(image_path).resolve()),
+                             source_labels=str(Path(label_path).resolve()))
             entries.append({**entry, "spacing_mm": list(ct.GetSpacing()), "extreme_points": points})
         manifest = {"format": TEMPLATE_FORMAT, "version": TEMPLATE_VERSION, "ursam_version": __version__,
                     "body_region": body_region, "spacing_mm": TEMPLATE_SPACING_MM,

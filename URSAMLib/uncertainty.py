@@ -1,15 +1,13 @@
-"""The ensemble of augmented prompts and its uncertainty (UR-SAM Eqs. 1-3)."""
+"""The uncertainty of the ensemble of augmented prompts (UR-SAM Eqs. 2-3).
+
+Eq. 1, the ensemble itself (the mean of the n maps), is a running sum in :func:`URSAMLib.pipeline.segment`.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 MAX_ENTROPY = float(np.log(2.0))
 """Binary entropy of p = 0.5 in nats: the largest uncertainty a voxel can have."""
-
-
-def ensemble_probability(probabilities: np.ndarray) -> np.ndarray:
-    """Eq. 1: the mean of ``n`` probability maps ``n x ...`` → ``...`` (float32)."""
-    return np.asarray(probabilities, dtype=np.float32).mean(axis=0)
 
 
 def predictive_entropy(probability: np.ndarray) -> np.ndarray:

@@ -371,7 +371,8 @@ def outputs_belong_to(segmentation_node, volume_node) -> bool:
     source = segmentation_node.GetNodeReference(REFERENCE_INPUT)
     if source is not None:
         return source.GetID() == volume_node.GetID()
-    return not (ursam_segments(segmentation_node, "rectified") or segmentation_node.GetNodeReference(REFERENCE_ENSEMBLE))
+    return not (ursam_segments(segmentation_node, "rectified")
+                or segmentation_node.GetNodeReference(REFERENCE_ENSEMBLE))
 
 
 def outputs_of(scene, volume_node):

@@ -4,7 +4,7 @@ For each volume: the share of voxels below -500 HU (air), the median of the rest
 the share of the body in the soft-tissue range -200..300 HU — and whether URSAM would warn.
 Writes docs/ct_intensity.md.
 
-    python docs/measure_ct_intensity.py [--data ../shared/data]
+    python scripts/measure_ct_intensity.py [--data ../shared/data]
 """
 from __future__ import annotations
 
@@ -20,15 +20,16 @@ from URSAMLib import io  # noqa: E402
 
 
 def landmarks(values: np.ndarray) -> tuple[float, float, float]:
-    body = values[values >= io.AIR_HU]
+    body = values[values >= io.AIR_THRESHOLD_HU]
     soft = np.mean((body >= io.SOFT_TISSUE_HU[0]) & (body <= io.SOFT_TISSUE_HU[1])) if body.size else 0.0
-    return float(np.mean(values < io.AIR_HU)), float(np.median(body)) if body.size else float("nan"), float(soft)
+    air = float(np.mean(values < io.AIR_THRESHOLD_HU))
+    return air, float(np.median(body)) if body.size else float("nan"), float(soft)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("-o", "--output", default=str(Path(__file__).with_name("ct_intensity.md")))
+    parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "ct_intensity.md"))
     args = parser.parse_args()
     data = Path(args.data)
     groups = {
@@ -39,9 +40,9 @@ def main() -> None:
         "hn-openkbp (head and neck)": sorted((data / "hn-openkbp").glob("*/*_ct.nii.gz")),
     }
     lines = ["# CT intensity landmarks", "",
-             "Measured by `docs/measure_ct_intensity.py` on every CT volume in `../shared/data`; the basis of "
+             "Measured by `scripts/measure_ct_intensity.py` on every CT volume in `../shared/data`; the basis of "
              "`URSAMLib.io.intensity_warning`, which warns when a volume is below "
-             f"{100 * io.MIN_AIR_FRACTION:g} % air (< {io.AIR_HU:g} HU), has a body median outside "
+             f"{100 * io.MIN_AIR_FRACTION:g} % air (< {io.AIR_THRESHOLD_HU:g} HU), has a body median outside "
              f"{io.BODY_MEDIAN_HU[0]:g}..{io.BODY_MEDIAN_HU[1]:g} HU, or less than "
              f"{100 * io.MIN_SOFT_TISSUE_FRACTION:g} % of the body in "
              f"{io.SOFT_TISSUE_HU[0]:g}..{io.SOFT_TISSUE_HU[1]:g} HU.",

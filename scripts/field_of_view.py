@@ -5,7 +5,7 @@ Some OpenKBP CTs keep real intensities only in a region around the contoured org
 air (-1024 HU) elsewhere. This script measures, per validation patient, the fraction of voxels
 above -500 HU (the visible body) and reads the evaluation report's per-patient records (cases/).
 
-    python docs/field_of_view.py [--data ../shared/data] [--report docs/results/hn-openkbp] [--batch DIR]
+    python scripts/field_of_view.py [--data ../shared/data] [--report docs/results/hn-openkbp] [--batch DIR]
 
 --batch adds the UR-SAM DSC of an `ursam batch ... --reference-pattern '*_oar.nii.gz'` run over the
 same patients (e.g. prompted by another localizer; docs/localizers.md has the command), over the
@@ -41,8 +41,8 @@ def main() -> None:
     report = Path(args.report)
     variants = ["auto", "box3d", "slice"] + (["batch"] if args.batch else [])
     lines = ["| patient | visible body % | blanked | box IoU (auto) | UR-SAM DSC auto | UR-SAM DSC box3d | "
-             "UR-SAM DSC slice |" + (f" UR-SAM DSC {args.batch_label} |" if args.batch else ""), "|---|---|---|---|---|---|---|"
-             + ("---|" if args.batch else "")]
+             "UR-SAM DSC slice |" + (f" UR-SAM DSC {args.batch_label} |" if args.batch else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if args.batch else "")]
     groups = defaultdict(lambda: defaultdict(list))
     folder = Path(args.data) / "hn-openkbp" / "validation"
     classes = {name: int(value) for value, name in json.loads((folder.parent / "classes.json").read_text()).items()}
