@@ -330,6 +330,24 @@ def nan_voxels(value: float) -> Callable[[Path], list[str]]:
     return make
 
 
+def damaged_package(monkeypatch, folder: Path) -> None:
+    """URSAM's packaged files as a copy in which one byte of the abdomen template has changed."""
+    import shutil
+
+    from URSAMLib import builtin
+
+    copy = folder.parent / "Resources"
+    shutil.copytree(ROOT / "Resources", copy)
+    damaged = next((copy / "templates" / "abdomen" / "supports").glob("*_labels.nii.gz"))
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(builtin, "resource_path", lambda name: copy / name)
+
+
+REGION_ARGS = ["segment", "ct.nii.gz", "-o", "out", "--region"]
+
+
 def abdomen_with(*extra: str, ct="ct_small.nii.gz", labels="labels_small.nii.gz", args=None):
     def make(folder: Path) -> list[str]:
         link_abdomen(folder, ct=ct, labels=labels)
@@ -388,6 +406,9 @@ CASES: dict[str, Case] = {
                                 abdomen_with(args=["segment", "ct.nii.gz", "-o", "out", "--template", "templates"]))),
     "template-for-another-region": Case(template_for_the_abdomen, in_process="registration pushed off the image",
                                         patch=map_every_support_one_metre_up),
+    "unknown-region": Case(abdomen_with(args=REGION_ARGS + ["thorax"])),
+    "damaged-package": Case(abdomen_with(args=REGION_ARGS + ["abdomen"]), in_process="a damaged copy of Resources/",
+                            patch=damaged_package),
     # outputs
     "existing-output-folder": Case(existing_output, check=unchanged("out/summary.json", b"last week's summary")),
     "output-is-a-file": Case(then(files(out="notes"), abdomen_with()), check=unchanged("out", b"notes")),

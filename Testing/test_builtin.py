@@ -80,17 +80,13 @@ def test_a_damaged_packaged_file_is_one_sentence_and_nothing_is_written(abdomen,
     damaged[len(damaged) // 2] ^= 0xFF  # one byte changed, the size the same
     support.write_bytes(bytes(damaged))
     monkeypatch.setattr(builtin, "resource_path", lambda name: copy / name)
-    builtin._verify.cache_clear()
-    try:
-        with pytest.raises(URSAMError, match="fails its SHA-256 check.*reinstall URSAM"):
-            builtin.region_template("abdomen")
-        code = main(["segment", str(abdomen / "ct_small.nii.gz"), "-o", str(tmp_path / "out"), "--region", "abdomen",
-                     "--quiet"])
-        err = capsys.readouterr().err
-        assert code == 2 and err.count("\n") == 1 and support.name in err
-        assert not (tmp_path / "out").exists()
-    finally:
-        builtin._verify.cache_clear()
+    with pytest.raises(URSAMError, match="fails its SHA-256 check.*reinstall URSAM"):
+        builtin.region_template("abdomen")
+    code = main(["segment", str(abdomen / "ct_small.nii.gz"), "-o", str(tmp_path / "out"), "--region", "abdomen",
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and support.name in err
+    assert not (tmp_path / "out").exists()
 
 
 def _mean_iou(found, labels, template) -> float:

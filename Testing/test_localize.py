@@ -95,3 +95,28 @@ def test_registration_is_repeatable(head_neck, hn_template):
     first = localize_by_registration(ct, hn_template, ["Brainstem"])["Brainstem"]
     again = localize_by_registration(ct, hn_template, ["Brainstem"])["Brainstem"]
     assert np.array_equal(first.points, again.points)
+
+
+def test_implausible_boxes_are_not_found_and_all_of_them_mean_another_region():
+    from URSAMLib.localize import (Localization, TemplatePrompts, fuse_supports, no_organ_found,
+                                   reject_implausible)
+    from URSAMLib.template import Support, Template
+
+    # Two supports whose liver spans 150 x 120 x 100 mm (x, y, z); the query has 2 x 1 x 1 mm voxels (z, y, x).
+    liver_mm = np.array([[0, 60, 50], [150, 60, 50], [75, 0, 50], [75, 120, 50], [75, 60, 0], [75, 60, 100]], float)
+    template = Template(None, {"liver": 5}, "abdomen", [Support(n, None, {"liver": liver_mm}) for n in "ab"])
+    frame = io.AxialFrame((0, 1, 2), (False, False, False), (100, 400, 400), (2.0, 1.0, 1.0))
+
+    def localized(extent_zyx_voxels) -> dict[str, Localization]:
+        points = np.array([[10, 10, 10], np.add([10, 10, 10], extent_zyx_voxels)], float)
+        return {"liver": fuse_supports("liver", 5, np.stack([points, points]), frame.shape)}
+
+    plausible = localized((60, 140, 170))  # 120 x 140 x 170 mm: a larger patient
+    reject_implausible(plausible, template, frame)
+    assert plausible["liver"].box is not None and not plausible["liver"].implausible
+    for extent in ((5, 140, 170), (60, 389, 170)):  # 10 mm tall; 389 mm deep (over 3 x 120 mm)
+        found = localized(extent)
+        reject_implausible(found, template, frame)
+        assert found["liver"].box is None and found["liver"].implausible and "implausible" in found["liver"].reason
+    error = no_organ_found(TemplatePrompts([], {"liver": found["liver"].reason}, found, (0, 0, 0)), template, "ct")
+    assert "probably for another body region" in str(error) and "implausible size" in str(error)

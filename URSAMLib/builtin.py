@@ -77,13 +77,13 @@ def _verify_under(prefix: str) -> None:
              if path == prefix or path.startswith(prefix.rstrip("/") + "/")}
     if not files:
         raise URSAMError(f"The catalogue {CATALOGUE} lists no files for {prefix}; reinstall URSAM.")
-    for path, digest in files.items():
-        _verify(path, digest)
+    for relative, digest in files.items():
+        _verify(relative, resource_path(relative), digest)
 
 
 @lru_cache(maxsize=None)
-def _verify(relative: str, expected: str) -> None:
-    path = resource_path(relative)
+def _verify(relative: str, path: Path, expected: str) -> None:
+    """Once per process and file: reading 7 MB on every run would cost more than the check is worth."""
     if not path.is_file():
         raise URSAMError(f"URSAM's packaged file {relative} is missing ({path}); reinstall URSAM.")
     if sha256_of(path) != expected:
