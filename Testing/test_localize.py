@@ -107,8 +107,8 @@ def test_implausible_boxes_are_not_found_and_all_of_them_mean_another_region():
     template = Template(None, {"liver": 5}, "abdomen", [Support(n, None, {"liver": liver_mm}) for n in "ab"])
     frame = io.AxialFrame((0, 1, 2), (False, False, False), (100, 400, 400), (2.0, 1.0, 1.0))
 
-    def localized(extent_zyx_voxels) -> dict[str, Localization]:
-        points = np.array([[10, 10, 10], np.add([10, 10, 10], extent_zyx_voxels)], float)
+    def localized(extent_zyx_voxels, start=(10, 10, 10)) -> dict[str, Localization]:
+        points = np.array([start, np.add(start, extent_zyx_voxels)], float)
         return {"liver": fuse_supports("liver", 5, np.stack([points, points]), frame.shape)}
 
     plausible = localized((60, 140, 170))  # 120 x 140 x 170 mm: a larger patient
@@ -118,5 +118,8 @@ def test_implausible_boxes_are_not_found_and_all_of_them_mean_another_region():
         found = localized(extent)
         reject_implausible(found, template, frame)
         assert found["liver"].box is None and found["liver"].implausible and "implausible" in found["liver"].reason
+    truncated = localized((5, 140, 170), start=(94, 10, 10))  # 10 mm tall, but up to the CT's last slice
+    reject_implausible(truncated, template, frame)
+    assert truncated["liver"].box is not None
     error = no_organ_found(TemplatePrompts([], {"liver": found["liver"].reason}, found, (0, 0, 0)), template, "ct")
     assert "probably for another body region" in str(error) and "implausible size" in str(error)

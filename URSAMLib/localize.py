@@ -299,18 +299,20 @@ SIZE_SLACK_MM = 10.0
 
 
 def reject_implausible(localizations: dict[str, Localization], template: Template, frame: AxialFrame) -> None:
-    """Mark as not found each organ whose localized extent (of its unclipped extreme points, so a
-    CT that shows part of the organ is not penalised) is implausible for that organ: more than
-    :data:`PLAUSIBLE_SIZE_FACTOR` times larger or smaller along an axis than in the template's
-    scans. Such a box would prompt SAM on anatomy that is not the organ."""
+    """Mark as not found each organ whose localized extent is implausible for that organ: more than
+    :data:`PLAUSIBLE_SIZE_FACTOR` times larger, or smaller, along an axis than in the template's
+    scans. Such a box would prompt SAM on anatomy that is not the organ. Along an axis where the
+    points reach the edge of the CT the organ may go on outside it (a scan of part of the region),
+    so there only a box too large counts."""
     for name, loc in localizations.items():
         if loc.box is None or loc.points is None:
             continue
         found = np.ptp(loc.points, axis=0) * np.array(frame.spacing) + SIZE_SLACK_MM  # (z, y, x) mm
         typical = np.median([np.ptp(s.points_mm[name], axis=0) for s in template.supports], axis=0)[::-1] \
             + SIZE_SLACK_MM  # LPS (x, y, z) -> (z, y, x)
+        at_edge = (loc.points.min(axis=0) <= 0.5) | (loc.points.max(axis=0) >= np.array(frame.shape) - 1.5)
         ratio = found / typical
-        if np.any(ratio > PLAUSIBLE_SIZE_FACTOR) or np.any(ratio < 1 / PLAUSIBLE_SIZE_FACTOR):
+        if np.any(ratio > PLAUSIBLE_SIZE_FACTOR) or np.any((ratio < 1 / PLAUSIBLE_SIZE_FACTOR) & ~at_edge):
             size = " x ".join(f"{v:.0f}" for v in (found - SIZE_SLACK_MM)[::-1])
             usual = " x ".join(f"{v:.0f}" for v in (typical - SIZE_SLACK_MM)[::-1])
             loc.box, loc.implausible = None, True
