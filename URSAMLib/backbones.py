@@ -97,9 +97,21 @@ class SamBackbone:
     False for a checkpoint nothing vouches for (still loaded as weights only)."""
     precision: str = "float32"
     """``float32``, or ``bfloat16``: the networks run under autocast (weights stay float32)."""
+    engine: object | None = None
+    """An inference-runtime engine (:mod:`URSAMLib.runtime`) that runs the networks in float32 on the
+    CPU instead of PyTorch; None: PyTorch. See :func:`URSAMLib.runtime.attach_runtime`."""
 
     def __post_init__(self):
         self.model = self.model.eval().to(self.device)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the networks now: the engine's runtime, or ``torch`` (also for bfloat16, which
+        engines do not run)."""
+        return self.engine.name if self._use_engine() else "torch"
+
+    def _use_engine(self) -> bool:
+        return self.engine is not None and self.precision == "float32"
 
     def embed(self, slices: np.ndarray) -> "torch.Tensor":
         """Image embeddings of windowed slices.
@@ -122,6 +134,8 @@ class SamBackbone:
                 x = (x - mean) / std
             # SAM pads after normalising, so padding is the mean pixel; LiteMedSAM pads with 0.
             x = F.pad(x, (0, prep.input_size - x.shape[-1], 0, prep.input_size - x.shape[-2]))
+            if self._use_engine():
+                return torch.from_numpy(self.engine.encode(x.contiguous().numpy()))
             return self.model.image_encoder(x)
 
     def decode(self, embedding: "torch.Tensor", boxes: np.ndarray,
@@ -137,6 +151,10 @@ class SamBackbone:
         model = self.model
         with torch.inference_mode(), self._autocast():
             model_boxes = self.preprocessing.boxes_to_model(boxes, slice_shape)
+            if self._use_engine():
+                low_res = torch.from_numpy(self.engine.decode(
+                    embedding.numpy(), np.ascontiguousarray(model_boxes, dtype=np.float32)))
+                return torch.sigmoid(self._to_slice(low_res, slice_shape))[:, 0].numpy()
             box_tensor = torch.as_tensor(model_boxes, dtype=torch.float32, device=self.device)[:, None]
             sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
             low_res, _ = model.mask_decoder(
@@ -271,7 +289,8 @@ def resolve_device(device: str = "auto") -> str:
 
 def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = None,
                   device: str = "auto", vit_config: SamViTConfig | None = None,
-                  checkpoint_sha256: str | None = None) -> SamBackbone:
+                  checkpoint_sha256: str | None = None, runtime: str = "torch",
+                  warn: Callable[[str], None] | None = None) -> SamBackbone:
     """Build a backbone from the catalogue and load its weights.
 
     checkpoint: a weights file; by default LiteMedSAM's packaged file, or the verified copy of
@@ -281,7 +300,13 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
     checkpoint_sha256: the SHA-256 the checkpoint must have (pinned by the user), for weights the
         catalogue cannot vouch for (MedSAM's, or one's own).
     vit_config: another ViT size for ``vit_b``-architecture backbones (tests use a tiny one).
+    runtime: what runs the networks: ``torch``, ``auto`` or an inference runtime of
+        :data:`URSAMLib.runtime.RUNTIMES` (exported and cached on first use; PyTorch with one
+        ``warn`` line if it cannot be used). See :func:`URSAMLib.runtime.attach_runtime`.
     """
+    from . import runtime as runtimes
+
+    runtimes.check_runtime_choice(runtime, device)
     entries = catalogue()
     if name not in entries:
         raise URSAMError(f"Unknown backbone {name!r}; choose one of: {', '.join(entries)}.")
@@ -306,10 +331,13 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
         pixel_mean=tuple(prep["pixel_mean"]) if prep["pixel_mean"] else None,
         pixel_std=tuple(prep["pixel_std"]) if prep["pixel_std"] else None,
     )
-    return SamBackbone(name=name, model=model, preprocessing=preprocessing,
-                       device=resolve_device(device), window=tuple(entry["window"]),
-                       weights=f"{path} (sha256 {digest})", weights_sha256=digest,
-                       weights_verified=any(known.sha256 for known in expected))
+    backbone = SamBackbone(name=name, model=model, preprocessing=preprocessing,
+                           device=resolve_device(device), window=tuple(entry["window"]),
+                           weights=f"{path} (sha256 {digest})", weights_sha256=digest,
+                           weights_verified=any(known.sha256 for known in expected))
+    if runtime != "torch":
+        runtimes.attach_runtime(backbone, runtime, **({"warn": warn} if warn else {}))
+    return backbone
 
 
 def _weights_location(name: str, entry: dict, checkpoint) -> tuple[Path, list[KnownFile]]:
