@@ -100,6 +100,9 @@ class SamBackbone:
     engine: object | None = None
     """An inference-runtime engine (:mod:`URSAMLib.runtime`) that runs the networks in float32 on the
     CPU instead of PyTorch; None: PyTorch. See :func:`URSAMLib.runtime.attach_runtime`."""
+    embedding_cache: object | None = None
+    """A :class:`URSAMLib.embedding_cache.EmbeddingCache` the pipeline takes slice embeddings from
+    and adds them to; None: every run embeds its slices."""
 
     def __post_init__(self):
         self.model = self.model.eval().to(self.device)

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .backbones import SamBackbone, window_ct
+from .embedding_cache import embed_slices
 from .errors import Cancelled, URSAMError
 from .prompts import OrganPrompt, augment_box, augmentation_rng, clip_boxes
 from .rectify import (DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND, METHODS,
@@ -278,14 +279,16 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     first_settings = next(iter(variants.values()))[1]
     batch = first_settings.slice_batch or (1 if backbone.device == "cpu" else 8)
     batch_of_boxes = boxes_per_call(first_settings, backbone)
-    timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "boxes": 0, "decoded_boxes": 0}
+    timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "cached_slices": 0, "boxes": 0,
+               "decoded_boxes": 0}
 
     for first in range(0, len(needed), batch):
         if cancel is not None and cancel():
             raise Cancelled()
         zs = needed[first:first + batch]
         tick = time.perf_counter()
-        embeddings = backbone.embed(intensity[zs])
+        embeddings, cached = embed_slices(backbone, intensity[zs], getattr(backbone, "embedding_cache", None))
+        timings["cached_slices"] += cached
         backbone.synchronize()
         timings["embed_s"] += time.perf_counter() - tick
         tick = time.perf_counter()
