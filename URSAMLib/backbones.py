@@ -23,6 +23,7 @@ torch is imported lazily so that ``import URSAMLib`` works where torch is not in
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -151,22 +152,20 @@ class SamBackbone:
         """
         import torch
 
-        model = self.model
         with torch.inference_mode(), self._autocast():
             model_boxes = self.preprocessing.boxes_to_model(boxes, slice_shape)
             if self._use_engine():
                 low_res = torch.from_numpy(self.engine.decode(
                     embedding.numpy(), np.ascontiguousarray(model_boxes, dtype=np.float32)))
                 return torch.sigmoid(self._to_slice(low_res, slice_shape))[:, 0].numpy()
-            box_tensor = torch.as_tensor(model_boxes, dtype=torch.float32, device=self.device)[:, None]
-            sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
-            low_res, _ = model.mask_decoder(
-                image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
+            box_tensor = torch.as_tensor(model_boxes, dtype=torch.float32, device=self.device)
+            low_res = self._prompt_decoder(embedding, box_tensor)
             logits = self._to_slice(low_res.float(), slice_shape)
             return torch.sigmoid(logits)[:, 0].float().cpu().numpy()
+
+    @functools.cached_property
+    def _prompt_decoder(self) -> "torch.nn.Module":
+        return prompt_decoder(self.model)
 
     def synchronize(self) -> None:
         """Wait for the device's queued work: GPU calls return before they finish, so a timer
@@ -197,6 +196,43 @@ class SamBackbone:
             rows, cols = prep.resized_shape(*slice_shape)
             low_res = low_res[..., :rows, :cols]
         return F.interpolate(low_res, size=tuple(slice_shape), mode="bilinear", align_corners=False)
+
+
+def prompt_decoder(model) -> "torch.nn.Module":
+    """Prompt encoder + mask decoder of a SAM-architecture ``model`` as one module:
+    (embedding ``1 x 256 x 64 x 64``, boxes ``N x 4`` model pixels) → ``N x 1 x 256 x 256`` logits,
+    SAM's single-mask output (``multimask_output=False``).
+
+    It computes what ``MaskDecoder.forward`` computes, with less work (maps agree to ~1e-6):
+
+    * SAM copies the image side (embedding + dense prompt) once per box before the two-way
+      transformer. Box prompts add the same dense embedding (no mask) to every box, so the image
+      enters once, as a batch of 1, and broadcasting shares the first layer's image-side
+      projections (token→image keys and values, image→token queries) among the boxes: they are
+      the costliest matrix products of that layer.
+    * Only the first mask token's mask (the single-mask output) is made; SAM makes four and the
+      IoU prediction, then keeps one.
+    """
+    import torch
+
+    class PromptDecoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
+
+        def forward(self, embedding, boxes):
+            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None], masks=None)
+            decoder = self.mask_decoder
+            tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+            tokens = torch.cat((tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
+            hs, image = decoder.transformer(embedding + dense[:1], self.prompt_encoder.get_dense_pe(), tokens)
+            count, channels, height, width = hs.shape[0], *embedding.shape[1:]
+            upscaled = decoder.output_upscaling(image.transpose(1, 2).reshape(count, channels, height, width))
+            weights = decoder.output_hypernetworks_mlps[0](hs[:, 1])  # token 0 is the IoU token
+            masks = weights[:, None] @ upscaled.flatten(2)
+            return masks.reshape(count, 1, *upscaled.shape[2:])
+
+    return PromptDecoder().eval()
 
 
 # ---------------------------------------------------------------------------------------

@@ -247,8 +247,8 @@ def _add_evaluate(commands) -> None:
     _add_speed_options(ev)
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
     ev.add_argument("--box-batch", type=int, metavar="N",
-                    help="boxes per decoder call (default 4 on CPU, 64 on a GPU); speed only: the maps agree "
-                    "to about 1e-6")
+                    help="boxes per decoder call (default 36 on CPU, 64 on a GPU); speed only: the maps agree "
+                    "to about 1e-5")
     ev.add_argument("--report-only", action="store_true",
                     help="rewrite the report from the patients already finished; compute nothing")
     ev.add_argument("--overwrite", action="store_true", help="recompute every patient")

@@ -59,13 +59,13 @@ def _tensor_sha256(tensor: "torch.Tensor") -> str:
 class EmbeddingCache:
     """Slice embeddings in memory and/or on disk, keyed by :func:`slice_key`.
 
-    folder: the disk layer (default ``$URSAM_CACHE/embeddings``); None with ``disk_bytes=0``: none.
+    folder: the disk layer (default ``$URSAM_EMBEDDING_CACHE``, else ``$URSAM_CACHE/embeddings``).
     disk_bytes, memory_bytes: bounds of each layer (0 turns a layer off).
     """
 
     def __init__(self, folder: str | os.PathLike | None = None, disk_bytes: int = DEFAULT_DISK_BYTES,
                  memory_bytes: int = 0):
-        self.folder = Path(folder) if folder else default_cache_dir() / "embeddings"
+        self.folder = Path(folder or os.environ.get("URSAM_EMBEDDING_CACHE") or default_cache_dir() / "embeddings")
         self.disk_bytes, self.memory_bytes = disk_bytes, memory_bytes
         self._memory: OrderedDict[str, "torch.Tensor"] = OrderedDict()
         self._memory_used = 0

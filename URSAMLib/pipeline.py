@@ -46,8 +46,10 @@ class Settings:
     slice_batch: int = 0
     """Slices embedded per encoder call; 0 = 1 on CPU, 8 on a GPU."""
     box_batch: int = 0
-    """Boxes decoded per decoder call; 0 = 4 on CPU, 64 on a GPU. Speed only (maps agree to ~1e-6):
-    on a 2-core CPU small calls decode the 12-organ abdomen 1.6x faster than 64-box calls."""
+    """Boxes decoded per decoder call; 0 = 36 on CPU, 64 on a GPU. Speed only (maps agree to ~1e-5).
+    The boxes of a call share the decoder's first image-side projections, so larger calls pay less
+    per box: on 2 CPU cores 36-box calls were the fastest of 1, 4, 12, 36 with OpenVINO and ONNX
+    Runtime, and on a par with 12 in PyTorch (docs/performance.md)."""
 
     def validate(self) -> "Settings":
         if not 1 <= self.num_aug <= 64:
@@ -188,9 +190,8 @@ def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def boxes_per_call(settings: Settings, backbone: SamBackbone) -> int:
-    """Boxes per decoder call: the setting, or by default 4 on CPU (small calls stay in cache) and
-    64 on a GPU."""
-    return settings.box_batch or (4 if backbone.device == "cpu" else 64)
+    """Boxes per decoder call: the setting, or by default 36 on CPU (12 organs x n = 3) and 64 on a GPU."""
+    return settings.box_batch or (36 if backbone.device == "cpu" else 64)
 
 
 def _decode_groups(backbone: SamBackbone, embedding, groups: list[np.ndarray], slice_shape: tuple[int, int],

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
+from .backbones import prompt_decoder
 from .errors import URSAMError
 from .weights import default_cache_dir, sha256_of
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from .backbones import SamBackbone
 
 OPSET = 17
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 """Bump when the exported graphs change, so that caches built before are rebuilt."""
 FILES = ("encoder.onnx", "decoder.onnx")
 MANIFEST = "manifest.json"
@@ -264,26 +265,6 @@ def _build(backbone: "SamBackbone", runtime: Runtime, key: dict, folder: Path, t
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def prompt_decoder(model) -> "torch.nn.Module":
-    """Prompt encoder + mask decoder of a SAM-architecture ``model`` as one module:
-    (embedding ``1 x 256 x 64 x 64``, boxes ``N x 4`` model pixels) → ``N x 1 x 256 x 256`` logits."""
-    import torch
-
-    class PromptDecoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
-
-        def forward(self, embedding, boxes):
-            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None], masks=None)
-            low_res, _ = self.mask_decoder(
-                image_embeddings=embedding, image_pe=self.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
-            return low_res
-
-    return PromptDecoder().eval()
-
-
 def export_onnx(backbone: "SamBackbone", folder: Path) -> None:
     """Write ``encoder.onnx`` (batch 1) and ``decoder.onnx`` (any number of boxes) into ``folder``."""
     import warnings
@@ -302,9 +283,9 @@ def export_onnx(backbone: "SamBackbone", folder: Path) -> None:
         # The legacy (TorchScript) exporter: no onnxscript needed, and it exports TinyViT as is.
         torch.onnx.export(model.image_encoder, (image,), str(folder / "encoder.onnx"), dynamo=False,
                           opset_version=OPSET, input_names=["image"], output_names=["embedding"])
-        torch.onnx.export(prompt_decoder(model), (embedding, boxes), str(folder / "decoder.onnx"), dynamo=False,
-                          opset_version=OPSET, input_names=["embedding", "boxes"], output_names=["low_res"],
-                          dynamic_axes={"boxes": {0: "boxes"}, "low_res": {0: "boxes"}})
+        torch.onnx.export(prompt_decoder(model), (embedding, boxes), str(folder / "decoder.onnx"),
+                          dynamo=False, opset_version=OPSET, input_names=["embedding", "boxes"],
+                          output_names=["low_res"], dynamic_axes={"boxes": {0: "boxes"}, "low_res": {0: "boxes"}})
 
 
 def phantom(size: int) -> tuple[np.ndarray, np.ndarray]:
