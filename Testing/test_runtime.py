@@ -185,3 +185,25 @@ def test_cli_rejects_an_unknown_runtime(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["segment", "ct.nii.gz", "-o", "out", "--runtime", "tensorrt"])
     assert exit_info.value.code != 0 and "--runtime" in capsys.readouterr().err
+
+
+def test_shared_image_decoder_equals_sams_mask_decoder(torch_backbone, abdomen_slice):
+    """prompt_decoder passes the image side once for all boxes and makes only the kept mask; its
+    logits must be SAM's MaskDecoder(multimask_output=False)'s."""
+    import torch
+
+    from URSAMLib.backbones import prompt_decoder
+
+    hu, boxes = abdomen_slice
+    model = torch_backbone.model
+    embedding = torch_backbone.embed(window_ct(hu[None], torch_backbone.window))
+    model_boxes = torch.as_tensor(torch_backbone.preprocessing.boxes_to_model(boxes, hu.shape), dtype=torch.float32)
+    with torch.inference_mode():
+        sparse, dense = model.prompt_encoder(points=None, boxes=model_boxes[:, None], masks=None)
+        sam, _ = model.mask_decoder(image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
+                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                    multimask_output=False)
+        ours = prompt_decoder(model)(embedding, model_boxes)
+    assert ours.shape == sam.shape == (len(boxes), 1, 256, 256)
+    assert float((ours - sam).abs().max()) < 1e-4 * float(sam.abs().max())
+    assert not torch.any(((ours > 0) != (sam > 0)) & (sam.abs() > 1e-3))  # masks differ only at a tie

@@ -231,7 +231,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     if job.window:
         backbone.window = job.window
     backbone.precision = job.precision
-    backbone.embedding_cache = EmbeddingCache() if job.embedding_cache else None
+    if hasattr(backbone, "embedding_cache"):  # a SamBackbone; stand-in models (tests) have no embeddings
+        backbone.embedding_cache = EmbeddingCache() if job.embedding_cache else None
     loaded = time.perf_counter()
 
     result = progress_bar("UR-SAM", lambda progress: segment(
