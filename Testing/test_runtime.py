@@ -207,3 +207,15 @@ def test_shared_image_decoder_equals_sams_mask_decoder(torch_backbone, abdomen_s
     assert ours.shape == sam.shape == (len(boxes), 1, 256, 256)
     assert float((ours - sam).abs().max()) < 1e-4 * float(sam.abs().max())
     assert not torch.any(((ours > 0) != (sam > 0)) & (sam.abs() > 1e-3))  # masks differ only at a tie
+
+
+def test_a_broken_runtime_installation_is_a_warning_not_a_crash(torch_backbone, tmp_path, monkeypatch):
+    class Broken(runtime.Runtime):
+        def version(self):
+            raise OSError("libopenvino.so.2026: cannot open shared object file")
+
+    monkeypatch.setitem(runtime.RUNTIMES, "openvino", Broken("openvino", "openvino", None))
+    warnings = []
+    assert runtime.attach_runtime(torch_backbone, "openvino", tmp_path, warnings.append) == "torch"
+    assert warnings == ["running the networks with PyTorch: openvino failed to import (OSError: "
+                        "libopenvino.so.2026: cannot open shared object file)."]

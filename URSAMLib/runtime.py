@@ -195,6 +195,9 @@ def attach_runtime(backbone: "SamBackbone", runtime: str = "auto", cache_dir: st
         except ImportError:
             failures.append(f"{name} is not installed")
             continue
+        except Exception as error:  # a broken installation, e.g. a shared library missing
+            failures.append(f"{name} failed to import ({type(error).__name__}: {_first_line(error)})")
+            continue
         try:
             backbone.engine = _cached_engine(backbone, RUNTIMES[name], version, cache_dir, threads)
             return name
