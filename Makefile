@@ -1,5 +1,6 @@
 # Quickstart targets (see README.md). Each sets up .venv on first use.
-#   make demo   install, then segment 9 organs of a real abdominal CT (prints DSC, writes out/demo)
+#   make demo   install, then segment the organs at risk of a head-and-neck CT that nobody labelled for it,
+#               automatically (--region), and print the DSC beside per-slice label-box prompting
 #   make test   install, then run the whole test suite
 #   make bench  install, then benchmarks/run.py (speed and memory; writes benchmarks/results/latest.*)
 PYTHON ?= python3
@@ -7,13 +8,14 @@ VENV ?= .venv
 # PyTorch wheel(s); for a CPU-only install elsewhere:
 #   make demo TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-DATA ?= ../shared/data/abdomen-ts
-ORGANS ?= spleen,kidney_right,kidney_left,gallbladder,liver,stomach,pancreas,aorta,inferior_vena_cava
+DATA ?= ../shared/data
+# A validation patient: never part of the built-in template nor of the localizer's training.
+PATIENT ?= pt_201
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean dicom3tools
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed dicom3tools
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,15 +25,32 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python .ci/qt_system_libs.py
 	touch $@
 
+# dciodvfy (Debian package dicom3tools) validates the DICOM objects in Testing/test_dicom_out.py.
+# Installed as root where apt-get exists (CI); elsewhere those checks skip, and this says why.
+dicom3tools:
+	@if command -v dciodvfy >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; \
+	else \
+	  echo "dciodvfy not installed (it needs root and apt-get: apt-get install dicom3tools):" \
+	       "the DICOM validation tests will skip."; \
+	fi
+
 demo: install
-	@data="$(DATA)"; \
-	if [ ! -f "$$data/ct_small.nii.gz" ]; then \
-	  echo "$$data not found: downloading the public sample CT into data/abdomen-ts"; \
-	  $(BIN)/ursam sample-data -o data/abdomen-ts || exit 1; data=data/abdomen-ts; \
+	@hn="$(DATA)/hn-openkbp/validation"; \
+	if [ -f "$$hn/$(PATIENT)_ct.nii.gz" ]; then \
+	  ct="$$hn/$(PATIENT)_ct.nii.gz"; labels="$$hn/$(PATIENT)_oar.nii.gz"; classes="$$hn/../classes.json"; region=head-and-neck; \
+	else \
+	  echo "$$hn not found: downloading the public abdominal sample CT into data/abdomen-ts (the abdomen template's own scan)"; \
+	  $(BIN)/ursam sample-data -o data/abdomen-ts || exit 1; \
+	  ct=data/abdomen-ts/ct_small.nii.gz; labels=data/abdomen-ts/labels_small.nii.gz; classes=data/abdomen-ts/classes.json; region=abdomen; \
 	fi; \
-	$(BIN)/ursam segment "$$data/ct_small.nii.gz" -o out/demo --overwrite \
-	  --prompt-labels "$$data/labels_small.nii.gz" --classes "$$data/classes.json" \
-	  --prompt-mode slice --organs $(ORGANS)
+	echo "1/2 automatic: ursam segment $$ct --region $$region"; \
+	$(BIN)/ursam segment "$$ct" -o out/demo --overwrite --region $$region --reference "$$labels" || exit 1; \
+	echo "2/2 for comparison, prompted by per-slice boxes of the labels"; \
+	$(BIN)/ursam segment "$$ct" -o out/demo-label-boxes --overwrite --prompt-labels "$$labels" --classes "$$classes" \
+	  --prompt-mode slice --quiet || exit 1; \
+	$(BIN)/python scripts/demo_table.py out/demo out/demo-label-boxes
 
 test: install
 	$(BIN)/python -m pytest

@@ -14,6 +14,7 @@ replaced:
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import sys
 import types
@@ -32,6 +33,24 @@ class Qt:
     Unchecked, Checked = 0, 2
     UserRole = 256
     NoItemFlags, ItemIsSelectable, ItemIsUserCheckable, ItemIsEnabled = 0, 1, 16, 32
+    WaitCursor = 3
+
+
+class QApplication:
+    """Records the override cursor (slicer.util.WaitCursor sets it on qt.QApplication)."""
+
+    cursors: list = []
+    history: list = []
+
+    @classmethod
+    def setOverrideCursor(cls, cursor):
+        cls.cursors.append(cursor)
+        cls.history.append(("set", cursor))
+
+    @classmethod
+    def restoreOverrideCursor(cls):
+        cls.cursors.pop()
+        cls.history.append(("restore", None))
 
 
 class QTimer:
@@ -97,6 +116,8 @@ class QTableWidgetItem:
 def make_qt_module() -> types.ModuleType:
     module = types.ModuleType("qt")
     module.Qt, module.QTimer = Qt, QTimer
+    QApplication.cursors, QApplication.history = [], []
+    module.QApplication = QApplication
     module.QListWidgetItem, module.QTableWidgetItem = QListWidgetItem, QTableWidgetItem
     return module
 
@@ -195,6 +216,9 @@ class FakeComboBox(FakeWidget):
     def setCurrentIndex(self, index):
         self.currentIndex = index
 
+    def setItemText(self, index, text):
+        self.items[index] = (text, self.items[index][1])
+
     def clear(self):
         self.items.clear()
         self.currentIndex = -1
@@ -216,6 +240,18 @@ class FakeNodeComboBox(FakeWidget):  # qMRMLNodeComboBox
             assert node.IsA(self.nodeTypes[0]), f"{self.objectName} cannot hold a {node.GetClassName()}"
         object.__setattr__(self, "_node", node)
         self.emit("currentNodeChanged(vtkMRMLNode*)", node)
+
+
+class FakeLineEdit(FakeWidget):  # QLineEdit
+    SIGNALS = {"text": "textChanged(QString)"}
+
+
+class FakePlainTextEdit(FakeWidget):  # QPlainTextEdit
+    def setPlainText(self, text):
+        self.plainText = text
+
+    def toPlainText(self):
+        return getattr(self, "plainText", "")
 
 
 class FakeListWidget(FakeWidget):
@@ -258,6 +294,7 @@ WIDGET_CLASSES = {
     "ctkSliderWidget": FakeSlider, "QCheckBox": FakeCheckBox, "QPushButton": FakeButton,
     "ctkPathLineEdit": FakePathLineEdit, "QComboBox": FakeComboBox, "qMRMLNodeComboBox": FakeNodeComboBox,
     "QListWidget": FakeListWidget, "QTableWidget": FakeTableWidget, "qMRMLWidget": FakeRoot,
+    "QPlainTextEdit": FakePlainTextEdit, "QLineEdit": FakeLineEdit,
 }
 
 
@@ -294,6 +331,8 @@ def load_ui(path) -> FakeRoot:
             properties.setdefault("checked", False)
         if cls is FakePathLineEdit:
             properties.setdefault("currentPath", "")
+        if cls is FakeLineEdit:
+            properties.setdefault("text", "")
         widgets[element.get("name")] = cls(element.get("class"), element.get("name"), properties)
     root = widgets[tree.find("widget").get("name")]
     object.__setattr__(root, "children", widgets)
@@ -318,6 +357,10 @@ class ScriptedLoadableModuleWidget:
         self.moduleName = self.__class__.__name__[:-len("Widget")]
         self.layout = types.SimpleNamespace(widgets=[], addWidget=lambda w: self.layout.widgets.append(w))
 
+    def onReload(self):
+        """Slicer's Reload re-imports the module's script; here it is only recorded."""
+        self.reloaded = getattr(self, "reloaded", 0) + 1
+
     def resourcePath(self, filename):
         return str(MODULE_DIR / "Resources" / filename)
 
@@ -326,8 +369,25 @@ class ScriptedLoadableModuleWidget:
 
 
 class ScriptedLoadableModuleLogic:
+    """Slicer's parameter-node handling, as ScriptedLoadableModule.py does it, on the real scene."""
+
     def __init__(self, parent=None):
-        pass
+        self.moduleName = self.__class__.__name__[:-len("Logic")]
+
+    def getParameterNode(self):
+        import slicer
+
+        node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if node is not None:
+            if node.GetAttribute("ModuleName") != self.moduleName:
+                node.SetAttribute("ModuleName", self.moduleName)
+            return node
+        node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+        node.UnRegister(None)
+        node.SetSingletonTag(self.moduleName)
+        node.SetAttribute("ModuleName", self.moduleName)
+        node.SetName(slicer.mrmlScene.GenerateUniqueName(self.moduleName))
+        return slicer.mrmlScene.AddNode(node)
 
 
 class ScriptedLoadableModuleTest(unittest.TestCase):
@@ -378,7 +438,10 @@ def install(monkeypatch):
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
     monkeypatch.setattr(slicer, "ScriptedLoadableModule", scripted, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", new_scene(), raising=False)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(testingEnabled=lambda: True), raising=False)
+    major, minor = (int(v) for v in importlib.metadata.version("slicer-core").split(".")[:2])
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(testingEnabled=lambda: True, majorVersion=major,
+                                                             minorVersion=minor, processEvents=lambda: None),
+                        raising=False)
     monkeypatch.setattr(slicer.util, "loadUI", load_ui)
     monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda root: types.SimpleNamespace(**root.children))
     monkeypatch.setattr(slicer.util, "errorDisplay", dialogs.errorDisplay)

@@ -37,16 +37,36 @@ def register_converter_rules() -> None:
     factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
 
 
+_LOGICS: dict[int, dict] = {}
+"""Per scene (by id): the logics made for it, kept alive as long as the test needs them."""
+
+
 def new_scene():
-    """An empty scene, as the application would have it (converter rules registered)."""
+    """An empty scene as the application sets it up: converter rules registered, and Slicer's
+    application logic with the colour logic (which adds Slicer's built-in colour tables)."""
     slicer = require("slicer")
     register_converter_rules()
-    return slicer.vtkMRMLScene()
+    scene = slicer.vtkMRMLScene()
+    application = slicer.vtkSlicerApplicationLogic()
+    colors = slicer.vtkSlicerColorLogic()
+    colors.SetMRMLApplicationLogic(application)
+    application.SetMRMLScene(scene)
+    colors.SetMRMLScene(scene)
+    application.SetModuleLogic("Colors", colors)
+    _LOGICS[id(scene)] = {"application": application, "colors": colors}
+    return scene
+
+
+def application_logic(scene):
+    """The application logic of a scene made by :func:`new_scene`."""
+    return _LOGICS[id(scene)]["application"]
 
 
 def volumes_logic(scene):
+    """Slicer's volumes logic, connected to the application (it takes label map colours from the colour logic)."""
     slicer = require("slicer")
     logic = slicer.vtkSlicerVolumesLogic()
+    logic.SetMRMLApplicationLogic(application_logic(scene))
     logic.SetMRMLScene(scene)
     return logic
 
@@ -84,20 +104,46 @@ def place_in_study(scene, node, patient="Patient", study="Study"):
 
 
 def add_slice_views(scene, names=("Red", "Yellow", "Green")):
-    """Slice and slice-composite nodes like the application's layout creates."""
+    """The slice views of the default layout, made by Slicer's slice logic as the layout manager makes
+    them (slice and slice-composite nodes); returns ``[(slice node, composite node)]``. The logics are
+    kept: :func:`rendered_slice` renders through them."""
     slicer = require("slicer")
     views = []
-    for name, orientation in zip(names, ("Axial", "Sagittal", "Coronal")):
-        slice_node = slicer.vtkMRMLSliceNode()
-        slice_node.SetName(name)
-        slice_node.SetLayoutName(name)
-        slice_node.SetOrientation(orientation)
-        scene.AddNode(slice_node)
-        composite = slicer.vtkMRMLSliceCompositeNode()
-        composite.SetLayoutName(name)
-        scene.AddNode(composite)
-        views.append((slice_node, composite))
+    logics = _LOGICS.setdefault(id(scene), {}).setdefault("slices", {})
+    for name in names:
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLApplicationLogic(application_logic(scene))
+        logic.SetMRMLScene(scene)
+        slice_node = logic.AddSliceNode(name)
+        logics[name] = logic
+        views.append((slice_node, logic.GetSliceCompositeNode()))
     return views
+
+
+def rendered_slice(scene, name: str, size=(256, 256)) -> np.ndarray:
+    """What the slice view ``name`` shows: the image Slicer's slice logic blends from its layers
+    (background, foreground with its opacity and colour table), ``[row, column, RGBA]`` uint8,
+    row 0 at the bottom (VTK's order)."""
+    from vtk.util import numpy_support
+
+    logic = _LOGICS[id(scene)]["slices"][name]
+    logic.GetSliceNode().SetDimensions(size[0], size[1], 1)
+    producer = logic.GetImageDataConnection().GetProducer()
+    producer.Update()
+    image = producer.GetOutputDataObject(0)
+    columns, rows, _ = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, -1).copy()
+
+
+def slice_pixel_of_ras(scene, name: str, ras) -> tuple[int, int]:
+    """The ``(row, column)`` of :func:`rendered_slice` where the RAS point ``ras`` (mm) is drawn."""
+    import vtk
+
+    slice_node = _LOGICS[id(scene)]["slices"][name].GetSliceNode()
+    to_xy = vtk.vtkMatrix4x4()
+    vtk.vtkMatrix4x4.Invert(slice_node.GetXYToRAS(), to_xy)
+    x, y, _, _ = to_xy.MultiplyPoint([*(float(v) for v in ras), 1.0])
+    return int(round(y)), int(round(x))
 
 
 def scene_snapshot(scene) -> dict[str, tuple]:

@@ -143,10 +143,32 @@ def one_slice(folder: Path) -> list[str]:
 
 def dicom_series(folder: Path) -> list[str]:
     """The 512 x 512 x 20 DICOM series of the abdomen and its labels."""
-    (folder / "dicom").symlink_to(ABDOMEN / "dicom")
+    if not (folder / "dicom").exists():
+        (folder / "dicom").symlink_to(ABDOMEN / "dicom")
     (folder / "labels.nii.gz").symlink_to(ABDOMEN / "dicom_labels.nii.gz")
     (folder / "classes.json").symlink_to(ABDOMEN / "classes.json")
     return standard(ct="dicom")
+
+
+def altered_series(change: Callable) -> Callable[[Path], list[str]]:
+    """The abdomen DICOM series as the standard command's CT, each file ``i`` (in position order,
+    2 mm apart) passed through ``change(i, dataset)``; a file for which it returns False is left out."""
+    def make(folder: Path) -> list[str]:
+        import pydicom
+
+        (folder / "dicom").mkdir()
+        for index, source in enumerate(sorted((ABDOMEN / "dicom").glob("*.dcm"))):
+            dataset = pydicom.dcmread(source)
+            if change(index, dataset) is not False:
+                dataset.save_as(folder / "dicom" / source.name)
+        dicom_series(folder)  # its labels and class map; "dicom" is ours already
+        return standard(ct="dicom")
+
+    return make
+
+
+def shifted(index: int, dataset, by=(0.0, 0.0, 0.0)) -> None:
+    dataset.ImagePositionPatient = [float(p) + d for p, d in zip(dataset.ImagePositionPatient, by)]
 
 
 def mr_volume() -> np.ndarray:
@@ -333,6 +355,9 @@ CASES: dict[str, Case] = {
     "two-dicom-series": Case(two_series),
     "folder-without-dicom": Case(then(lambda f: (f / "scans").mkdir(), abdomen_with(ct=None,
                                                                                     args=standard(ct="scans")))),
+    "dicom-missing-slice": Case(altered_series(lambda i, d: i != 7)),
+    "dicom-uneven-spacing": Case(altered_series(lambda i, d: shifted(i, d, (0, 0, -1.0 if i >= 10 else 0)))),
+    "dicom-gantry-tilt": Case(altered_series(lambda i, d: shifted(i, d, (0, 0.5 * i, 0)))),
     # geometry and size
     "2d-image": Case(png),
     "4d-image": Case(four_d),
@@ -366,6 +391,8 @@ CASES: dict[str, Case] = {
     # outputs
     "existing-output-folder": Case(existing_output, check=unchanged("out/summary.json", b"last week's summary")),
     "output-is-a-file": Case(then(files(out="notes"), abdomen_with()), check=unchanged("out", b"notes")),
+    "dicom-out-from-nifti": Case(abdomen_with("--dicom-out", "seg,rtstruct")),
+    "dicom-out-unknown-kind": Case(then(dicom_series, lambda f: standard(ct="dicom") + ["--dicom-out", "seg,rt"])),
     "input-among-outputs": Case(input_among_outputs,
                                 check=lambda f: unchanged("out/rectified.nii.gz",
                                                           (ABDOMEN / "ct_small.nii.gz").read_bytes())(f)),

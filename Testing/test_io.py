@@ -510,3 +510,37 @@ def test_nan_and_infinite_nifti_voxels_are_found_though_itk_reads_them_as_zero(t
     assert np.isfinite(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name)))).all()  # ITK: zeros
     with pytest.raises(URSAMError, match=r"contains NaN or infinite voxels \(2, which would be read as 0\)"):
         io.read_ct(tmp_path / name)
+
+
+def _series_copy(folder, change) -> None:
+    """The first 6 files of the abdomen DICOM series in ``folder``, each passed through ``change(i, dataset)``
+    (headers only matter: the geometry check reads no voxels)."""
+    import pydicom
+
+    from conftest import ABDOMEN
+
+    folder.mkdir()
+    for index, source in enumerate(sorted((ABDOMEN / "dicom").glob("*.dcm"))[:6]):
+        dataset = pydicom.dcmread(source)
+        change(index, dataset)
+        dataset.save_as(folder / source.name)
+
+
+def test_dicom_series_off_a_regular_grid_are_refused_from_their_headers(abdomen, tmp_path):
+    def rotated(index, dataset):
+        if index == 3:
+            dataset.ImageOrientationPatient = [1, 0, 0, 0, 0.9998, 0.02]
+
+    def repeated(index, dataset):
+        if index == 3:
+            dataset.ImagePositionPatient = [float(v) for v in dataset.ImagePositionPatient[:2]] + [
+                float(dataset.ImagePositionPatient[2]) + 2.0]  # on the position of the file before it
+
+    _series_copy(tmp_path / "rotated", rotated)
+    with pytest.raises(URSAMError, match="have different orientations"):
+        io.read_header(tmp_path / "rotated")
+    _series_copy(tmp_path / "repeated", repeated)
+    with pytest.raises(URSAMError, match="holds two slices at one position"):
+        io.read_header(tmp_path / "repeated")
+    _series_copy(tmp_path / "fine", lambda index, dataset: None)
+    assert io.read_header(tmp_path / "fine").size == (512, 512, 6)

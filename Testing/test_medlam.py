@@ -273,16 +273,24 @@ def test_missing_damaged_or_foreign_weights_are_user_errors(head_neck, hn_templa
             LOCALIZERS["medlam"](ct, hn_template, weights=str(path))
 
 
-def test_segment_with_medlam_and_no_weights_stops_before_sam(head_neck, hn_template, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("URSAM_CACHE", str(tmp_path / "cache"))
+def test_segment_with_medlam_and_missing_weights_stops_before_sam(head_neck, hn_template, tmp_path, capsys):
     ct = str(head_neck / "validation" / "pt_201_ct.nii.gz")
-    for extra, named in (([], tmp_path / "cache" / "medlam.pth"),  # the default weights
-                         (["--localizer-weights", str(tmp_path / "none.pth")], tmp_path / "none.pth")):
-        code = main(["segment", ct, "-o", str(tmp_path / "out"), "--template", str(hn_template.folder),
-                     "--localizer", "medlam", "--quiet", *extra])
-        err = capsys.readouterr().err
-        assert code == 2 and "train-localizer" in err and str(named) in err and err.count("\n") == 1, err
+    missing = tmp_path / "none.pth"
+    code = main(["segment", ct, "-o", str(tmp_path / "out"), "--template", str(hn_template.folder),
+                 "--localizer", "medlam", "--quiet", "--localizer-weights", str(missing)])
+    err = capsys.readouterr().err
+    assert code == 2 and "train-localizer" in err and str(missing) in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_without_weights_medlam_uses_the_shipped_ones(head_neck, hn_template, monkeypatch):
+    from URSAMLib import builtin, medlam
+
+    loaded = []
+    monkeypatch.setattr(medlam, "load_weights", lambda path, device: loaded.append(path) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        LOCALIZERS["medlam"](io.read_ct(head_neck / "validation" / "pt_201_ct.nii.gz"), hn_template)
+    assert loaded == [builtin.localizer_weights()]
 
 
 def test_training_images_from_folders_and_label_maps_refused(head_neck, tmp_path):

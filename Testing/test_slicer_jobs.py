@@ -13,7 +13,7 @@ import pytest
 from conftest import MODULE_DIR
 from URSAMLib.pipeline import Settings
 from URSAMLib.prompts import OrganPrompt
-from URSAMSlicerLib import jobs
+from URSAMSlicerLib import jobs, processes
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box
 
 STAND_IN = ("--backbone-factory", "URSAMSlicerLib.testing:bright_in_box")
@@ -121,6 +121,55 @@ def test_cancel_stops_the_worker_at_once_and_removes_its_files():
         job.result()
 
 
+LAUNCHER = """\
+import os, subprocess, sys
+# Like CTK's AppLauncher (PythonSlicer): start the real interpreter as a child and wait for it.
+child = subprocess.Popen([sys.executable, *sys.argv[1:]])
+with open(os.environ["URSAM_TEST_CHILD_PID"], "w") as file:
+    file.write(str(child.pid))
+sys.exit(child.wait())
+"""
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_cancel_ends_the_launcher_and_the_interpreter_it_started(tmp_path):
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(f"#!{sys.executable}\n" + LAUNCHER)
+    launcher.chmod(0o755)
+    pid_file = tmp_path / "child.pid"
+    job = jobs.BackgroundJob(small_job(), python=str(launcher),
+                             extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"),
+                             environment={**os.environ, "URSAM_TEST_CHILD_PID": str(pid_file)})
+    job.start()
+    deadline = time.monotonic() + 60
+    while not job.poll().message.startswith("Loading"):  # the child has read the job and is at work
+        assert time.monotonic() < deadline and not job.poll().finished, "the stand-in launcher's child did not start"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    try:
+        assert process_alive(child) and processes.tree_alive(job._process)
+        job.cancel()
+        assert job._process.poll() is not None  # the launcher
+        deadline = time.monotonic() + 10
+        while process_alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process_alive(child), "the interpreter the launcher started still runs after Cancel"
+        assert not processes.tree_alive(job._process, wait=5.0)
+        assert job.poll().state == "cancelled" and not job.folder.exists()
+    finally:
+        if process_alive(child):
+            os.kill(child, 9)  # the process this test started, so that it does not run for a minute
+
+
 def test_the_in_process_job_stops_between_slices_when_cancelled():
     backbone = BrightInBox()
     job = jobs.InProcessJob(small_job(), lambda *args: backbone)
@@ -218,6 +267,29 @@ def test_a_localization_survives_the_trip(tmp_path):
     assert again.localization == job.localization and again.prompts == []
 
 
+def test_a_template_to_build_in_the_job_survives_the_trip_and_is_built_there(tmp_path, monkeypatch):
+    from URSAMLib import localize
+    from URSAMLib.prompts import Box3D
+
+    supports = tmp_path / "supports"
+    supports.mkdir()
+    tiny_template(supports)  # writes ct.nrrd and labels.nrrd there (and a template we do not use)
+    folder = tmp_path / "to-build"
+    folder.mkdir()
+    job = localizing_job(folder, temporary=True)
+    job.localization.build = jobs.TemplateBuild([str(supports / "ct.nrrd")], [str(supports / "labels.nrrd")],
+                                                {1: "liver", 2: "spleen"})
+    jobs.save_job(job, tmp_path)
+    again = jobs.load_job(tmp_path)
+    assert again.localization == job.localization
+    monkeypatch.setitem(localize.LOCALIZERS, "registration", fake_localizer(Box3D(1, 4, 10, 24, 12, 29)))
+    messages = []
+    jobs.compute(again, lambda fraction, message: messages.append(message), loader=bright_in_box)
+    assert (folder / "template.json").exists()  # built by the job, not by Slicer's GUI thread
+    assert not (supports / "ct.nrrd").exists() and not (supports / "labels.nrrd").exists()  # exports removed
+    assert "Localizing organs: building the template from the labelled CTs" in messages
+
+
 def test_the_geometry_rebuilds_the_ct_from_its_axial_array():
     from conftest import synthetic_ct
     from URSAMLib import io
@@ -296,3 +368,96 @@ def test_a_job_that_finds_no_organ_fails_with_the_reasons(tmp_path, monkeypatch)
     status = job.poll()
     assert status.state == "failed" and "Liver: outside the image; Spleen: outside the image" in status.error
     assert not template.folder.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# The progress file between the worker and the GUI
+
+def test_the_progress_reader_tolerates_a_missing_partial_or_locked_file(tmp_path, monkeypatch):
+    path = tmp_path / "progress.json"
+    assert jobs.read_progress(path) is None  # not written yet
+    path.write_text('{"fraction": 0.5, "mess')  # a partial file (a writer without atomic replace)
+    assert jobs.read_progress(path) is None
+    path.write_text('{"fraction": 0.5}')
+    assert jobs.read_progress(path) is None
+    jobs._write_atomically(path, '{"fraction": 0.25, "message": "Slice 1 of 4"}')
+    assert jobs.read_progress(path) == (0.25, "Slice 1 of 4")
+
+    original = type(path).read_text
+
+    def locked(self, *args, **kwargs):  # Windows: the worker is replacing it right now
+        raise PermissionError(13, "The process cannot access the file")
+
+    monkeypatch.setattr(type(path), "read_text", locked)
+    assert jobs.read_progress(path) is None
+    monkeypatch.setattr(type(path), "read_text", original)
+
+
+def test_the_writer_retries_a_replace_refused_while_the_reader_holds_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "progress.json"
+    refusals = []
+    real_replace = os.replace
+
+    def replace(source, target):
+        if len(refusals) < 3:  # Windows refuses while the GUI has the file open
+            refusals.append(target)
+            raise PermissionError(13, "Access is denied")
+        real_replace(source, target)
+
+    monkeypatch.setattr(jobs, "REPLACE_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(jobs.os, "replace", replace)
+    jobs._write_atomically(path, '{"fraction": 1.0, "message": "Done"}')
+    assert len(refusals) == 3 and jobs.read_progress(path) == (1.0, "Done")
+
+    monkeypatch.setattr(jobs.os, "replace", lambda source, target: (_ for _ in ()).throw(PermissionError(13, "x")))
+    with pytest.raises(PermissionError):  # held for good: the caller decides (progress skips one report)
+        jobs._write_atomically(path, "{}")
+
+
+# ---------------------------------------------------------------------------------------
+# The model choices `ursam segment` has: checkpoint pin, precision, window, unverified weights
+
+def test_the_pin_precision_and_window_survive_the_trip(tmp_path):
+    job = dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="ab" * 32, precision="bfloat16",
+                              window=(-100.0, 300.0))
+    jobs.save_job(job, tmp_path)
+    again = jobs.load_job(tmp_path)
+    assert (again.checkpoint_sha256, again.precision, again.window) == ("ab" * 32, "bfloat16", (-100.0, 300.0))
+
+
+def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(monkeypatch):
+    from URSAMLib import backbones
+
+    calls = []
+
+    def load_backbone(name, checkpoint=None, device="auto", vit_config=None, checkpoint_sha256=None):
+        calls.append((name, checkpoint, checkpoint_sha256))
+        return BrightInBox()
+
+    monkeypatch.setattr(backbones, "load_backbone", load_backbone)
+    monkeypatch.setattr(jobs, "_BACKBONES", {})
+    seen = []
+    original = jobs.segment
+
+    def segment(hu, prompts, backbone, settings, **kwargs):
+        seen.append((tuple(backbone.window), backbone.precision))
+        return original(hu, prompts, backbone, settings, **kwargs)
+
+    monkeypatch.setattr(jobs, "segment", segment)
+    jobs.compute(dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32,
+                                     precision="bfloat16", window=(-50.0, 150.0)))
+    jobs.compute(dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32))
+    assert calls == [("bright", "/w.pth", "cd" * 32)]  # loaded once, with the pin
+    assert seen == [((-50.0, 150.0), "bfloat16"), (BrightInBox.window, "float32")]  # the next job: its own again
+
+
+def test_unverified_weights_reach_the_user_as_a_warning_from_the_worker():
+    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
+                                                           "URSAMSlicerLib.testing:unverified_loader"))
+    job.start()
+    assert job.wait(timeout=120).state == "done"
+    assert len(job.warnings) == 1 and "is not a checkpoint URSAM can verify" in job.warnings[0]
+    assert "ab" * 32 in job.warnings[0] and "Warning:" in job.log()
+    verified = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    verified.start()
+    assert verified.wait(timeout=120).state == "done" and verified.warnings == []

@@ -331,3 +331,156 @@ def test_a_result_for_a_ct_removed_meanwhile_writes_nothing(ursam, oblique_scene
     with pytest.raises(URSAMError, match="removed from the scene"):
         logic.apply(prepared, job.result())
     assert scene_snapshot(scene) == before
+
+
+# ---------------------------------------------------------------------------------------
+# Prompts that do not fit the CT's grid
+
+def segmentation_holding(scene, name: str, mask: np.ndarray, ijk_to_ras: np.ndarray, offset_kji=(0, 0, 0)):
+    """A segmentation whose one segment ('Liver') is ``mask`` ``[k, j, i]`` stored as is, on the grid of
+    ``ijk_to_ras`` starting at voxel index ``offset_kji`` (which may lie outside any volume), as a
+    segment drawn on another, longer series is stored."""
+    import slicer
+    from vtk.util import numpy_support
+
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    image = slicer.vtkOrientedImageData()
+    k0, j0, i0 = offset_kji
+    image.SetExtent(i0, i0 + mask.shape[2] - 1, j0, j0 + mask.shape[1] - 1, k0, k0 + mask.shape[0] - 1)
+    image.SetImageToWorldMatrix(mrml._vtk_matrix(ijk_to_ras))
+    image.AllocateScalars(vtk_type_uchar(), 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.astype(np.uint8).ravel()
+    node.GetSegmentation().AddEmptySegment("liver", "Liver")
+    node.GetSegmentation().GetSegment("liver").AddRepresentation(
+        slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(), image)
+    return node
+
+
+def vtk_type_uchar():
+    import vtk
+
+    return vtk.VTK_UNSIGNED_CHAR
+
+
+def test_a_prompt_extending_past_the_ct_prompts_the_slices_the_ct_has(ursam, oblique_scene):
+    scene, ct_node, _, _ = oblique_scene
+    shape = mrml.node_shape(ct_node)  # (6, 40, 48)
+    matrix = mrml.ijk_to_ras(ct_node)
+    # drawn on the same grid, but on a longer series: 3 slices below and 4 above the CT, wider in-plane
+    longer = np.zeros((shape[0] + 7, shape[1] + 10, shape[2] + 10), bool)
+    longer[:, 10:30, 10:35] = True
+    prompts = segmentation_holding(scene, "Longer series", longer, matrix, offset_kji=(-3, -5, -5))
+    expected = np.zeros(shape, bool)
+    expected[:, 5:25, 5:30] = True
+    assert np.array_equal(mrml.segment_mask(prompts, "liver", ct_node), expected)
+    # drawn on a grid of half the CT's slice spacing, reaching past both ends of the CT
+    finer = matrix.copy()
+    finer[:3, 2] /= 2
+    fine = np.zeros((2 * shape[0] + 10, shape[1], shape[2]), bool)
+    fine[:, 10:25, 12:30] = True
+    fine_prompts = segmentation_holding(scene, "Finer series", fine, finer, offset_kji=(-5, 0, 0))
+    expected = np.zeros(shape, bool)
+    expected[:, 10:25, 12:30] = True
+    assert np.array_equal(mrml.segment_mask(fine_prompts, "liver", ct_node), expected)
+    outputs = in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptNode=prompts,
+                                                                 settings=Settings(num_aug=3, ratio=0.0)))
+    assert [organ.name for organ in outputs.organs] == ["Liver"]
+    assert sorted(outputs.result.organs[0].boxes) == list(range(shape[0]))  # every slice of the CT, no more
+
+
+def translation_node(scene, shift_ras):
+    """A linear transform node translating by ``shift_ras`` (mm)."""
+    import vtk
+
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    for row in range(3):
+        matrix.SetElement(row, 3, float(shift_ras[row]))
+    node.SetMatrixTransformToParent(matrix)
+    return node
+
+
+def test_prompts_are_read_where_the_user_sees_them_through_parent_transforms(ursam, oblique_scene):
+    scene, ct_node, _, _ = oblique_scene
+    shape = mrml.node_shape(ct_node)
+    matrix = mrml.ijk_to_ras(ct_node)
+    mask = np.zeros(shape, bool)
+    mask[1:5, 10:20, 10:20] = True
+    prompts = segmentation_holding(scene, "Moved prompts", mask, matrix)
+    moved = translation_node(scene, 3 * matrix[:3, 0])  # three columns along i
+    prompts.SetAndObserveTransformNodeID(moved.GetID())
+    shifted = np.zeros(shape, bool)
+    shifted[1:5, 10:20, 13:23] = True
+    assert np.array_equal(mrml.segment_mask(prompts, "liver", ct_node), shifted)
+    ct_node.SetAndObserveTransformNodeID(moved.GetID())  # both moved alike: the prompt sits where it was drawn
+    assert np.array_equal(mrml.segment_mask(prompts, "liver", ct_node), mask)
+    # the views are centred where the CT is shown, through its transform
+    outputs = in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptNode=prompts,
+                                                                 settings=Settings(num_aug=3, ratio=0.05)))
+    assert outputs.segmentation.GetTransformNodeID() == moved.GetID()
+    centre = (2, 14, 14)
+    ras = ursam.URSAMLogic().centreOn(outputs, centre)
+    ijk = outputs.frame.index_to_stored(np.array(centre, float))
+    assert np.allclose(ras, (matrix @ np.append(ijk, 1))[:3] + 3 * matrix[:3, 0])
+
+
+def test_a_label_map_under_another_transform_is_refused_with_what_to_do(ursam, oblique_scene):
+    import slicer
+
+    scene, ct_node, prompts, _ = oblique_scene
+    label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "Labels")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToLabelmapNode(prompts, label_node)
+    label_node.SetAndObserveTransformNodeID(translation_node(scene, (5.0, 0.0, 0.0)).GetID())
+    with pytest.raises(URSAMError, match="harden"):
+        in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptSource="labelmap", promptNode=label_node))
+
+
+def test_the_ensemble_is_drawn_in_its_own_colours_as_outlines(ursam, oblique_scene):
+    scene, ct_node, prompts, _ = oblique_scene
+    outputs = in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptNode=prompts))
+    rectified = mrml.ursam_segments(outputs.segmentation, "rectified")
+    ensemble = mrml.ursam_segments(outputs.ensemble, "ensemble")
+    assert rectified.keys() == ensemble.keys() == {"liver", "gallbladder"}
+    colours = set()
+    for key in rectified:
+        ours = np.array(outputs.segmentation.GetSegmentation().GetSegment(rectified[key]).GetColor())
+        pale = np.array(outputs.ensemble.GetSegmentation().GetSegment(ensemble[key]).GetColor())
+        assert np.abs(ours - pale).max() > 0.2 and (pale >= ours).all()  # a paler tint of the organ's colour
+        colours |= {tuple(ours), tuple(pale)}
+    assert len(colours) == 4
+    display = outputs.ensemble.GetDisplayNode()
+    assert not display.GetVisibility2DFill() and display.GetVisibility2DOutline()
+    assert outputs.segmentation.GetDisplayNode().GetVisibility2DFill()
+
+
+def test_the_heatmap_is_drawn_over_the_ct_in_a_slice_view_rendered_by_slicers_slice_logic(ursam, oblique_scene):
+    from slicer_scene import rendered_slice, slice_pixel_of_ras
+
+    scene, ct_node, prompts, _ = oblique_scene
+    [(slice_node, _)] = add_slice_views(scene, names=("Red",))
+    logic = in_process_logic(ursam)
+    outputs = logic.process(ursam.URSAMRequest(ct_node, promptNode=prompts, settings=Settings(num_aug=5, ratio=0.1)))
+    logic.showResults(outputs, 1.0, showEnsemble=False)
+    heat = mrml.voxel_array(outputs.uncertainty)
+    # a voxel of middling uncertainty, whose colour in the heat table is a clear red-orange
+    middling = np.argwhere((heat > 0.25) & (heat < 0.4))
+    assert len(middling)
+    hottest = tuple(middling[len(middling) // 2])  # (k, j, i)
+    ras = (mrml.ijk_to_ras(ct_node) @ np.append(np.array(hottest[::-1], float), 1.0))[:3]
+    slice_node.SetFieldOfView(60.0, 60.0, 2.5)
+    slice_node.JumpSliceByCentering(*ras)
+    row, column = slice_pixel_of_ras(scene, "Red", ras)
+    pixels = rendered_slice(scene, "Red").astype(int)
+    red, green, blue = pixels[row, column, :3]
+    assert red > 200 and red > green + 60 and blue < 80  # heat red, not the grey CT (R = G = B)
+    # a certain voxel of the same slice shows the CT through the transparent heatmap: grey
+    certain = np.argwhere(heat[hottest[0]] <= mrml.OVERLAY_THRESHOLD)
+    far = certain[np.argmax(((certain - hottest[1:]) ** 2).sum(axis=1))]
+    ras_far = (mrml.ijk_to_ras(ct_node) @ np.array([far[1], far[0], hottest[0], 1.0]))[:3]
+    row, column = slice_pixel_of_ras(scene, "Red", ras_far)
+    if 0 <= row < pixels.shape[0] and 0 <= column < pixels.shape[1]:
+        r, g, b = pixels[row, column, :3]
+        assert r == g == b
+    logic.setHeatmapOpacity(outputs, 0.0)  # no heatmap: the CT alone, grey everywhere
+    assert (np.ptp(rendered_slice(scene, "Red")[..., :3].astype(int), axis=2) == 0).all()

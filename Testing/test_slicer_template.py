@@ -109,7 +109,9 @@ def test_a_template_built_from_a_labelled_ct_in_the_scene_prompts_the_organ_wher
     segment = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
     assert outputs.segmentation.GetSegmentation().GetSegment(segment).GetName() == "Liver"
     assert mrml.segment_mask(outputs.segmentation, segment, query).any()
-    assert len(built) == 1 and not Path(built[0]).exists()  # the temporary template is gone
+    folder, build = built[0]
+    assert build.classes == {1: "liver"} and len(build.images) == len(build.labels) == 1
+    assert len(built) == 1 and not Path(folder).exists()  # the temporary template is gone
     assert temporary_templates() == before
     assert support_segments.GetSegmentation().GetNumberOfSegments() == 1  # the support is untouched
 
@@ -204,3 +206,24 @@ def test_unusable_supports_are_one_line_errors_and_change_nothing(ursam, abdomen
     scene.RemoveNode(named)
     with pytest.raises(URSAMError, match="Support Named was removed from the scene"):
         logic.process(request([(support, named)]))
+
+
+def test_preparing_a_scene_template_only_exports_the_supports_the_job_builds_it(ursam, abdomen, tmp_path):
+    """Reading the scene happens in Slicer's main thread; building the template (resampling every
+    support) happens in the job, so that Slicer stays responsive."""
+    import slicer
+
+    scene = slicer.mrmlScene
+    ct_path, labels_path = write_crop(abdomen, tmp_path, CROP, {LIVER: 1}, "crop")
+    support = load_volume(scene, ct_path, "Support CT")
+    support_segments = segmentation_from_labels(scene, labels_path, ["liver"])
+    query = load_volume(scene, ct_path, "Query CT")
+    logic = in_process_logic(ursam)
+    prepared = logic.prepare(ursam.URSAMRequest(query, promptSource="sceneTemplate",
+                                                supports=[(support, support_segments)]))
+    task = prepared.job.localization
+    assert task.temporary and task.build is not None
+    assert not (Path(task.folder) / "template.json").exists()  # not built yet
+    assert all(Path(p).exists() for p in task.build.images + task.build.labels)
+    job = logic.start(prepared)
+    assert job.poll().state == "done" and not Path(task.folder).exists()

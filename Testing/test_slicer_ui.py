@@ -29,8 +29,9 @@ SLIDERS = {  # name: (minimum, maximum, singleStep, decimals, default)
 COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
     "promptSourceComboBox": ["Segments in the scene", "Label map in the scene",
                              "Template folder (automatic localization)", "Template from labelled CTs in the scene"],
-    "promptModeComboBox": ["Per-slice boxes", "3-D box (+2/10/10 voxel margin)"],
+    "promptModeComboBox": ["Per-slice boxes", "3-D box (+5/10/10 mm margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
+    "precisionComboBox": ["float32", "bfloat16 (GPU)"],
     "thresholdModeComboBox": ["Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
     "organSetComboBox": [],
     "backboneComboBox": [],
@@ -46,17 +47,20 @@ NODE_SELECTORS = {  # name: (node type, none enabled, none display)
 }
 PATHS = {"classesPathLineEdit": "Files", "templatePathLineEdit": "Dirs", "checkpointPathLineEdit": "Files",
          "localizerWeightsPathLineEdit": "Files"}
-COLLAPSIBLES = {"inputsCollapsibleButton": False, "advancedCollapsibleButton": True, "outputsCollapsibleButton": False}
+COLLAPSIBLES = {"inputsCollapsibleButton": False, "advancedCollapsibleButton": True, "outputsCollapsibleButton": False,
+                "logCollapsibleButton": True}
 OTHERS = {"URSAM": "qMRMLWidget", "applyButton": "QPushButton", "progressBar": "QProgressBar", "statusLabel": "QLabel",
           "showEnsembleCheckBox": "QCheckBox", "previousRegionButton": "QPushButton",
           "nextRegionButton": "QPushButton", "organsListWidget": "QListWidget", "organTableWidget": "QTableWidget",
           "templateNoteLabel": "QLabel", "supportsListWidget": "QListWidget", "addSupportButton": "QPushButton",
-          "clearSupportsButton": "QPushButton"}
+          "clearSupportsButton": "QPushButton", "show3DCheckBox": "QCheckBox", "logTextEdit": "QPlainTextEdit",
+          "checkpointSha256LineEdit": "QLineEdit", "windowLineEdit": "QLineEdit"}
 LABELS = {"inputVolumeLabel", "promptSourceLabel", "promptSegmentationLabel", "promptLabelMapLabel", "classesLabel",
           "templateLabel", "promptModeLabel", "organSetLabel", "organsLabel", "numAugLabel", "ratioLabel",
           "backboneLabel", "checkpointLabel", "deviceLabel", "alphaHLabel", "thresholdModeLabel",
           "outputSegmentationLabel", "heatmapOpacityLabel", "supportVolumeLabel", "supportSegmentationLabel",
-          "supportsLabel", "localizerLabel", "localizerWeightsLabel"}
+          "supportsLabel", "localizerLabel", "localizerWeightsLabel", "checkpointSha256Label", "precisionLabel",
+          "windowLabel"}
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +170,19 @@ def test_buttons_table_progress_and_sections(ui):
 def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders():
     source = (MODULE_DIR / "URSAM.py").read_text()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
-    used |= {f"{prefix}Label" for prefix in re.findall(r'\("(\w+)", source == ', source)}
+    source_controls = ast.literal_eval(re.search(r"^SOURCE_CONTROLS = (\{.*?\n\})", source, re.M | re.S).group(1))
+    used |= set().union(*source_controls.values())
+    assert set(source_controls) == set(ast.literal_eval(re.search(r"^PROMPT_SOURCES = (\(.*?\))", source,
+                                                                  re.M).group(1)))
     assert used and used <= set(xml_classes()), used - set(xml_classes())
     constants = {name: ast.literal_eval(value) for name, value in  # the tuples mapping combo indices to values
-                 re.findall(r"^(PROMPT_SOURCES|PROMPT_MODES|DEVICES|THRESHOLD_MODES) = (\(.*?\))", source, re.M)}
+                 re.findall(r"^(PROMPT_SOURCES|PROMPT_MODES|DEVICES|THRESHOLD_MODES|PRECISIONS) = (\(.*?\))",
+                            source, re.M)}
     assert len(constants["PROMPT_SOURCES"]) == len(COMBOS["promptSourceComboBox"])
     assert len(constants["PROMPT_MODES"]) == len(COMBOS["promptModeComboBox"])
     assert len(constants["DEVICES"]) == len(COMBOS["deviceComboBox"])
     assert len(constants["THRESHOLD_MODES"]) == len(COMBOS["thresholdModeComboBox"])
+    assert len(constants["PRECISIONS"]) == len(COMBOS["precisionComboBox"])
     assert constants["THRESHOLD_MODES"] == ("ursam", "fixed") and constants["PROMPT_MODES"] == ("slice", "box3d")
 
 
@@ -194,3 +203,121 @@ def test_the_readme_workflow_names_only_controls_that_exist():
                if not any(text == phrase or text.startswith(phrase + " (") for text in texts)}
     assert not unknown, f"the README names controls the .ui does not have: {unknown}"
     assert len(named) > 20
+
+
+def test_the_box_margin_the_ui_names_is_the_one_the_code_applies(ui):
+    from URSAMLib.prompts import DEFAULT_BOX_MARGIN
+
+    assert DEFAULT_BOX_MARGIN.unit == "mm"
+    margin = "/".join(f"{v:g}" for v in DEFAULT_BOX_MARGIN.zyx)
+    combo = child(ui, "promptModeComboBox")
+    assert combo.itemText(1) == f"3-D box (+{margin} mm margin)"
+    assert f"enlarged by {margin} mm" in combo.toolTip()
+
+
+def test_the_log_is_read_only_and_folded_away(ui):
+    assert child(ui, "logTextEdit").isReadOnly()
+    assert not child(ui, "show3DCheckBox").isChecked()
+
+
+# ---------------------------------------------------------------------------------------
+# The extension's screenshot: the panel as the .ui lays it out
+
+SCREENSHOT = ROOT / "docs" / "slicer-screenshot.png"
+
+
+def render_panel(path, width: int = 460):
+    """Render URSAM.ui offscreen with plain Qt and save it as a PNG: the panel as the .ui lays it out,
+    with CTK's and Slicer's widgets (unknown to plain Qt) drawn by look-alike stand-ins that show their
+    properties from the .ui, and the combo boxes the module fills filled as it fills them. Returns the
+    image size ``(width, height)``."""
+    widgets = require("PySide6.QtWidgets")
+    ui_tools = require("PySide6.QtUiTools")
+    from PySide6.QtCore import Qt
+
+    from URSAMLib.backbones import catalogue as backbones
+    from URSAMSlicerLib import catalogue
+
+    app = widgets.QApplication.instance() or widgets.QApplication([])
+
+    class ctkCollapsibleButton(widgets.QGroupBox):  # noqa: N801  (named as in the .ui)
+        pass
+
+    loader = ui_tools.QUiLoader()
+    loader.registerCustomWidget(ctkCollapsibleButton)
+    root = loader.load(str(UI))
+    for box in root.findChildren(ctkCollapsibleButton):
+        collapsed = bool(box.property("collapsed"))
+        box.setTitle(("▸ " if collapsed else "▾ ") + box.property("text"))
+        if collapsed:
+            for inner in box.findChildren(widgets.QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
+                inner.hide()
+    shown_nodes = {"inputVolumeSelector": "CT", "promptSegmentationSelector": "Organ prompts"}
+    for name in NODE_SELECTORS:
+        holder = child(root, name)
+        combo = widgets.QComboBox()
+        combo.addItem(shown_nodes.get(name, holder.property("noneDisplay") or ""))
+        widgets.QHBoxLayout(holder).addWidget(combo)
+        holder.layout().setContentsMargins(0, 0, 0, 0)
+    for name in SLIDERS:
+        holder = child(root, name)
+        layout = widgets.QHBoxLayout(holder)
+        layout.setContentsMargins(0, 0, 0, 0)
+        scale = 10 ** holder.property("decimals")
+        slider = widgets.QSlider(Qt.Orientation.Horizontal)
+        slider.setRange(round(holder.property("minimum") * scale), round(holder.property("maximum") * scale))
+        slider.setValue(round(holder.property("value") * scale))
+        spin = widgets.QDoubleSpinBox()
+        spin.setDecimals(holder.property("decimals"))
+        spin.setRange(holder.property("minimum"), holder.property("maximum"))
+        spin.setValue(holder.property("value"))
+        layout.addWidget(slider)
+        layout.addWidget(spin)
+    for name in PATHS:
+        holder = child(root, name)
+        layout = widgets.QHBoxLayout(holder)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(widgets.QLineEdit())
+        layout.addWidget(widgets.QToolButton(text="..."))
+    child(root, "organSetComboBox").addItem("Any organ in the prompts")
+    child(root, "backboneComboBox").addItem(next(iter(backbones().values()))["title"])
+    child(root, "localizerComboBox").addItem("Registration of the template scans (no training)")
+    organs = child(root, "organsListWidget")
+    for key in ("liver", "gallbladder", "kidney_right"):
+        item = widgets.QListWidgetItem(catalogue.organs()[key].name)
+        item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+        item.setCheckState(Qt.CheckState.Checked)
+        organs.addItem(item)
+    for name in ("promptLabelMapSelector", "promptLabelMapLabel", "classesLabel", "classesPathLineEdit",
+                 "templateLabel", "templatePathLineEdit", "templateNoteLabel", "supportVolumeLabel",
+                 "supportVolumeSelector", "supportSegmentationLabel", "supportSegmentationSelector", "supportsLabel",
+                 "supportsListWidget", "addSupportButton", "clearSupportsButton"):
+        child(root, name).hide()  # the default prompt source, segments in the scene, shows none of these
+    root.resize(width, 10)
+    root.adjustSize()
+    root.resize(width, root.sizeHint().height())
+    image = root.grab()
+    assert image.save(str(path))
+    size = (image.width(), image.height())
+    root.deleteLater()
+    del app
+    return size
+
+
+def test_the_screenshot_is_the_ui_as_it_is_now(tmp_path):
+    """docs/slicer-screenshot.png (the extension's screenshot) is the .ui rendered by render_panel;
+    after a change of the .ui, run `python Testing/test_slicer_ui.py` to make it again."""
+    from PySide6.QtGui import QImage
+
+    width, height = render_panel(tmp_path / "panel.png")
+    rendered = QImage(str(tmp_path / "panel.png"))
+    colours = {rendered.pixel(x, y) for x in range(0, width, 7) for y in range(0, height, 7)}
+    assert height > width and len(colours) > 20  # a panel with controls, not a blank window
+    committed = QImage(str(SCREENSHOT))
+    assert not committed.isNull(), f"{SCREENSHOT} is missing"
+    # fonts differ between machines, so only the shape is compared
+    assert abs(committed.width() - width) < 0.2 * width and abs(committed.height() - height) < 0.2 * height
+
+
+if __name__ == "__main__":
+    print(SCREENSHOT, render_panel(SCREENSHOT))

@@ -14,6 +14,7 @@ the background job in URSAMSlicerLib. :class:`URSAMLogic` works without the GUI:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import sys
@@ -58,8 +59,8 @@ from URSAMLib.backbones import DEFAULT_BACKBONE, catalogue as backboneCatalogue 
 from URSAMLib.errors import URSAMError  # noqa: E402
 from URSAMLib.localize import LOCALIZERS, check_localizer  # noqa: E402
 from URSAMLib.pipeline import SegmentationResult, Settings  # noqa: E402
-from URSAMLib.prompts import OrganPrompt, prompts_from_labels  # noqa: E402
-from URSAMLib.template import Template, build_template  # noqa: E402
+from URSAMLib.prompts import DEFAULT_BOX_MARGIN, OrganPrompt, prompts_from_labels  # noqa: E402
+from URSAMLib.template import Template  # noqa: E402
 from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions  # noqa: E402
 
 PROMPT_SOURCES = ("segmentation", "labelmap", "template", "sceneTemplate")
@@ -67,11 +68,24 @@ PROMPT_SOURCES = ("segmentation", "labelmap", "template", "sceneTemplate")
 TEMPLATE_SOURCES = ("template", "sceneTemplate")
 """Sources whose prompts are found automatically, by localizing organs of a template (a folder
 made by 'ursam build-template', or one built from labelled CTs in the scene) in the input CT."""
+SOURCE_CONTROLS = {
+    "segmentation": ("promptSegmentationLabel", "promptSegmentationSelector"),
+    "labelmap": ("promptLabelMapLabel", "promptLabelMapSelector", "classesLabel", "classesPathLineEdit"),
+    "template": ("templateLabel", "templatePathLineEdit", "templateNoteLabel"),
+    "sceneTemplate": ("supportVolumeLabel", "supportVolumeSelector", "supportSegmentationLabel",
+                      "supportSegmentationSelector", "supportsLabel", "supportsListWidget", "addSupportButton",
+                      "clearSupportsButton", "templateNoteLabel"),
+}
+"""The controls each prompt source shows; those of the other sources are hidden. Another source is
+added here, in PROMPT_SOURCES and promptSourceComboBox's items, and as a reader of its organs in
+URSAMLogic.promptOrgans (and of its prompts in URSAMLogic.prepare)."""
 LOCALIZER_TITLES = {"registration": "Registration of the template scans (no training)",
                     "medlam": "MedLAM landmarks (trained weights)"}
 """Titles of URSAMLib's localizers in localizerComboBox (others show their name)."""
 PROMPT_MODES = ("slice", "box3d")
 """URSAMLib prompt modes, in the order of promptModeComboBox's items."""
+PRECISIONS = ("float32", "bfloat16")
+"""Model precisions, in the order of precisionComboBox's items (bfloat16: autocast on the GPU)."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """Devices, in the order of deviceComboBox's items."""
 THRESHOLD_MODES = ("ursam", "fixed")
@@ -80,6 +94,37 @@ threshold of Eq. 3, or the fixed ln(2)/2, each followed by Algorithm 1."""
 ANY_ORGAN = "any"
 """Organ set of every structure found in the prompts."""
 POLL_INTERVAL_MS = 200
+
+SAVED_CONTROLS = {
+    # parameter name: (control, property); combo boxes filled from catalogues keep their item's data
+    "PromptSource": ("promptSourceComboBox", "currentIndex"),
+    "PromptMode": ("promptModeComboBox", "currentIndex"),
+    "OrganSet": ("organSetComboBox", "currentData"),
+    "NumAug": ("numAugSliderWidget", "value"),
+    "Ratio": ("ratioSliderWidget", "value"),
+    "ClassesPath": ("classesPathLineEdit", "currentPath"),
+    "TemplateFolder": ("templatePathLineEdit", "currentPath"),
+    "Backbone": ("backboneComboBox", "currentData"),
+    "Checkpoint": ("checkpointPathLineEdit", "currentPath"),
+    "CheckpointSha256": ("checkpointSha256LineEdit", "text"),
+    "Precision": ("precisionComboBox", "currentIndex"),
+    "Window": ("windowLineEdit", "text"),
+    "Device": ("deviceComboBox", "currentIndex"),
+    "AlphaH": ("alphaHSliderWidget", "value"),
+    "ThresholdMode": ("thresholdModeComboBox", "currentIndex"),
+    "Localizer": ("localizerComboBox", "currentData"),
+    "LocalizerWeights": ("localizerWeightsPathLineEdit", "currentPath"),
+    "ShowEnsemble": ("showEnsembleCheckBox", "checked"),
+    "Show3D": ("show3DCheckBox", "checked"),
+    "HeatmapOpacity": ("heatmapOpacitySliderWidget", "value"),
+}
+"""Settings kept in the module's parameter node, so that they are saved with the scene."""
+SAVED_NODES = {"InputVolume": "inputVolumeSelector", "PromptSegmentation": "promptSegmentationSelector",
+               "PromptLabelMap": "promptLabelMapSelector", "OutputSegmentation": "outputSegmentationSelector"}
+"""Node choices kept as references of the parameter node (the input first: choosing it chooses the output)."""
+CONTROL_SIGNALS = {"value": "valueChanged(double)", "currentIndex": "currentIndexChanged(int)",
+                   "currentData": "currentIndexChanged(int)", "currentPath": "currentPathChanged(QString)",
+                   "checked": "toggled(bool)", "text": "textChanged(QString)"}
 
 
 #
@@ -99,7 +144,8 @@ class URSAM(ScriptedLoadableModule):
             "their mean probability is the ensemble, its binary entropy the uncertainty heatmap, and uncertain "
             "voxels are rectified by their intensity. The results are ordinary segments: correct them in the "
             "Segment Editor, guided by the heatmap and the 'next uncertain region' button. "
-            "See <a href='https://github.com/ursam/ursam#3d-slicer-module'>the documentation</a>.")
+            "Needs 3D Slicer 5.10 or later. "
+            "See <a href='https://github.com/ursam/ursam/blob/main/docs/slicer.md'>the documentation</a>.")
         self.parent.acknowledgementText = _(
             "URSAM implements UR-SAM: Y. Zhang, S. Hu, S. Ren, C. Jiang, Y. Cheng, Y. Qi, 'Enhancing the "
             "Reliability of Segment Anything Model for Auto-Prompting Medical Image Segmentation with "
@@ -139,6 +185,12 @@ class URSAMRequest:
     settings: Settings = field(default_factory=Settings)
     backbone: str = DEFAULT_BACKBONE
     checkpoint: str | None = None
+    checkpointSha256: str | None = None
+    """The SHA-256 the checkpoint must have (pins weights that no published digest vouches for)."""
+    precision: str = "float32"
+    """One of :data:`PRECISIONS`."""
+    window: str = ""
+    """CT window ``"LOW,HIGH"`` in HU; empty: the backbone's own."""
     device: str = "auto"
     outputSegmentation: object = None
     """An existing segmentation to write into; None creates "<volume> URSAM"."""
@@ -195,6 +247,9 @@ class URSAMOutputs:
     statistics: list[regions.OrganStatistics]
     regions: list[regions.UncertainRegion]
     missing: dict[str, str] = field(default_factory=dict)
+    written: dict[str, str] = field(default_factory=dict)
+    """Digests of URSAM's rectified segments as URSAM last wrote them (segment id → digest), to
+    notice the user's edits before they would be replaced."""
 
 
 #
@@ -228,18 +283,15 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         """The organs ``promptNode`` (or the template) can prompt, restricted to ``organSet`` (plus,
         greyed, the set's organs it lacks). Labels are stable: a segment's position + 1, the label
         value, or the template's label value."""
-        if promptSource == "template":
-            found = self._templateOrgans(templateFolder) if templateFolder else []
-        elif promptSource == "sceneTemplate":
-            found = self.sceneSupports(supports).organs if supports else []
-        elif promptNode is None:
-            found = []
-        elif promptSource == "segmentation":
-            found = self._segmentOrgans(promptNode)
-        elif promptSource == "labelmap":
-            found = self._labelMapOrgans(promptNode, classesPath)
-        else:
+        readers = {  # prompt source → its organs (none until its input is chosen)
+            "segmentation": lambda: self._segmentOrgans(promptNode) if promptNode is not None else [],
+            "labelmap": lambda: self._labelMapOrgans(promptNode, classesPath) if promptNode is not None else [],
+            "template": lambda: self._templateOrgans(templateFolder) if templateFolder else [],
+            "sceneTemplate": lambda: self.sceneSupports(supports).organs if supports else [],
+        }
+        if promptSource not in readers:
             raise URSAMError(f"Unknown prompt source {promptSource!r}.")
+        found = readers[promptSource]()
         seen = set()
         for organ in found:  # two prompts of one organ (e.g. 'liver' and 'Liver') get a segment each
             if organ.output.key in seen:
@@ -362,6 +414,10 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                     prompts.append(OrganPrompt(prompt.name, organ.label, prompt.boxes))
                 missing.update({name: "its prompt segment is empty" for name in absent})
         else:
+            if mrml.relative_transform(request.promptNode, request.inputVolume) is not None:
+                raise URSAMError(f"{request.promptNode.GetName()} and {request.inputVolume.GetName()} are under "
+                                 "different transforms; harden the transforms (Data module: right-click > Harden "
+                                 "transform) or put both under the same one, then run again.")
             labelImage = io.label_map_on_grid(mrml.image_from_volume_node(request.promptNode), image,
                                               request.promptNode.GetName())
             labels = io.axial_array(labelImage, np.uint16)[0]
@@ -386,20 +442,23 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                 raise URSAMError("Choose a template folder (made with 'ursam build-template'), or prompt with "
                                  "segments or a label map.")
             chosen = self._chosenOrgans(request, f"the template {Path(request.templateFolder).name} holds")
-            folder, temporary = request.templateFolder, False
+            folder, temporary, build = request.templateFolder, False, None
         else:
             self.sceneSupports(request.supports)  # no supports, or unusable ones: say so, not "no organ"
             chosen = self._chosenOrgans(request, "the supports have")
-            folder, temporary = self.buildSceneTemplate(request.supports, [o.source for o in chosen]), True
+            folder, build = self.buildSceneTemplate(request.supports, [o.source for o in chosen])
+            temporary = True
         localization = jobs.TemplateLocalization(folder, {o.source: o.output.name for o in chosen},
                                                  jobs.ImageGeometry.of(image), request.localizer,
-                                                 request.localizerWeights or None, temporary=temporary)
+                                                 request.localizerWeights or None, temporary=temporary,
+                                                 build=build if temporary else None)
         return localization, [o.output for o in chosen]
 
-    def buildSceneTemplate(self, supports, organKeys: list[str]) -> str:
-        """A template of ``organKeys`` (catalogue keys) built from labelled CTs in the scene, in a new
-        temporary folder (returned; the caller deletes it). Each support's CT and the label map of
-        its segments are written there and handed to URSAMLib's build_template."""
+    def buildSceneTemplate(self, supports, organKeys: list[str]) -> tuple[str, jobs.TemplateBuild]:
+        """What the job needs to build a template of ``organKeys`` (catalogue keys) from labelled CTs in
+        the scene: a new temporary folder (returned; the job deletes it) holding each support's CT and
+        the label map of its segments, exported here (reading the scene must happen on Slicer's main
+        thread), and the build to run on them in the job (resampling is the slow part)."""
         scene = self.sceneSupports(supports)
         classes = {o.label: o.source for o in scene.organs if o.source in organKeys}
         folder = Path(tempfile.mkdtemp(prefix="ursam-template-"))
@@ -410,17 +469,14 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             for index, ((volume, segmentation), segments) in enumerate(zip(supports, scene.segments)):
                 labelImage = mrml.label_image_from_segments(
                     segmentation, {segments[key]: label for label, key in classes.items()}, volume)
-                images.append(scans / f"support{index + 1}.nrrd")
-                labels.append(scans / f"support{index + 1}_labels.nrrd")
+                images.append(str(scans / f"support{index + 1}.nrrd"))
+                labels.append(str(scans / f"support{index + 1}_labels.nrrd"))
                 io.write_image(mrml.image_from_volume_node(volume), images[-1], compress=False)
                 io.write_image(labelImage, labels[-1], compress=False)
-            build_template([str(p) for p in images], [str(p) for p in labels], classes, folder,
-                           organs=list(classes.values()))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        shutil.rmtree(scans, ignore_errors=True)
-        return str(folder)
+        return str(folder), jobs.TemplateBuild(images, labels, classes)
 
     # -- running ------------------------------------------------------------------------
 
@@ -445,18 +501,53 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             localization = None
         warning = io.intensity_warning(hu, volume.GetName())
         job = jobs.Job(hu, prompts, settings, request.backbone, request.checkpoint or None, request.device,
-                       localization)
+                       localization, *self.modelChoice(request))
         return PreparedRun(request, job, frame, organs, missing, [warning] if warning else [])
+
+    @staticmethod
+    def modelChoice(request: URSAMRequest) -> tuple[str | None, str, tuple[float, float] | None]:
+        """The checked checkpoint pin, precision and window of a request (raises URSAMError), as
+        ``ursam segment`` checks --checkpoint, --checkpoint-sha256, --precision and --window."""
+        from URSAMLib.weights import parse_sha256
+
+        if request.backbone not in backboneCatalogue():
+            raise URSAMError(f"Unknown backbone {request.backbone!r}; choose one of: {', '.join(backboneCatalogue())}.")
+        if request.checkpoint and not Path(request.checkpoint).expanduser().is_file():
+            raise URSAMError(f"Checkpoint {request.checkpoint} does not exist; choose the weights file again.")
+        pin = parse_sha256(request.checkpointSha256) if request.checkpointSha256 else None
+        if request.precision not in PRECISIONS:
+            raise URSAMError(f"Unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+        window = None
+        if request.window.strip():
+            try:
+                low, high = (float(v) for v in request.window.split(","))
+            except ValueError:
+                raise URSAMError(f"CT window {request.window!r} is not two numbers LOW,HIGH in HU, e.g. -160,240; "
+                                 "leave it empty for the model's own window.") from None
+            if not low < high:
+                raise URSAMError(f"CT window {request.window!r}: LOW must be below HIGH.")
+            window = (low, high)
+        return pin, request.precision, window
 
     def start(self, prepared: PreparedRun):
         """Start computing a prepared run; returns the job to poll (``poll()``, ``cancel()``, ``result()``)."""
         if self.runInProcess:
             job = jobs.InProcessJob(prepared.job, self.backboneLoader)
         else:
-            job = jobs.BackgroundJob(prepared.job, self.python, self.workerArguments)
+            job = jobs.BackgroundJob(prepared.job, self.python, self.workerArguments, self.workerEnvironment())
         prepared.job = None  # the job owns the volume now; keeping it would double the memory
         job.start()
         return job
+
+    @staticmethod
+    def workerEnvironment() -> dict[str, str] | None:
+        """The environment Slicer started with (as slicer.util.launchConsoleProcess uses): PythonSlicer
+        sets up its own paths from it; Slicer's current environment has them set for the GUI already.
+        None (this process's environment) outside the application."""
+        try:
+            return dict(slicer.util.startupEnvironment())
+        except (AttributeError, TypeError):
+            return None
 
     def process(self, request: URSAMRequest) -> URSAMOutputs:
         """Segment synchronously (scripts and self-tests): prepare, compute, apply."""
@@ -493,16 +584,21 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         baseName = f"{volume.GetName()} URSAM"
         try:
             segmentation = request.outputSegmentation
+            if segmentation is not None and segmentation.GetScene() is not None and \
+                    not mrml.outputs_belong_to(segmentation, volume):
+                segmentation = mrml.outputs_of(scene, volume)  # another CT's outputs are never overwritten
             if segmentation is None or segmentation.GetScene() is None:
                 segmentation = new(mrml.new_segmentation(scene, baseName, volume))
             ensemble = segmentation.GetNodeReference(mrml.REFERENCE_ENSEMBLE)
             if ensemble is None:
                 ensemble = new(mrml.new_segmentation(scene, f"{baseName} ensemble", volume))
+                mrml.style_as_ensemble(ensemble)
                 mrml.set_segmentation_visible(ensemble, False)  # hidden until asked for
             uncertainty = segmentation.GetNodeReference(mrml.REFERENCE_UNCERTAINTY)
             rectifiedLabels = result.label_map("rectified")
             mrml.write_organ_segments(segmentation, frame.from_axial(rectifiedLabels), organs, volume, "rectified")
-            mrml.write_organ_segments(ensemble, frame.from_axial(result.label_map("ensemble")), organs, volume,
+            mrml.write_organ_segments(ensemble, frame.from_axial(result.label_map("ensemble")),
+                                      [replace(o, color=mrml.ensemble_color(o.color)) for o in organs], volume,
                                       "ensemble")
             if uncertainty is None:
                 uncertainty = new(mrml.write_uncertainty_volume(scene, None, f"{baseName} uncertainty",
@@ -510,6 +606,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             else:
                 mrml.write_uncertainty_volume(scene, uncertainty, "", frame.from_axial(result.uncertainty_map()),
                                               volume)
+            segmentation.SetNodeReferenceID(mrml.REFERENCE_INPUT, volume.GetID())
             segmentation.SetNodeReferenceID(mrml.REFERENCE_ENSEMBLE, ensemble.GetID())
             segmentation.SetNodeReferenceID(mrml.REFERENCE_UNCERTAINTY, uncertainty.GetID())
             for node in created:
@@ -518,9 +615,28 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             for node in created:
                 scene.RemoveNode(node)
             raise
-        return URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, organs,
-                            regions.organ_statistics(result, frame.spacing, rectifiedLabels),
-                            regions.uncertain_regions(result), {**prepared.missing, **(notFound or {})})
+        outputs = URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, organs,
+                               regions.organ_statistics(result, frame.spacing, rectifiedLabels),
+                               regions.uncertain_regions(result), {**prepared.missing, **(notFound or {})})
+        self._remember(outputs)
+        return outputs
+
+    @staticmethod
+    def _remember(outputs: URSAMOutputs) -> None:
+        ours = mrml.ursam_segments(outputs.segmentation, "rectified")
+        outputs.written = mrml.segment_digests(outputs.segmentation, ours.values(), outputs.inputVolume)
+
+    def editedOrgans(self, outputs: URSAMOutputs) -> list[str]:
+        """Names of URSAM's rectified segments the user changed (or deleted) since URSAM wrote them:
+        re-rectifying would replace those edits."""
+        now = mrml.segment_digests(outputs.segmentation, outputs.written, outputs.inputVolume)
+        segmentation = outputs.segmentation.GetSegmentation()
+        edited = []
+        for segmentId, digest in outputs.written.items():
+            if now[segmentId] != digest:
+                segment = segmentation.GetSegment(segmentId)
+                edited.append(segment.GetName() if segment is not None else segmentId)
+        return edited
 
     def rerectify(self, outputs: URSAMOutputs, **changes) -> None:
         """Re-run only the rectification (e.g. ``alpha_h=1.5``, ``method="fixed"``) and update URSAM's
@@ -531,14 +647,22 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                                   outputs.inputVolume, "rectified")
         outputs.statistics = regions.organ_statistics(outputs.result, outputs.frame.spacing, labels)
         outputs.regions = regions.uncertain_regions(outputs.result)
+        self._remember(outputs)
 
     # -- viewing ------------------------------------------------------------------------
 
-    def showResults(self, outputs: URSAMOutputs, heatmapOpacity: float, showEnsemble: bool) -> None:
-        """CT in the background, heatmap in the foreground of every slice view; ensemble as asked."""
+    def showResults(self, outputs: URSAMOutputs, heatmapOpacity: float, showEnsemble: bool,
+                    show3D: bool = False) -> None:
+        """CT in the background, heatmap in the foreground of every slice view; ensemble and 3D
+        surfaces as asked."""
         scene = outputs.inputVolume.GetScene()
         mrml.show_overlay(scene, outputs.inputVolume, outputs.uncertainty, heatmapOpacity)
         mrml.set_segmentation_visible(outputs.ensemble, showEnsemble)
+        self.setShow3D(outputs, show3D)
+
+    def setShow3D(self, outputs: URSAMOutputs, visible: bool) -> None:
+        """URSAM's segments as surfaces in the 3D views (built on first use: that takes a moment)."""
+        mrml.show_surfaces(outputs.segmentation, visible)
 
     def setHeatmapOpacity(self, outputs: URSAMOutputs, opacity: float) -> None:
         mrml.set_overlay_opacity(outputs.inputVolume.GetScene(), outputs.uncertainty, opacity)
@@ -557,6 +681,23 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
 # URSAMWidget
 #
 
+def reportErrors(slot):
+    """A widget slot whose errors reach the user: a user mistake as one dialog line, anything else as
+    an error dialog with the details (Qt would only print the traceback to the Python console)."""
+
+    @functools.wraps(slot)
+    def guarded(self, *args, **kwargs):
+        try:
+            return slot(self, *args, **kwargs)
+        except URSAMError as error:
+            self.ui.statusLabel.text = str(error)
+            slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
+        except Exception:
+            self.showBug(_("URSAM failed unexpectedly."))
+
+    return guarded
+
+
 class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Glue between the .ui and :class:`URSAMLogic`."""
 
@@ -571,6 +712,10 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.started = 0.0
         self.timer = None
         self._promptOrgans: list[PromptOrgan] = []
+        self._observedPrompt = None
+        """The prompt segmentation whose segments the Organs list follows."""
+        self._promptSignature = None
+        self._shownLog = ""
         self.supports: list[tuple[object, object]] = []
         """The (CT volume, segmentation) pairs added as supports of a template built from the scene."""
 
@@ -590,11 +735,17 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.backboneComboBox.setCurrentIndex(self.ui.backboneComboBox.findData(DEFAULT_BACKBONE))
         for name in LOCALIZERS:
             self.ui.localizerComboBox.addItem(LOCALIZER_TITLES.get(name, name), name)
+        # the margin the code applies, whatever the .ui was written with
+        margin = "/".join(f"{value:g}" for value in DEFAULT_BOX_MARGIN.zyx)
+        unit = _("mm") if DEFAULT_BOX_MARGIN.unit == "mm" else _("voxel")
+        self.ui.promptModeComboBox.setItemText(PROMPT_MODES.index("box3d"), _("3-D box (+{margin} {unit} margin)")
+                                               .format(margin=margin, unit=unit))
 
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self.onPollJob)
 
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
         self.ui.promptSourceComboBox.connect("currentIndexChanged(int)", self.onPromptChanged)
         self.ui.promptSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPromptChanged)
         self.ui.promptLabelMapSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPromptChanged)
@@ -607,22 +758,102 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.alphaHSliderWidget.connect("valueChanged(double)", self.onRectificationChanged)
         self.ui.thresholdModeComboBox.connect("currentIndexChanged(int)", self.onRectificationChanged)
         self.ui.showEnsembleCheckBox.connect("toggled(bool)", self.onShowEnsemble)
+        self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3D)
         self.ui.heatmapOpacitySliderWidget.connect("valueChanged(double)", self.onHeatmapOpacity)
         self.ui.nextRegionButton.connect("clicked(bool)", self.onNextRegion)
         self.ui.previousRegionButton.connect("clicked(bool)", self.onPreviousRegion)
         self.ui.organTableWidget.connect("cellClicked(int,int)", self.onOrganClicked)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        for name, (control, prop) in SAVED_CONTROLS.items():
+            getattr(self.ui, control).connect(CONTROL_SIGNALS[prop], self.saveParameters)
+        for control in SAVED_NODES.values():
+            getattr(self.ui, control).connect("currentNodeChanged(vtkMRMLNode*)", self.saveParameters)
 
+        self.onInputVolumeChanged()
         self.onPromptChanged()
         self.updateOutputs()
+        self.restoreParameters()
+        unsupported = dependencies.unsupported_slicer((slicer.app.majorVersion, slicer.app.minorVersion))
+        if unsupported:  # said at once, not after a failed installation that seems to blame the network
+            self.ui.applyButton.setEnabled(False)
+            self.ui.statusLabel.text = unsupported
+            logging.error(unsupported)
+
+    RELOADED_PACKAGES = ("URSAMLib", "URSAMSlicerLib")
+
+    def onReload(self):
+        """Developer mode's Reload: URSAM.py is reloaded by Slicer; forget URSAMLib and URSAMSlicerLib
+        too, so that the reloaded module imports their edited code rather than the copies in memory."""
+        for name in [n for n in sys.modules if n.split(".")[0] in self.RELOADED_PACKAGES]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self):
         self.removeObservers()
+        self._observedPrompt = None
         if self.job is not None:
             self.job.cancel()
             self.job = None
         if self.timer is not None:
             self.timer.stop()
+
+    # -- the parameter node: settings saved with the scene --------------------------------
+
+    def restoreParameters(self) -> None:
+        """Show the settings of the scene's parameter node (saved with the scene); a new node takes
+        the controls' current settings."""
+        node = self.logic.getParameterNode()
+        if not node.GetParameterNames():
+            self.saveParameters()
+            return
+        self._restoring = True
+        try:
+            for name, (control, prop) in SAVED_CONTROLS.items():
+                text = node.GetParameter(name)
+                if text:
+                    self._setControl(getattr(self.ui, control), prop, text)
+            for name, control in SAVED_NODES.items():
+                if node.GetNodeReferenceID(name) or name != "InputVolume":
+                    getattr(self.ui, control).setCurrentNode(node.GetNodeReference(name))
+        finally:
+            self._restoring = False
+        self.saveParameters()
+
+    @staticmethod
+    def _setControl(widget, prop: str, text: str) -> None:
+        if prop == "value":
+            widget.value = float(text)
+        elif prop == "currentIndex":
+            widget.currentIndex = int(text)
+        elif prop == "currentData":
+            index = widget.findData(text)
+            if index >= 0:
+                widget.currentIndex = index
+        elif prop == "checked":
+            widget.checked = text == "true"
+        elif prop == "text":
+            widget.text = text
+        else:
+            widget.currentPath = text
+
+    def saveParameters(self, *args) -> None:
+        """Keep what the controls show in the parameter node."""
+        if getattr(self, "_restoring", False) or self.logic is None or slicer.mrmlScene is None:
+            return
+        node = self.logic.getParameterNode()
+        wasModified = node.StartModify()
+        for name, (control, prop) in SAVED_CONTROLS.items():
+            value = getattr(getattr(self.ui, control), prop)
+            node.SetParameter(name, ("true" if value else "false") if prop == "checked" else str(value or ""))
+        for name, control in SAVED_NODES.items():
+            chosen = getattr(self.ui, control).currentNode()
+            node.SetNodeReferenceID(name, chosen.GetID() if chosen is not None else None)
+        node.EndModify(wasModified)
+
+    def onSceneEndImport(self, caller=None, event=None):
+        """A scene was loaded: show its saved settings."""
+        self.restoreParameters()
 
     def onSceneEndClose(self, caller=None, event=None):
         if self.job is not None:
@@ -678,27 +909,59 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             settings=self.settingsFromGUI(),
             backbone=self.ui.backboneComboBox.currentData,
             checkpoint=self.ui.checkpointPathLineEdit.currentPath or None,
+            checkpointSha256=self.ui.checkpointSha256LineEdit.text.strip() or None,
+            precision=PRECISIONS[self.ui.precisionComboBox.currentIndex],
+            window=self.ui.windowLineEdit.text,
             device=DEVICES[self.ui.deviceComboBox.currentIndex],
             outputSegmentation=self.ui.outputSegmentationSelector.currentNode())
 
     # -- prompts ------------------------------------------------------------------------
 
+    @reportErrors
+    def onInputVolumeChanged(self, volume=None):
+        """Another CT: write into its own URSAM outputs (or new ones), never into the previous CT's."""
+        volume = self.ui.inputVolumeSelector.currentNode()
+        self.ui.outputSegmentationSelector.setCurrentNode(
+            mrml.outputs_of(slicer.mrmlScene, volume) if volume is not None else None)
+
+    PROMPT_SEGMENT_EVENTS = ("SegmentAdded", "SegmentRemoved", "SegmentModified")
+
+    def observePrompt(self, node) -> None:
+        """Follow the segments of the chosen prompt segmentation: adding, removing or renaming one
+        updates the Organs list."""
+        if node is self._observedPrompt:
+            return
+        for event in self.PROMPT_SEGMENT_EVENTS:
+            if self._observedPrompt is not None:
+                self.removeObserver(self._observedPrompt, getattr(slicer.vtkSegmentation, event),
+                                    self.onPromptSegmentsChanged)
+            if node is not None:
+                self.addObserver(node, getattr(slicer.vtkSegmentation, event), self.onPromptSegmentsChanged)
+        self._observedPrompt = node
+
+    def _segmentSignature(self, node):
+        if node is None or node.GetScene() is None:
+            return None
+        return tuple((segmentId, name, mrml.segment_terminology(node, segmentId))
+                     for segmentId, name in mrml.prompt_segments(node))
+
+    @reportErrors
+    def onPromptSegmentsChanged(self, caller=None, event=None):
+        # SegmentModified also fires for every brush stroke: rebuild only when names or terminology changed
+        if self._segmentSignature(self._observedPrompt) != self._promptSignature:
+            self.onPromptChanged()
+
+    @reportErrors
     def onPromptChanged(self, *args):
         source = self.promptSource()
-        for name, visible in (("promptSegmentation", source == "segmentation"),
-                              ("promptLabelMap", source == "labelmap"), ("classes", source == "labelmap"),
-                              ("template", source == "template"), ("supportVolume", source == "sceneTemplate"),
-                              ("supportSegmentation", source == "sceneTemplate"),
-                              ("supports", source == "sceneTemplate")):
-            getattr(self.ui, f"{name}Label").setVisible(visible)
-        self.ui.promptSegmentationSelector.setVisible(source == "segmentation")
-        self.ui.promptLabelMapSelector.setVisible(source == "labelmap")
-        self.ui.classesPathLineEdit.setVisible(source == "labelmap")
-        self.ui.templatePathLineEdit.setVisible(source == "template")
-        for widget in (self.ui.supportVolumeSelector, self.ui.supportSegmentationSelector, self.ui.supportsListWidget,
-                       self.ui.addSupportButton, self.ui.clearSupportsButton):
-            widget.setVisible(source == "sceneTemplate")
-        self.ui.templateNoteLabel.setVisible(source in TEMPLATE_SOURCES)
+        node = self.promptNode() if source == "segmentation" else None
+        self.observePrompt(node)
+        self._promptSignature = self._segmentSignature(node)
+        ticked = set(self.checkedOrganLabels())  # organs the user unticked stay unticked (by organ, not row)
+        unticked = {organ.output.key for organ in self._promptOrgans if organ.inPrompt and organ.label not in ticked}
+        shown = set(SOURCE_CONTROLS[source])
+        for name in sorted(set().union(*SOURCE_CONTROLS.values())):
+            getattr(self.ui, name).setVisible(name in shown)
         self.ui.promptModeComboBox.setEnabled(source not in TEMPLATE_SOURCES)
         try:
             self._promptOrgans = self.logic.promptOrgans(source, self.promptNode(),
@@ -715,12 +978,13 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             item = qt.QListWidgetItem(text)
             if organ.inPrompt:
                 item.setFlags(qt.Qt.ItemIsUserCheckable | qt.Qt.ItemIsEnabled)
-                item.setCheckState(qt.Qt.Checked)
+                item.setCheckState(qt.Qt.Unchecked if organ.output.key in unticked else qt.Qt.Checked)
                 item.setData(qt.Qt.UserRole, organ.label)
             else:
                 item.setFlags(qt.Qt.NoItemFlags)
             self.ui.organsListWidget.addItem(item)
 
+    @reportErrors
     def onAddSupport(self, *args):
         """Add the chosen (CT volume, segmentation) pair to the supports of the scene template."""
         volume = self.ui.supportVolumeSelector.currentNode()
@@ -734,6 +998,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 _("{volume}: {segmentation}").format(volume=volume.GetName(), segmentation=segmentation.GetName())))
         self.onPromptChanged()
 
+    @reportErrors
     def onClearSupports(self, *args):
         self.supports = []
         self.ui.supportsListWidget.clear()
@@ -747,19 +1012,45 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onPollJob()
             return
         try:
-            self.logic.ensureDependencies()
-            self.prepared = self.logic.prepare(self.requestFromGUI())
-            self.started = time.monotonic()
-            self.job = self.logic.start(self.prepared)
+            with slicer.util.WaitCursor():
+                self.prepared = self.prepareAndInstall(self.requestFromGUI())
+                self.started = time.monotonic()
+                self.job = self.logic.start(self.prepared)
         except URSAMError as error:
             self.prepared = None
             slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
+            return
+        except Exception:
+            self.prepared = self.job = None
+            self.showBug(_("Starting the segmentation failed."))
             return
         self.setRunning(True)
         self.timer.start()
         for warning in self.prepared.warnings:  # shown while the job already runs; Cancel stays available
             slicer.util.warningDisplay(warning, windowTitle=_("URSAM"))
         self.onPollJob()
+
+    def prepareAndInstall(self, request: URSAMRequest) -> PreparedRun:
+        """Check the inputs, then install what is missing: a user mistake is reported before a long
+        installation, not after it."""
+        try:
+            prepared = self.logic.prepare(request)
+        except ImportError:  # checking needed a package that is not installed yet: install, then check
+            prepared = None
+        self.ui.statusLabel.text = _("Checking URSAM's Python packages...")
+        self.logic.ensureDependencies()
+        return prepared if prepared is not None else self.logic.prepare(request)
+
+    def showBug(self, message: str, log: str = "") -> None:
+        """An unexpected error (a bug, not a user mistake): a dialog with the traceback and the
+        worker's log as details, for a bug report, and the same in Slicer's log."""
+        details = traceback.format_exc()
+        if log:
+            details += "\n--- worker log ---\n" + log
+        logging.error(f"{message}\n{details}")
+        self.ui.statusLabel.text = message
+        slicer.util.errorDisplay(message + " " + _("Click 'Show Details' for what to include in a bug report."),
+                                 windowTitle=_("URSAM"), detailedText=details)
 
     def setRunning(self, running: bool) -> None:
         self.ui.applyButton.text = _("Cancel") if running else _("Auto-segment organs")
@@ -771,9 +1062,23 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Starting...")
 
     def onPollJob(self):
+        """Timer slot: show the job's progress and, once it has finished, its outcome. An unexpected
+        error ends the job and is shown with the details and the worker's log."""
         if self.job is None:
             return
+        try:
+            self.pollJob()
+        except Exception:
+            job, self.job, self.prepared = self.job, None, None
+            self.timer.stop()
+            if job is not None:
+                job.cancel()
+            self.setRunning(False)
+            self.showBug(_("The segmentation failed."), job.log() if job is not None else "")
+
+    def pollJob(self) -> None:
         status = self.job.poll()
+        self.showLog(self.job.log())
         self.ui.progressBar.value = int(round(100 * status.fraction))
         self.ui.statusLabel.text = status.message
         if not status.finished:
@@ -789,6 +1094,8 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if status.state == "failed":
             self.ui.statusLabel.text = _("Failed: {error}").format(error=status.error)
             details = {"detailedText": status.details} if status.details else {}  # a bug: its log, for support
+            if status.details:
+                logging.error(f"URSAM: {status.error}\n{status.details}")
             slicer.util.errorDisplay(status.error, windowTitle=_("URSAM"), **details)
             return
         try:
@@ -797,13 +1104,14 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
             return
         except Exception:
-            logging.error(traceback.format_exc())
-            slicer.util.errorDisplay(_("Writing the results into the scene failed."), windowTitle=_("URSAM"),
-                                     detailedText=traceback.format_exc())
+            self.showBug(_("Writing the results into the scene failed."))
             return
+        for warning in getattr(job, "warnings", []):  # e.g. weights that nothing vouches for
+            logging.warning(warning)
+            slicer.util.warningDisplay(warning, windowTitle=_("URSAM"))
         self.ui.outputSegmentationSelector.setCurrentNode(self.outputs.segmentation)
         self.logic.showResults(self.outputs, self.ui.heatmapOpacitySliderWidget.value,
-                               self.ui.showEnsembleCheckBox.checked)
+                               self.ui.showEnsembleCheckBox.checked, self.ui.show3DCheckBox.checked)
         missing = "; ".join(f"{name}: {reason}" for name, reason in self.outputs.missing.items())
         count = len(self.outputs.organs)
         self.ui.statusLabel.text = _("Segmented {count} {organs} in {seconds:.0f} s.").format(
@@ -815,11 +1123,21 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- outputs ------------------------------------------------------------------------
 
+    @reportErrors
     def onRectificationChanged(self, *args):
         """α_h or the threshold mode changed: re-rectify the last result (no SAM recomputation)."""
         if self.outputs is None or self.job is not None:
             return
         settings = self.settingsFromGUI()
+        edited = self.logic.editedOrgans(self.outputs)
+        if edited and not slicer.util.confirmOkCancelDisplay(
+                _("You edited {organs} since URSAM wrote them. Re-rectifying replaces these segments with the new "
+                  "rectification, and your edits are lost. Continue? (To keep an edit, copy the segment first: "
+                  "URSAM never touches segments it did not make.)").format(organs=", ".join(edited)),
+                windowTitle=_("URSAM")):
+            self.ui.statusLabel.text = _("Rectification not updated: your edits to {organs} were kept.").format(
+                organs=", ".join(edited))
+            return
         try:
             self.logic.rerectify(self.outputs, alpha_h=settings.alpha_h, method=settings.method)
         except URSAMError as error:
@@ -830,17 +1148,33 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Rectification updated (α_h = {alpha:.2f}, {mode}).").format(
             alpha=settings.alpha_h, mode=self.ui.thresholdModeComboBox.currentText)
 
+    @reportErrors
     def onShowEnsemble(self, visible):
         if self.outputs is not None:
             self.logic.setEnsembleVisible(self.outputs, bool(visible))
 
+    @reportErrors
+    def onShow3D(self, visible):
+        if self.outputs is not None:
+            with slicer.util.WaitCursor():
+                self.logic.setShow3D(self.outputs, bool(visible))
+
+    def showLog(self, text: str) -> None:
+        """Put the worker's output in the log panel (only when it changed: the timer polls often)."""
+        if text != self._shownLog:
+            self._shownLog = text
+            self.ui.logTextEdit.setPlainText(text)
+
+    @reportErrors
     def onHeatmapOpacity(self, opacity):
         if self.outputs is not None:
             self.logic.setHeatmapOpacity(self.outputs, float(opacity))
 
+    @reportErrors
     def onNextRegion(self, *args):
         self.stepRegion(+1)
 
+    @reportErrors
     def onPreviousRegion(self, *args):
         self.stepRegion(-1)
 
@@ -857,6 +1191,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Uncertain region {index} of {count}: {organ}, {voxels} voxels.").format(
             index=self.regionIndex + 1, count=count, organ=region.organ, voxels=region.voxels)
 
+    @reportErrors
     def onOrganClicked(self, row, column=0):
         if self.outputs is None or not 0 <= row < len(self.outputs.statistics):
             return
@@ -900,6 +1235,8 @@ class URSAMTest(ScriptedLoadableModuleTest):
         self.test_background_process_and_cancel()
         self.setUp()
         self.test_template_from_a_labelled_ct_in_the_scene()
+        self.setUp()
+        self.test_a_prompt_past_the_ct_and_a_second_ct_under_a_transform()
         self.setUp()
         self.test_litemedsam_on_a_small_volume()
 
@@ -1013,6 +1350,10 @@ class URSAMTest(ScriptedLoadableModuleTest):
         job.cancel()
         self.assertEqual(job.poll().state, "cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        # PythonSlicer is a launcher: the interpreter it started must be gone too (zombies aside)
+        from URSAMSlicerLib.processes import tree_alive
+
+        self.assertFalse(tree_alive(job._process, wait=5.0))
         self.delayDisplay("Test passed")
 
     def test_template_from_a_labelled_ct_in_the_scene(self):
@@ -1035,6 +1376,45 @@ class URSAMTest(ScriptedLoadableModuleTest):
         with self.assertRaises(URSAMError):
             logic.process(replace(request, supports=[]))
         self.delayDisplay(f"Test passed (Dice {dice:.3f})")
+
+    def test_a_prompt_past_the_ct_and_a_second_ct_under_a_transform(self):
+        self.delayDisplay("URSAM: a prompt longer than the CT; a second, moved CT gets its own outputs")
+        volume, hu = self._volume()
+        organ = hu > 0
+        longer = np.zeros((hu.shape[0] + 6, *hu.shape[1:]), bool)  # drawn on a series 3 slices longer each way
+        longer[:, organ.any(axis=0)] = True
+        ijkToRas = mrml.ijk_to_ras(volume)
+        ijkToRas[:3, 3] -= 3 * ijkToRas[:3, 2]
+        prompts = mrml.new_segmentation(slicer.mrmlScene, "URSAM test long prompts", volume)
+        prompts.GetSegmentation().AddEmptySegment("prompt", "Liver")
+        image, extent = mrml._mask_image(longer, ijkToRas)
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        logic.SetBinaryLabelmapToSegment(image, prompts, "prompt", logic.MODE_REPLACE, extent)
+        ursam = self._logic()
+        first = ursam.process(URSAMRequest(volume, promptNode=prompts, settings=Settings(num_aug=3, ratio=0.0)))
+        self.assertEqual(sorted(first.result.organs[0].boxes), list(range(hu.shape[0])))
+        firstMask = mrml.segment_mask(first.segmentation, first.segmentation.GetSegmentation().GetNthSegmentID(0),
+                                      volume)
+        # a second CT, moved 20 mm by a transform, with its prompts drawn where they show on it
+        second, _ = self._volume("URSAM test CT 2")
+        shift = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        matrix = vtk.vtkMatrix4x4()
+        matrix.SetElement(0, 3, 20.0)
+        shift.SetMatrixTransformToParent(matrix)
+        second.SetAndObserveTransformNodeID(shift.GetID())
+        secondPrompts = self._promptSegmentation(second, organ)
+        secondPrompts.SetAndObserveTransformNodeID(shift.GetID())
+        again = ursam.process(URSAMRequest(second, promptNode=secondPrompts, outputSegmentation=first.segmentation,
+                                           settings=Settings(num_aug=3, ratio=0.0)))
+        self.assertIsNot(again.segmentation, first.segmentation)  # CT 1's outputs are not CT 2's
+        self.assertEqual(again.segmentation.GetTransformNodeID(), shift.GetID())
+        self.assertTrue(np.array_equal(
+            mrml.segment_mask(again.segmentation, again.segmentation.GetSegmentation().GetNthSegmentID(0), second),
+            organ))
+        self.assertTrue(np.array_equal(
+            mrml.segment_mask(first.segmentation, first.segmentation.GetSegmentation().GetNthSegmentID(0), volume),
+            firstMask))
+        self.delayDisplay("Test passed")
 
     def test_litemedsam_on_a_small_volume(self):
         self.delayDisplay("URSAM: LiteMedSAM on a 6-slice synthetic CT")

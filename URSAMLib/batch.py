@@ -37,6 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from . import dicom_out
 from .errors import URSAMError
 
 if TYPE_CHECKING:  # job imports the pipeline; `ursam --help` should not
@@ -110,16 +111,14 @@ def add_parser(commands, segment_parser: argparse.ArgumentParser) -> argparse.Ar
 
 def run_from_args(args: argparse.Namespace) -> int:
     """``ursam batch``'s handler: 0 when every case is complete, 1 when some failed."""
-    from .job import SegmentJob
+    from .job import SegmentJob, check_prompt_source
     from .pipeline import Settings
 
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
     template = SegmentJob(ct="", output="", settings=settings, **{
         f.name: getattr(args, f.name) for f in fields(SegmentJob)
         if hasattr(args, f.name) and f.name not in _PER_CASE | {"settings"}})
-    if bool(args.prompt_labels_pattern) == bool(template.template):
-        raise URSAMError("Give exactly one prompt source: --prompt-labels-pattern GLOB (with --classes) or "
-                         "--template TEMPLATE_DIR (automatic localization).")
+    check_prompt_source(template, labels_given=bool(args.prompt_labels_pattern))
     outcomes = run_batch(args.input_dir, args.output, template, ct_pattern=args.ct_pattern,
                          labels_pattern=args.prompt_labels_pattern, reference_pattern=args.reference_pattern,
                          threads=args.threads, scheduler=args.dask_scheduler)
@@ -270,7 +269,7 @@ def _check_inputs(template: SegmentJob, label_prompts: bool) -> None:
         if not template.classes:
             raise URSAMError("--prompt-labels-pattern needs --classes CLASSES.json (label value → organ name).")
         io.read_classes(template.classes)
-    if template.template:
+    if template.template or template.region:
         from .job import _template_organs
 
         _template_organs(template)
@@ -313,6 +312,8 @@ def run_batch(input_dir: str | os.PathLike, output: str | os.PathLike, template:
     for case in cases:
         job = _case_job(template, case, outdir)
         summary = completed_summary(outdir / case.name)
+        if summary is not None and not set(dicom_out.filenames(job.dicom_out)) <= set(summary.get("outputs", [])):
+            summary = None  # complete, but without DICOM objects this run asks for: redo it
         if summary is not None:
             _check_previous(summary, job, outdir / case.name)
             outcomes[case.name] = CaseOutcome(case.name, "skipped", summary.get("timings_s", {}).get("all_s", 0.0),

@@ -87,16 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     source = seg.add_argument_group("prompt source (exactly one)")
     source.add_argument("--prompt-labels", metavar="LABELS",
                         help="label map on the CT's grid from which the box prompts are made (needs --classes)")
+    source.add_argument("--region", metavar="REGION",
+                        help="automatic prompts from a built-in template: head-and-neck or abdomen "
+                        "('ursam templates' lists them); nothing else is needed")
     source.add_argument("--template", metavar="TEMPLATE_DIR",
-                        help="automatic prompts: localize organs with a template ('ursam build-template')")
+                        help="automatic prompts: localize organs with your own template ('ursam build-template')")
     seg.add_argument("--classes", metavar="CLASSES.json",
                      help='label value → organ name, e.g. {"1": "spleen"}')
-    seg.add_argument("--localizer", default="registration",
-                     help="how --template localizes organs: registration (default, no training) or medlam "
-                     "(the paper's learned landmark model; train it with 'ursam train-localizer')")
+    seg.add_argument("--localizer",
+                     help="how --region/--template localize organs: registration (no training), medlam (the "
+                     "paper's learned landmark model, trained weights ship with URSAM) or auto (registration "
+                     "where its supports agree, else medlam). Default: the region's choice ('ursam templates'), "
+                     "registration for --template")
     seg.add_argument("--localizer-weights", metavar="WEIGHTS",
-                     help="weights of a learned localizer (medlam default: $URSAM_CACHE/medlam.pth or "
-                     "~/.cache/ursam/medlam.pth)")
+                     help="your own weights for medlam/auto ('ursam train-localizer'; default: the shipped ones)")
     seg.add_argument("--reference", metavar="LABELS",
                      help="label map to score the result against (DSC in summary.json; same label values)")
     seg.add_argument("--box-margin", type=_margin, default=DEFAULT_BOX_MARGIN, metavar="Z,Y,X[mm]",
@@ -133,12 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speed_options(seg)
     seg.add_argument("--overwrite", action="store_true",
                      help="replace URSAM's files in an existing output folder")
+    seg.add_argument("--dicom-out", type=_dicom_out, default=(), metavar="KINDS",
+                     help="for a DICOM series: also write DICOM objects, any of seg (DICOM SEG of the rectified "
+                     "organs), seg-ensemble, rtstruct (RT Structure Set), uncertainty (Parametric Map), "
+                     "e.g. seg,rtstruct,uncertainty")
     seg.add_argument("--quiet", action="store_true", help="no progress bar or table")
     seg.set_defaults(handler=_run_segment)
     add_batch_parser(commands, seg)  # `ursam batch`: segment's options, for every CT of a folder
 
     listing = commands.add_parser("backbones", help="list the available models")
     listing.set_defaults(handler=_run_backbones)
+
+    regions = commands.add_parser("templates", help="list the built-in templates (--region)")
+    regions.set_defaults(handler=_run_templates)
 
     download = commands.add_parser("download-weights", help="download and verify a model's weights")
     download.add_argument("backbone", help="e.g. sam-vit-b")
@@ -357,6 +368,15 @@ def _margin(text: str):
         raise argparse.ArgumentTypeError("give z,y,x in mm (e.g. 5,10,10mm) or whole voxels (e.g. 2,10,10)") from None
 
 
+def _dicom_out(text: str) -> tuple[str, ...]:
+    from .dicom_out import parse_kinds
+
+    try:
+        return parse_kinds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _window(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
@@ -426,6 +446,16 @@ def _run_backbones(args) -> int:
     for name, entry in catalogue().items():
         marker = " (default)" if name == DEFAULT_BACKBONE else ""
         print(f"{name}{marker}: {entry['title']} — {entry['description']}")
+    return 0
+
+
+def _run_templates(args) -> int:
+    from .builtin import describe
+
+    for entry in describe():
+        print(f"{entry['region']}: {entry['title']}; {len(entry['organs'])} organs, {entry['supports']} support "
+              f"scan{'s' if entry['supports'] > 1 else ''}, localizer {entry['localizer']}\n"
+              f"  organs: {', '.join(entry['organs'])}\n  from: {entry['provenance']}")
     return 0
 
 

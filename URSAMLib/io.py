@@ -174,8 +174,71 @@ def _dicom_series_header(folder: Path) -> ImageHeader:
     except RuntimeError as error:
         raise URSAMError(f"Could not read the DICOM series in {folder} ({_itk_reason(error)}).") from None
     columns, rows = reader.GetSize()[:2]
+    check_slice_geometry(folder, files)
     return ImageHeader(folder, 3, (columns, rows, len(files)), tuple(reader.GetSpacing()),
                        reader.GetNumberOfComponents(), reader.GetPixelID(), "DICOM", files)
+
+
+SLICE_TOLERANCE = 0.01
+"""How far a DICOM slice may lie from the regular grid, as a fraction of the voxel's size there.
+
+ITK stacks a series' slices on a regular grid: the first slice's orientation and the mean slice
+spacing. A missing slice, uneven spacing or a gantry tilt would then move every voxel off its
+slice, silently (ITK only prints a warning), and every result with it."""
+
+_REGULARIZE = ("resample it onto a regular grid first (e.g. load it in 3D Slicer with DICOM acquisition geometry "
+               "regularization turned on and save it as NRRD)")
+
+
+def check_slice_geometry(folder: Path, files: tuple[str, ...]) -> None:
+    """Refuse a DICOM series whose slices, in ``files`` order, do not lie on one regular grid.
+
+    Reads each file's header (image position and orientation, no voxels) and raises
+    :class:`URSAMError` for slices of different orientations, two slices at one position, a
+    missing slice, uneven spacing, or a gantry tilt (slices shifted within their plane).
+    """
+    if len(files) < 2:
+        return
+    positions, directions, pixel = [], [], None
+    for file in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(file)
+        reader.SetImageIO("GDCMImageIO")
+        try:
+            with _native_stderr_captured():
+                reader.ReadImageInformation()
+        except RuntimeError as error:
+            raise URSAMError(f"Could not read {file} of the DICOM series in {folder} ({_itk_reason(error)}).") from None
+        positions.append(reader.GetOrigin()[:3])
+        directions.append(reader.GetDirection())
+        pixel = pixel or min(reader.GetSpacing()[:2])
+    if not np.allclose(directions, directions[0], atol=1e-4):
+        raise URSAMError(f"The slices of the DICOM series in {folder} have different orientations; give a series of "
+                         f"parallel slices, or {_REGULARIZE}.")
+    normal = np.array(directions[0], dtype=float).reshape(3, 3)[:, 2]
+    offsets = np.array(positions, dtype=float) - positions[0]
+    along = offsets @ normal
+    within = np.linalg.norm(offsets - along[:, None] * normal, axis=1)
+    steps = np.abs(np.diff(along))
+    typical = float(np.median(steps))
+    if steps.min() <= SLICE_TOLERANCE * max(typical, pixel):
+        raise URSAMError(f"The DICOM series in {folder} holds two slices at one position ({len(files)} files): it "
+                         "mixes acquisitions or repeats files; put one series' slices, each once, in the folder.")
+    if within.max() > SLICE_TOLERANCE * pixel:
+        angle = math.degrees(math.atan2(within[-1], abs(along[-1])))
+        raise URSAMError(f"The DICOM series in {folder} was acquired with a gantry tilt (about {angle:.1f} degrees): "
+                         "its slices are shifted within their plane, which a regular volume cannot hold without "
+                         f"moving them; {_REGULARIZE}.")
+    if np.abs(steps - typical).max() > SLICE_TOLERANCE * typical:
+        widest = int(np.argmax(steps))
+        ratio = steps[widest] / typical
+        if ratio > 1.5 and abs(ratio - round(ratio)) <= SLICE_TOLERANCE * round(ratio):
+            missing = "a slice" if round(ratio) == 2 else f"{round(ratio) - 1} slices"
+            raise URSAMError(f"The DICOM series in {folder} misses {missing}: its slices are "
+                             f"{typical:.3g} mm apart, but {steps[widest]:.3g} mm after {Path(files[widest]).name}. "
+                             "Give the complete series (every file of it).")
+        raise URSAMError(f"The DICOM series in {folder} has unevenly spaced slices ({steps.min():.3g} to "
+                         f"{steps.max():.3g} mm apart); {_REGULARIZE}.")
 
 
 def _unreadable(path: Path, found: str | None, reason: str) -> URSAMError:

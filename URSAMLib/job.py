@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import io, metrics, outputs
+from . import dicom_out, io, metrics, outputs
 from .embedding_cache import EmbeddingCache
 from .errors import URSAMError
 from .pipeline import Settings
@@ -44,7 +44,10 @@ class SegmentJob:
     prompt_labels: str | None = None
     classes: str | None = None
     template: str | None = None
-    localizer: str = "registration"
+    region: str | None = None
+    """A built-in template (``ursam templates``), instead of ``template``."""
+    localizer: str | None = None
+    """None: the built-in region's localizer, or registration for a template folder."""
     localizer_weights: str | None = None
     reference: str | None = None
     prompt_mode: str = "slice"
@@ -60,6 +63,8 @@ class SegmentJob:
     runtime: str = "auto"
     embedding_cache: bool = True
     overwrite: bool = False
+    dicom_out: tuple[str, ...] = ()
+    """DICOM objects to write too (:data:`URSAMLib.dicom_out.OUTPUTS` kinds); needs a DICOM series input."""
     settings: Settings = field(default_factory=Settings)
 
 
@@ -115,29 +120,49 @@ def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
                       labels, "dice_vs_prompt_labels")
 
 
-def _prompts_from_template(job: SegmentJob, template, organs, ct_image, frame, progress) -> _Prompting:
+@dataclass
+class _TemplateChoice:
+    """The template a job localizes with, the organs it asks for and the localizer that finds them."""
+
+    template: object
+    """A :class:`URSAMLib.template.Template`."""
+    organs: list[str]
+    localizer: str
+    description: dict
+
+
+def _prompts_from_template(job: SegmentJob, chosen: _TemplateChoice, ct_image, frame, progress) -> _Prompting:
     from .localize import no_organ_found, prompts_from_template
 
-    found = prompts_from_template(ct_image, template, organs, job.localizer, job.localizer_weights,
-                                  job.box_margin, progress)
+    found = prompts_from_template(ct_image, chosen.template, chosen.organs, chosen.localizer,
+                                  job.localizer_weights, job.box_margin, progress)
     if not found.prompts:
-        raise no_organ_found(found, template, str(job.ct))
-    return _Prompting(found.prompts, found.missing, {"template": str(job.template), "localizer": job.localizer,
-                                                     "body_region": template.body_region},
+        raise no_organ_found(found, chosen.template, str(job.ct))
+    return _Prompting(found.prompts, found.missing, chosen.description,
                       boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin))
 
 
-def _template_organs(job: SegmentJob):
+def _template_organs(job: SegmentJob) -> _TemplateChoice:
+    """The job's template (a folder, or a built-in region's) and organs, checked before any work."""
+    from .builtin import region_template
     from .localize import check_localizer
     from .template import Template
 
-    check_localizer(job.localizer)
-    template = Template.load(job.template)
+    if job.region:
+        builtin = region_template(job.region)
+        template, localizer = Template.load(builtin.folder), job.localizer or builtin.localizer
+        description = {"region": job.region, "template": f"built-in {job.region} ({len(template.supports)} "
+                       "supports)"}
+    else:
+        template, localizer = Template.load(job.template), job.localizer or "registration"
+        description = {"template": str(job.template)}
+    check_localizer(localizer)
     organs = [n.strip() for n in job.organs.split(",") if n.strip()] if job.organs else list(template.organs)
     unknown = [o for o in organs if o not in template.organs]
     if unknown:
         raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
-    return template, organs
+    description.update(localizer=localizer, body_region=template.body_region)
+    return _TemplateChoice(template, organs, localizer, description)
 
 
 def _boxes_json(localizations, frame, ct_image, margin) -> dict:
@@ -146,7 +171,7 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
     for name, loc in localizations.items():
         ijk = frame.index_to_stored(loc.points)
         entry = {"label": loc.label, "found": loc.box is not None, "reason": loc.reason,
-                 "agreement": round(loc.agreement, 4),
+                 "agreement": round(loc.agreement, 4), **({"localizer": loc.localizer} if loc.localizer else {}),
                  "extreme_points_ijk": np.round(ijk, 2).tolist(),
                  "extreme_points_mm": [list(ct_image.TransformContinuousIndexToPhysicalPoint(p.tolist()))
                                        for p in ijk]}
@@ -177,6 +202,18 @@ def _check_model_choice(job: SegmentJob) -> None:
         parse_sha256(job.checkpoint_sha256)
 
 
+PROMPT_SOURCES = ("--prompt-labels LABELS (with --classes)", "--region REGION (a built-in template: "
+                  "'ursam templates')", "--template TEMPLATE_DIR (your own template)")
+
+
+def check_prompt_source(job: SegmentJob, labels_given: bool | None = None) -> None:
+    """Exactly one prompt source; ``labels_given`` overrides ``job.prompt_labels`` (a batch has a pattern)."""
+    given = [bool(job.prompt_labels) if labels_given is None else labels_given, bool(job.region),
+             bool(job.template)]
+    if sum(given) != 1:
+        raise URSAMError(f"Give exactly one prompt source: {', or '.join(PROMPT_SOURCES)}.")
+
+
 def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: Warn = _no_warn,
                     backbone=None) -> dict:
     """Run one job and write its outputs; returns the summary written to summary.json.
@@ -194,14 +231,13 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     started = time.perf_counter()
     outdir = Path(job.output)
     outputs.check_output_dir(outdir, job.overwrite)
-    outputs.check_inputs_survive(outdir, list(outputs.OUTPUT_FILES) + ["boxes.json"],
-                                 [job.ct, job.prompt_labels, job.classes, job.reference, job.checkpoint,
-                                  job.template, job.localizer_weights])
-    if bool(job.prompt_labels) == bool(job.template):
-        raise URSAMError("Give exactly one prompt source: --prompt-labels LABELS (with --classes) or "
-                         "--template TEMPLATE_DIR (automatic localization).")
+    written = list(outputs.OUTPUT_FILES) + ["boxes.json"] + dicom_out.filenames(job.dicom_out)
+    outputs.check_inputs_survive(outdir, written, [job.ct, job.prompt_labels, job.classes, job.reference,
+                                                   job.checkpoint, job.template, job.localizer_weights])
+    check_prompt_source(job)
     settings = job.settings.validate()
     _check_model_choice(job)
+    dicom_out.check_request(job.ct, job.dicom_out)
     ct_image = io.read_ct(job.ct)
     hu, frame = io.axial_array(ct_image)
     warnings: list[str] = []
@@ -212,12 +248,13 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
             warn(message)
 
     note(io.intensity_warning(hu, str(job.ct)))
+    source = dicom_out.read_source(job.ct, ct_image, note) if job.dicom_out else None
     if job.prompt_labels:
         prompting = _prompts_from_label_map(job, ct_image)
     else:
-        template, organs = _template_organs(job)  # checked before any progress bar starts
+        chosen = _template_organs(job)  # checked before any progress bar starts
         prompting = progress_bar("Localizing", lambda progress: _prompts_from_template(
-            job, template, organs, ct_image, frame, progress))
+            job, chosen, ct_image, frame, progress))
     if job.reference:
         prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
         prompting.reference_key = "dice_vs_reference"
@@ -260,13 +297,19 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
                 "ensemble": round(metrics.dice(ensemble == organ.label, reference), 4),
                 "rectified": round(metrics.dice(rectified == organ.label, reference), 4)}
         summary["organs"][organ.name] = entry
-    files = list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
+    files = (list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
+             + dicom_out.filenames(job.dicom_out))
     with outputs.staged_output(outdir, job.overwrite) as staging:
         outputs.write_results(staging, result, ct_image)
         save_overview(staging / "overview.png", hu, rectified, result.uncertainty_map(),
                       {o.label: o.name for o in result.organs}, frame.spacing)
         if prompting.boxes_json:
             (staging / "boxes.json").write_text(json.dumps(prompting.boxes_json, indent=1) + "\n")
+        if source is not None:
+            maps = {"rectified": rectified, "ensemble": ensemble, "uncertainty": result.uncertainty_map()}
+            dicom_out.write_outputs(staging, job.dicom_out, source, {k: frame.from_axial(v) for k, v in maps.items()},
+                                    {o.label: o.name for o in result.organs},
+                                    {"backbone": backbone.name, **summary["parameters"]})
         summary["timings_s"] = {**{k: round(v, 3) for k, v in result.timings.items()},
                                 "load_and_localize_s": round(loaded - started, 3),
                                 "all_s": round(time.perf_counter() - started, 3)}

@@ -41,6 +41,8 @@ class Localization:
     outside: bool = False
     """Not found because it was localized entirely outside the image: when this holds for every
     organ, the template is probably for another body region than the CT."""
+    localizer: str = ""
+    """Which localizer placed it, where a combined one (``auto``) chose."""
 
     def prompt(self, shape: tuple[int, int, int], margin: tuple[int, int, int]) -> OrganPrompt:
         """The paper's auto-prompt: the box extended by ``margin`` voxels ``(z, y, x)`` on every
@@ -201,9 +203,47 @@ def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | N
     return medlam(ct, template, organs, progress, **options)
 
 
+AUTO_MIN_AGREEMENT = 0.5
+"""Below this agreement of the registered supports (mean box IoU with their fused box) the ``auto``
+localizer takes MedLAM's box instead (chosen on held-out training patients: docs/localizers.md)."""
+
+
+def localize_automatically(ct: sitk.Image, template: Template, organs: list[str] | None = None,
+                           progress: Progress | None = None, weights: str | None = None,
+                           min_agreement: float = AUTO_MIN_AGREEMENT, **options) -> dict[str, Localization]:
+    """Registration where its supports agree, MedLAM where they do not.
+
+    Registration is the more accurate of the two on complete scans, but fails on scans blanked
+    outside the organs' neighbourhood or covering a small field of view, where the registered
+    supports then scatter; there the learned localizer (weights: default the shipped ones) keeps
+    working. Each organ whose registration agreement is below ``min_agreement`` (and every organ
+    when registration cannot run) is localized by MedLAM; its ``Localization.localizer`` says which.
+    """
+    def part(start: float, span: float) -> Progress | None:
+        return (lambda fraction, message: progress(start + span * fraction, message)) if progress else None
+
+    try:
+        found = localize_by_registration(ct, template, organs, progress=part(0.0, 0.7))
+    except URSAMError:  # too small a field of view for registration: the learned localizer only
+        found = {}
+    organs = list(template.organs) if organs is None else organs
+    unsure = [o for o in organs if o not in found or found[o].box is None or found[o].agreement < min_agreement]
+    for localization in found.values():
+        localization.localizer = "registration"
+    if unsure:
+        learned = localize_by_medlam(ct, template, unsure, progress=part(0.7, 0.3), weights=weights, **options)
+        for organ, localization in learned.items():
+            localization.localizer = "medlam"
+            found[organ] = localization
+    if progress:
+        progress(1.0, "Localized")
+    return {organ: found[organ] for organ in organs}
+
+
 LOCALIZERS: dict[str, Callable[..., dict[str, Localization]]] = {
     "registration": localize_by_registration,
     "medlam": localize_by_medlam,
+    "auto": localize_automatically,
 }
 """Localizer name → function ``(ct, template, organs, progress=None, **options)`` returning
 ``{organ: Localization}``; options come from the command line (e.g. ``weights``)."""

@@ -48,8 +48,9 @@ AIR_HU = -1024.0
 
 
 def default_weights_path() -> Path:
-    """Where ``ursam train-localizer`` writes and ``--localizer medlam`` looks by default:
-    ``$URSAM_CACHE/medlam.pth`` or ``~/.cache/ursam/medlam.pth``."""
+    """Where ``ursam train-localizer`` writes by default: ``$URSAM_CACHE/medlam.pth`` or
+    ``~/.cache/ursam/medlam.pth`` (``--localizer medlam`` uses the shipped weights unless given
+    ``--localizer-weights``)."""
     return default_cache_dir() / DEFAULT_WEIGHTS_NAME
 
 
@@ -278,7 +279,8 @@ def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | N
                        device: str = "auto", iterations: int = 3, radius: int = 8) -> dict[str, Localization]:
     """Localize ``organs`` (default: all of the template's) in ``ct`` with trained MedLAM weights.
 
-    weights: the file written by ``ursam train-localizer`` (default :func:`default_weights_path`).
+    weights: the file written by ``ursam train-localizer`` (default: the weights that ship with
+    URSAM, :func:`URSAMLib.builtin.localizer_weights`).
     iterations: RDR steps; radius: MSS neighbourhood half-side in 3 mm voxels (8: +-24 mm).
     Returns, per organ, the median over supports of the extreme points in axial voxels
     ``(z, y, x)`` of ``ct``, the box through them and the supports' agreement.
@@ -289,7 +291,11 @@ def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | N
     unknown = [o for o in organs if o not in template.organs]
     if unknown:
         raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
-    model = load_weights(weights or default_weights_path(), resolve_device(device))
+    if weights is None:
+        from .builtin import localizer_weights
+
+        weights = localizer_weights()
+    model = load_weights(weights, resolve_device(device))
     encoder = PatchEncoder(model)
     window = model.config.hu_window
     frame = AxialFrame.of(ct)

@@ -1,7 +1,8 @@
 """Find the data files kept in the top-level ``Resources/`` folder.
 
 In a source checkout and in a Slicer build, ``Resources/`` sits beside ``URSAMLib/``;
-a wheel installs the same files as the package ``URSAMLib.resources``.
+a wheel installs the same files as the package ``URSAMLib.packaged`` (a name of its own: a
+data package named like this module would be shadowed by it).
 """
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from pathlib import Path
 
 
 def resource_path(name: str) -> Path:
-    beside = Path(__file__).resolve().parent.parent / "Resources" / name
-    if beside.exists():
-        return beside
-    from importlib.resources import files
-
-    return Path(str(files("URSAMLib.resources").joinpath(name)))
+    """The path of ``name`` (relative, ``/``-separated) in ``Resources/``: beside ``URSAMLib/``
+    (checkout, Slicer) or, in a wheel install, ``URSAMLib/packaged/``."""
+    here = Path(__file__).resolve().parent
+    beside = here.parent / "Resources" / name
+    return beside if beside.exists() else here / "packaged" / name
 
 
 @lru_cache(maxsize=None)

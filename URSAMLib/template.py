@@ -5,6 +5,7 @@ A template is a folder::
     TEMPLATE_DIR/
       template.json           manifest (format "ursam-template", version 1)
       supports/<name>-<build>.nii.gz  each support CT resampled to 3 mm isotropic (HU, int16)
+      supports/<name>-<build>_labels.nii.gz  optionally its label map on that grid (uint8)
 
 The manifest lists the organs (name → label value in the supports' label maps), the body
 region, and per support its extreme points: for every organ the six voxels of the mask
@@ -55,6 +56,24 @@ def resample_isotropic(image: sitk.Image, spacing: float = TEMPLATE_SPACING_MM,
                          image.GetDirection(), default, sitk.sitkInt16)
 
 
+BODY_HU = -500.0
+"""Voxels above this are body (or table), not air."""
+BODY_CROP_MARGIN = 8
+"""Voxels of air kept around the body when a support is cropped (24 mm at 3 mm): registration and
+the learned localizer see the body's outline."""
+
+
+def crop_to_body(image: sitk.Image, margin: int = BODY_CROP_MARGIN) -> sitk.Image:
+    """``image`` cropped to the box of its voxels above :data:`BODY_HU` plus ``margin`` voxels;
+    the physical position of every kept voxel is unchanged (the origin moves with the crop)."""
+    body = np.argwhere(sitk.GetArrayFromImage(image) > BODY_HU)[:, ::-1]  # (i, j, k)
+    if not len(body):
+        return image
+    low = np.maximum(body.min(axis=0) - margin, 0)
+    high = np.minimum(body.max(axis=0) + margin + 1, image.GetSize())
+    return sitk.RegionOfInterest(image, [int(v) for v in high - low], [int(v) for v in low])
+
+
 @dataclass
 class Support:
     """One labelled support scan of a template."""
@@ -64,9 +83,14 @@ class Support:
     """The support CT at 3 mm (absolute path)."""
     points_mm: dict[str, np.ndarray]
     """Organ → ``6 x 3`` extreme points in LPS mm (row order of :func:`extreme_points`)."""
+    labels: Path | None = None
+    """The support's label map on the grid of ``image`` (absolute path), if the template keeps it."""
 
     def read(self) -> sitk.Image:
         return sitk.ReadImage(str(self.image), sitk.sitkFloat32)
+
+    def read_labels(self) -> sitk.Image | None:
+        return sitk.ReadImage(str(self.labels), sitk.sitkUInt8) if self.labels else None
 
 
 @dataclass
@@ -92,21 +116,27 @@ class Template:
                              "rebuild it with this version of 'ursam build-template'.")
         supports = []
         for entry in manifest["supports"]:
-            image = folder / entry["image"]
-            if not image.is_file():
-                raise URSAMError(f"Template file {image} is missing; rebuild the template.")
-            supports.append(Support(entry["name"], image,
-                                    {organ: np.array(p["mm"]) for organ, p in entry["extreme_points"].items()}))
+            files = [folder / entry[key] for key in ("image", "labels") if entry.get(key)]
+            for path in files:
+                if not path.is_file():
+                    raise URSAMError(f"Template file {path} is missing; rebuild the template.")
+            supports.append(Support(entry["name"], files[0],
+                                    {organ: np.array(p["mm"]) for organ, p in entry["extreme_points"].items()},
+                                    files[1] if len(files) > 1 else None))
         return cls(folder, dict(manifest["organs"]), manifest.get("body_region", ""), supports)
 
 
 def build_template(images: list[str], labels: list[str], classes: dict[int, str], folder: str | os.PathLike,
-                   organs: list[str] | None = None, body_region: str = "", overwrite: bool = False) -> Template:
+                   organs: list[str] | None = None, body_region: str = "", overwrite: bool = False,
+                   compact: bool = False, sources: list[str] | None = None) -> Template:
     """Build a template from labelled CTs (the paper uses 5).
 
     images/labels: paths, pairwise on the same grid. classes: label value → organ name.
     organs: the organs to include (default: all of ``classes`` found in every support).
     Every included organ must be present in every support; errors name the file.
+    compact: crop each support to its body (:func:`crop_to_body`) and keep its label map on the
+    3 mm grid (uint8), as the built-in templates do. sources: how the manifest names each support's
+    origin (default: the absolute paths of ``images`` and ``labels``).
     """
     if len(images) != len(labels):
         raise URSAMError(f"Give one label map per image ({len(images)} images, {len(labels)} label maps).")
@@ -154,11 +184,21 @@ def build_template(images: list[str], labels: list[str], classes: dict[int, str]
                 mm = np.array([ct.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in ijk])
                 points[organ] = {"mm": np.round(mm, 3).tolist(), "voxel_ijk": np.round(ijk, 2).tolist()}
             relative = f"supports/{name}-{build}.nii.gz"
+            support_image = resample_isotropic(ct)
+            if compact:
+                support_image = crop_to_body(support_image)
             written.append(folder / relative)
-            write_image(resample_isotropic(ct), folder / relative)
-            entries.append({"name": name, "image": relative, "source_image": str(Path(image_path).resolve()),
-                            "source_labels": str(Path(label_path).resolve()), "spacing_mm": list(ct.GetSpacing()),
-                            "extreme_points": points})
+            write_image(support_image, folder / relative)
+            entry = {"name": name, "image": relative}
+            if compact:
+                entry["labels"] = f"supports/{name}-{build}_labels.nii.gz"
+                written.append(folder / entry["labels"])
+                write_image(_labels_on(label_path, ct, support_image, wanted), folder / entry["labels"])
+            if sources:
+                entry["source"] = sources[len(entries)]
+            else:
+                entry.update(source_image=str(Path(image_path).resolve()), source_labels=str(Path(label_path).resolve()))
+            entries.append({**entry, "spacing_mm": list(ct.GetSpacing()), "extreme_points": points})
         manifest = {"format": TEMPLATE_FORMAT, "version": TEMPLATE_VERSION, "ursam_version": __version__,
                     "body_region": body_region, "spacing_mm": TEMPLATE_SPACING_MM,
                     "point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)",
@@ -177,12 +217,24 @@ def build_template(images: list[str], labels: list[str], classes: dict[int, str]
     return Template.load(folder)
 
 
+def _labels_on(label_path: str, ct: sitk.Image, grid: sitk.Image, wanted: dict[int, str]) -> sitk.Image:
+    """The template organs of a support's label map on ``grid`` (nearest neighbour, uint8), other
+    labels set to 0."""
+    labels = read_label_map(label_path, ct)
+    array = sitk.GetArrayFromImage(labels)
+    kept = np.where(np.isin(array, list(wanted)), array, 0).astype(np.uint8)
+    image = sitk.GetImageFromArray(kept)
+    image.CopyInformation(labels)
+    return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
 def _support_files(folder: Path) -> list[Path]:
-    """The support images an existing template in ``folder`` refers to (none if there is none)."""
+    """The support images (and label maps) an existing template in ``folder`` refers to (none if
+    there is none)."""
     try:
         manifest = json.loads((folder / "template.json").read_text())
-        return [folder / entry["image"] for entry in manifest.get("supports", [])
-                if Path(entry["image"]).parts[:1] == ("supports",)]
+        return [folder / entry[key] for entry in manifest.get("supports", []) for key in ("image", "labels")
+                if entry.get(key) and Path(entry[key]).parts[:1] == ("supports",)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return []
 

@@ -41,11 +41,14 @@ import numpy as np
 from URSAMLib.errors import Cancelled, URSAMError
 from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings, segment
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt
+from URSAMSlicerLib import processes
 
 BackboneLoader = Callable[[str, "str | None", str], object]
 """``(name, checkpoint, device) -> backbone``; :func:`URSAMLib.backbones.load_backbone` by default."""
 
 EXIT_USER_ERROR = 2
+LOG_LIMIT = 20000
+"""Characters of the worker's log kept for the log panel and bug reports (its end)."""
 LOCALIZATION_SHARE = 0.3
 """The part of the progress bar that localizing organs takes, when a job localizes."""
 
@@ -78,6 +81,18 @@ class ImageGeometry:
 
 
 @dataclass
+class TemplateBuild:
+    """Labelled CTs exported from the scene, to build the template from in the job (building resamples
+    every support: seconds each, which would freeze Slicer's GUI)."""
+
+    images: list[str]
+    labels: list[str]
+    """Label maps on the grids of ``images``, pairwise."""
+    classes: dict[int, str]
+    """Label value → template organ name."""
+
+
+@dataclass
 class TemplateLocalization:
     """Prompts that the job finds itself, by localizing organs of a template in the CT (slow, so
     it runs in the job rather than on Slicer's GUI thread)."""
@@ -92,6 +107,8 @@ class TemplateLocalization:
     margin: BoxMargin = DEFAULT_BOX_MARGIN
     temporary: bool = False
     """Delete the template folder when the job is cleaned up (a template built for this run)."""
+    build: TemplateBuild | None = None
+    """Build the template into ``folder`` first, from these exported supports (then deleted)."""
 
 
 @dataclass
@@ -107,8 +124,16 @@ class Job:
     checkpoint: str | None = None
     device: str = "auto"
     localization: TemplateLocalization | None = None
+    checkpoint_sha256: str | None = None
+    """The SHA-256 the checkpoint must have (pinned by the user), as ``ursam segment --checkpoint-sha256``."""
+    precision: str = "float32"
+    """``float32`` or ``bfloat16`` (autocast on the GPU), as ``ursam segment --precision``."""
+    window: tuple[float, float] | None = None
+    """CT window in HU ``(low, high)``; None: the backbone's own, as ``ursam segment --window``."""
     not_found: dict[str, str] = dataclasses.field(default_factory=dict)
     """Filled by :func:`compute`: organ → why localization did not find it."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Filled by :func:`compute`: doubts for the user that did not stop the run (unverified weights)."""
 
 
 @dataclass
@@ -133,15 +158,38 @@ class JobStatus:
 _BACKBONES: dict[tuple, object] = {}
 
 
-def cached_backbone(name: str, checkpoint: str | None, device: str, loader: BackboneLoader | None = None):
-    """Load a backbone once per process and keep it: loading weights costs seconds."""
-    if loader is None:
-        from URSAMLib.backbones import load_backbone as loader
-    key = (name, checkpoint, device, loader)
+def cached_backbone(name: str, checkpoint: str | None, device: str, loader: BackboneLoader | None = None,
+                    checkpoint_sha256: str | None = None):
+    """Load a backbone once per process and keep it: loading weights costs seconds.
+
+    checkpoint_sha256: the pin the checkpoint must match (URSAMLib's loader checks it; a test
+    loader given as ``loader`` is not asked)."""
+    key = (name, checkpoint, device, loader, checkpoint_sha256)
     if key not in _BACKBONES:
         _BACKBONES.clear()  # keep one model in memory, not one per setting tried
-        _BACKBONES[key] = loader(name, checkpoint, device)
-    return _BACKBONES[key]
+        if loader is None:
+            from URSAMLib.backbones import load_backbone
+
+            backbone = load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256)
+        else:
+            backbone = loader(name, checkpoint, device)
+        _BACKBONES[key] = (backbone, tuple(backbone.window))
+    return _BACKBONES[key][0]
+
+
+def _default_window(backbone) -> tuple[float, float]:
+    """The window a cached backbone came with (a job may have set another since)."""
+    return next(window for cached, window in _BACKBONES.values() if cached is backbone)
+
+
+def weights_warning(backbone, checkpoint: str | None) -> str | None:
+    """What to tell the user when the loaded weights could not be verified, as ``ursam segment``
+    does: no published SHA-256 vouches for them, and how to pin exactly this file."""
+    if getattr(backbone, "weights_verified", True) is not False:
+        return None
+    return (f"{checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as weights "
+            "only, so it cannot run code, but nothing vouches for where it came from. To have exactly this file "
+            f"checked on every run, pin it: enter its SHA-256 {backbone.weights_sha256} under Checkpoint SHA-256.")
 
 
 def _scaled(progress: Callable[[float, str], None] | None, start: float, share: float):
@@ -166,6 +214,15 @@ def localize(job: Job, progress: Callable[[float, str], None] | None = None,
         if progress is not None:
             progress(fraction, f"Localizing organs: {message}")
 
+    if task.build is not None:
+        from URSAMLib.template import build_template
+
+        report(0.0, "building the template from the labelled CTs")
+        build_template(task.build.images, task.build.labels, task.build.classes, task.folder,
+                       organs=list(task.build.classes.values()))
+        for path in task.build.images + task.build.labels:
+            Path(path).unlink(missing_ok=True)  # the template holds what it needs of them
+        report(0.1, "template built")
     template = Template.load(task.folder)
     found = prompts_from_template(task.geometry.image(job.hu), template, list(task.organs), task.localizer,
                                   task.weights, task.margin, report)
@@ -181,7 +238,12 @@ def compute(job: Job, progress: Callable[[float, str], None] | None = None,
     (raises URSAMError, Cancelled)."""
     if progress is not None:
         progress(0.0, f"Loading {job.backbone}")
-    backbone = cached_backbone(job.backbone, job.checkpoint, job.device, loader)
+    backbone = cached_backbone(job.backbone, job.checkpoint, job.device, loader, job.checkpoint_sha256)
+    backbone.window = tuple(job.window) if job.window else _default_window(backbone)
+    backbone.precision = job.precision
+    warning = weights_warning(backbone, job.checkpoint)
+    if warning and warning not in job.warnings:
+        job.warnings.append(warning)
     if cancel is not None and cancel():
         raise Cancelled()
     if job.localization is not None:
@@ -217,7 +279,9 @@ def save_job(job: Job, folder: Path) -> None:
     np.savez(folder / "boxes.npz", **boxes)
     (folder / "job.json").write_text(json.dumps({
         "organs": organs, "settings": dataclasses.asdict(job.settings), "backbone": job.backbone,
-        "checkpoint": job.checkpoint, "device": job.device, "localization": _localization_json(job.localization)}))
+        "checkpoint": job.checkpoint, "device": job.device, "localization": _localization_json(job.localization),
+        "checkpoint_sha256": job.checkpoint_sha256, "precision": job.precision,
+        "window": list(job.window) if job.window else None}))
 
 
 def _localization_json(task: TemplateLocalization | None) -> dict | None:
@@ -230,7 +294,11 @@ def _localization_from_json(entry: dict | None) -> TemplateLocalization | None:
     if entry is None:
         return None
     geometry = ImageGeometry(**{key: tuple(value) for key, value in entry["geometry"].items()})
-    return TemplateLocalization(**{**entry, "geometry": geometry, "margin": BoxMargin.parse(entry["margin"])})
+    build = entry.get("build")
+    if build is not None:
+        build = TemplateBuild(build["images"], build["labels"], {int(k): v for k, v in build["classes"].items()})
+    return TemplateLocalization(**{**entry, "geometry": geometry, "margin": BoxMargin.parse(entry["margin"]),
+                                   "build": build})
 
 
 def load_job(folder: Path) -> Job:
@@ -240,7 +308,9 @@ def load_job(folder: Path) -> Job:
                                {int(z): box for z, box in zip(boxes[f"z{i}"], boxes[f"b{i}"])})
                    for i, organ in enumerate(meta["organs"])]
     return Job(np.load(folder / "hu.npy"), prompts, Settings(**meta["settings"]), meta["backbone"],
-               meta["checkpoint"], meta["device"], _localization_from_json(meta.get("localization")))
+               meta["checkpoint"], meta["device"], _localization_from_json(meta.get("localization")),
+               meta.get("checkpoint_sha256"), meta.get("precision", "float32"),
+               tuple(meta["window"]) if meta.get("window") else None)
 
 
 _ORGAN_ARRAYS = ("box_region", "intensity", "ensemble", "uncertainty", "plain")
@@ -282,10 +352,36 @@ def load_result(path: Path) -> SegmentationResult:
     return SegmentationResult(organs, tuple(meta["shape"]), settings, meta["timings"])
 
 
+REPLACE_ATTEMPTS = 20
+REPLACE_RETRY_SECONDS = 0.05
+
+
 def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old or the new file, never a part.
+
+    On Windows replacing a file fails with PermissionError while another process (the GUI
+    polling it) has it open, so the replace is retried for up to a second.
+    """
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text)
-    os.replace(partial, path)
+    for attempt in range(REPLACE_ATTEMPTS):
+        try:
+            os.replace(partial, path)
+            return
+        except PermissionError:
+            if attempt == REPLACE_ATTEMPTS - 1:
+                raise
+            time.sleep(REPLACE_RETRY_SECONDS)
+
+
+def read_progress(path: Path) -> tuple[float, str] | None:
+    """The worker's last progress report ``(fraction, message)``, or None while there is none to read:
+    not written yet, being replaced (PermissionError on Windows), or unreadable."""
+    try:
+        update = json.loads(path.read_text())
+        return float(update["fraction"]), str(update["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,16 +395,25 @@ class InProcessJob:
         self._status = JobStatus("running")
         self._result: SegmentationResult | None = None
         self._cancelled = False
+        self._log: list[str] = []
         self.not_found: dict[str, str] = {}
         """Organ → why localization did not find it (known once the job is done)."""
+        self.warnings: list[str] = []
+        """Doubts about the run for the user (known once the job is done)."""
+
+    def log(self) -> str:
+        """The progress messages so far, one per line."""
+        return "\n".join(self._log)
 
     def start(self) -> None:
         def progress(fraction: float, message: str) -> None:
             self._status = JobStatus("running", fraction, message)
+            self._log.append(f"{100 * fraction:5.1f}% {message}")
 
         try:
             self._result = compute(self.job, progress, lambda: self._cancelled, self.loader)
             self.not_found = dict(self.job.not_found)
+            self.warnings = list(self.job.warnings)
             self._status = JobStatus("done", 1.0, "Done")
         except Cancelled:
             self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
@@ -360,8 +465,11 @@ class BackgroundJob:
         self._status = JobStatus("running", 0.0, "Starting")
         self._result: SegmentationResult | None = None
         self._log = None
+        self._last_log = ""
         self.not_found: dict[str, str] = {}
         """Organ → why localization did not find it (known once the job is done)."""
+        self.warnings: list[str] = []
+        """Doubts about the run for the user (known once the job is done)."""
         self._temporary_template = temporary_template(job)
 
     def start(self) -> None:
@@ -373,19 +481,16 @@ class BackgroundJob:
         self._log = open(self.folder / "worker.log", "w")
         self._process = subprocess.Popen(
             [self.python, "-m", "URSAMSlicerLib.jobs", str(self.folder), *self.extra_arguments],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+            **processes.hidden_process_options())
 
     def poll(self) -> JobStatus:
         if self._status.finished or self._process is None:
             return self._status
         code = self._process.poll()
-        progress = self.folder / "progress.json"
-        if progress.exists():
-            try:
-                update = json.loads(progress.read_text())
-                self._status = JobStatus("running", float(update["fraction"]), update["message"])
-            except (OSError, ValueError, KeyError):
-                pass  # replaced while reading; the next poll reads it
+        update = read_progress(self.folder / "progress.json")
+        if update is not None:  # else: nothing new readable now; the next poll reads it
+            self._status = JobStatus("running", *update)
         if code is None:
             return self._status
         self._close_log()
@@ -393,15 +498,17 @@ class BackgroundJob:
             self._result = load_result(self.folder / "result.npz")
             if (self.folder / "not_found.json").exists():
                 self.not_found = json.loads((self.folder / "not_found.json").read_text())
+            if (self.folder / "warnings.json").exists():
+                self.warnings = json.loads((self.folder / "warnings.json").read_text())
             self._status = JobStatus("done", 1.0, "Done")
         elif (self.folder / "error.json").exists():
             message = json.loads((self.folder / "error.json").read_text())["message"]
             self._status = JobStatus("failed", self._status.fraction, "Failed", message)
         else:
-            log = (self.folder / "worker.log").read_text(errors="replace")
             self._status = JobStatus("failed", self._status.fraction, "Failed",
                                      f"The segmentation process stopped unexpectedly (exit status {code}).",
-                                     log[-20000:])
+                                     self.log())
+        self.log()  # keep what the worker said: the folder goes now
         self.cleanup()
         return self._status
 
@@ -416,14 +523,10 @@ class BackgroundJob:
         return self._status
 
     def cancel(self) -> None:
-        """Stop the worker at once; its partial work is discarded."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        """Stop the worker and every process it started (in Slicer the interpreter is the child
+        of the PythonSlicer launcher); its partial work is discarded."""
+        if self._process is not None and not self._status.finished:
+            processes.end_process_tree(self._process)
         if not self._status.finished:
             self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
         self._close_log()
@@ -433,6 +536,16 @@ class BackgroundJob:
         if self._result is None:
             raise RuntimeError("the job has no result")
         return self._result
+
+    def log(self) -> str:
+        """The last :data:`LOG_LIMIT` characters the worker printed (progress, warnings, a traceback),
+        read while it runs and kept once its folder is removed."""
+        if self.folder is not None and self.folder.exists():
+            try:
+                self._last_log = (self.folder / "worker.log").read_text(errors="replace")[-LOG_LIMIT:]
+            except OSError:
+                pass  # being written (Windows): the last text read stands
+        return self._last_log
 
     def _close_log(self) -> None:
         if self._log is not None:
@@ -462,13 +575,20 @@ def main(argv: list[str] | None = None) -> int:
     folder: Path = args.folder
 
     def progress(fraction: float, message: str) -> None:
-        _write_atomically(folder / "progress.json", json.dumps({"fraction": fraction, "message": message}))
+        print(f"{100 * fraction:5.1f}% {message}", flush=True)  # the worker's log, shown in the module
+        try:
+            _write_atomically(folder / "progress.json", json.dumps({"fraction": fraction, "message": message}))
+        except PermissionError:
+            pass  # the GUI held the file for a second: it shows the next report instead
 
     try:
         job = load_job(folder)
         loader = _factory(args.backbone_factory) if args.backbone_factory else None
         result = compute(job, progress, loader=loader)
         _write_atomically(folder / "not_found.json", json.dumps(job.not_found))
+        _write_atomically(folder / "warnings.json", json.dumps(job.warnings))
+        for warning in job.warnings:
+            print(f"Warning: {warning}", flush=True)
         save_result(result, folder / "result.npz")
     except URSAMError as error:
         _write_atomically(folder / "error.json", json.dumps({"message": str(error)}))

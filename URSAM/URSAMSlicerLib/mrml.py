@@ -13,6 +13,7 @@ in Slicer and on a bare ``vtkMRMLScene`` (slicer-core) alike.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,8 @@ REFERENCE_ENSEMBLE = "URSAM.Ensemble"
 """Node reference from the rectified segmentation to its ensemble segmentation."""
 REFERENCE_UNCERTAINTY = "URSAM.Uncertainty"
 """Node reference from the rectified segmentation to its uncertainty volume."""
+REFERENCE_INPUT = "URSAM.Input"
+"""Node reference from the rectified segmentation to the CT it segments: outputs belong to one CT."""
 HEAT_COLOR_NODE_NAME = "URSAM uncertainty heat"
 OVERLAY_THRESHOLD = 0.01
 """Uncertainty (nats) at and below which the heatmap is transparent, so certain tissue is not tinted."""
@@ -96,9 +99,16 @@ def geometry_image(node) -> slicer.vtkOrientedImageData:
 
 
 def ras_of_axial_index(zyx, frame: AxialFrame, node) -> np.ndarray:
-    """RAS position (mm) of an axial voxel index ``(z, y, x)`` of ``node``'s axial frame."""
+    """World RAS position (mm) of an axial voxel index ``(z, y, x)`` of ``node``'s axial frame, where
+    the views show it: through the node's parent transforms."""
     ijk = frame.index_to_stored(np.asarray(zyx, dtype=float))
-    return (ijk_to_ras(node) @ np.append(ijk, 1.0))[:3]
+    ras = (ijk_to_ras(node) @ np.append(ijk, 1.0))[:3]
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return ras
+    to_world = vtk.vtkGeneralTransform()
+    parent.GetTransformToWorld(to_world)
+    return np.array(to_world.TransformPoint(*(float(v) for v in ras)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -128,10 +138,12 @@ def segment_color(segmentation_node, segment_id: str) -> tuple[float, float, flo
 
 
 def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
-    """A segment's voxels on ``volume_node``'s grid, bool ``[k, j, i]``.
+    """A segment's voxels on ``volume_node``'s grid, bool ``[k, j, i]`` of exactly the volume's shape.
 
     When the segmentation was drawn on this volume the voxels are copied exactly; otherwise
-    they are resampled (nearest neighbour) onto it.
+    they are resampled (nearest neighbour) onto it, through the parent transforms of both nodes
+    (the segmentation as the user sees it on the volume). The parts of the segment outside the
+    volume are dropped: a prompt drawn on a longer series prompts only the slices this CT has.
     """
     if not segmentation_node.GetSegmentation().ContainsRepresentation(
             slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()):
@@ -143,9 +155,42 @@ def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
     if labelmap.GetPointData().GetScalars() is None or labelmap.IsEmpty():
         return np.zeros(shape, bool)
     resampled = slicer.vtkOrientedImageData()
+    reference = geometry_image(volume_node)
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-        labelmap, geometry_image(volume_node), resampled, False, True)
-    return numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()).reshape(shape) > 0
+        labelmap, reference, resampled, False, False, relative_transform(segmentation_node, volume_node))
+    return _on_extent(resampled, reference.GetExtent()) > 0
+
+
+def _on_extent(image, extent) -> np.ndarray:
+    """An image's voxels ``[k, j, i]`` cut or zero-padded to ``extent`` (both on one grid): VTK's
+    resampling may return the union of the input's and the reference's extents."""
+    have = image.GetExtent()
+    shape = tuple(extent[2 * a + 1] - extent[2 * a] + 1 for a in (2, 1, 0))
+    out = np.zeros(shape, np.uint8)
+    if image.GetPointData().GetScalars() is None:
+        return out
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+        tuple(have[2 * a + 1] - have[2 * a] + 1 for a in (2, 1, 0)))
+    source, target = [], []
+    for axis in (2, 1, 0):  # k, j, i
+        low, high = max(have[2 * axis], extent[2 * axis]), min(have[2 * axis + 1], extent[2 * axis + 1])
+        if low > high:
+            return out  # no overlap
+        source.append(slice(low - have[2 * axis], high - have[2 * axis] + 1))
+        target.append(slice(low - extent[2 * axis], high - extent[2 * axis] + 1))
+    out[tuple(target)] = values[tuple(source)] != 0
+    return out
+
+
+def relative_transform(node, reference_node):
+    """The transform from ``node``'s coordinates to ``reference_node``'s (their parent transforms
+    composed), or None when both are under the same parent transform (or none)."""
+    if node.GetTransformNodeID() == reference_node.GetTransformNodeID():
+        return None
+    transform = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(node.GetParentTransformNode(),
+                                                         reference_node.GetParentTransformNode(), transform)
+    return transform
 
 
 def label_image_from_segments(segmentation_node, segment_labels: dict[str, int], volume_node) -> sitk.Image:
@@ -279,6 +324,38 @@ def write_organ_segments(segmentation_node, labels: np.ndarray, organs: list[Org
     return written
 
 
+def segment_digests(segmentation_node, segment_ids, volume_node) -> dict[str, str]:
+    """A fingerprint of each segment's voxels on ``volume_node``'s grid, ``{segment id: digest}``:
+    equal digests mean unchanged voxels (segments sharing a labelmap layer change one another's
+    modification time, so times cannot tell)."""
+    digests = {}
+    for segment_id in segment_ids:
+        if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+            digests[segment_id] = ""  # deleted by the user
+            continue
+        mask = segment_mask(segmentation_node, segment_id, volume_node)
+        digests[segment_id] = hashlib.sha1(np.packbits(mask).tobytes()).hexdigest()
+    return digests
+
+
+ENSEMBLE_TINT = 0.55
+"""How far the ensemble's colours are moved towards white, so that they differ from the rectified ones."""
+
+
+def ensemble_color(color) -> tuple[float, float, float]:
+    """The ensemble segment's colour for an organ of ``color`` (RGB in [0, 1]): a pale tint of it."""
+    return tuple(float(c + (1.0 - c) * ENSEMBLE_TINT) for c in color)
+
+
+def style_as_ensemble(segmentation_node) -> None:
+    """Show a segmentation as outlines only in the slice views, so that the ensemble drawn over the
+    rectified segments leaves them visible and is told apart from them."""
+    display = segmentation_node.GetDisplayNode()
+    if display is not None:
+        display.SetVisibility2DFill(False)
+        display.SetVisibility2DOutline(True)
+
+
 def new_segmentation(scene, name: str, volume_node):
     """A segmentation node referenced to ``volume_node``'s geometry, with a display node."""
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
@@ -286,6 +363,25 @@ def new_segmentation(scene, name: str, volume_node):
     node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     follow_transform(node, volume_node)
     return node
+
+
+def outputs_belong_to(segmentation_node, volume_node) -> bool:
+    """True when ``segmentation_node`` may receive URSAM's results for ``volume_node``: it was made
+    for that CT, or it is a segmentation of the user's that URSAM has not written into yet."""
+    source = segmentation_node.GetNodeReference(REFERENCE_INPUT)
+    if source is not None:
+        return source.GetID() == volume_node.GetID()
+    return not (ursam_segments(segmentation_node, "rectified") or segmentation_node.GetNodeReference(REFERENCE_ENSEMBLE))
+
+
+def outputs_of(scene, volume_node):
+    """The segmentation holding URSAM's results for ``volume_node`` (the most recent), or None."""
+    found = None
+    for node in _nodes(scene, "vtkMRMLSegmentationNode"):
+        source = node.GetNodeReference(REFERENCE_INPUT)
+        if source is not None and source.GetID() == volume_node.GetID():
+            found = node
+    return found
 
 
 def follow_transform(node, volume_node) -> None:
@@ -346,6 +442,15 @@ def place_beside(node, reference_node) -> None:
         hierarchy.SetItemParent(item, parent)
     else:
         hierarchy.CreateItem(parent, node)
+
+
+def show_surfaces(segmentation_node, visible: bool) -> None:
+    """Show (building them once) or hide a segmentation's closed surfaces in the 3D views."""
+    display = segmentation_node.GetDisplayNode()
+    if visible:
+        segmentation_node.CreateClosedSurfaceRepresentation()
+    if display is not None:
+        display.SetVisibility3D(bool(visible))
 
 
 def set_segmentation_visible(segmentation_node, visible: bool) -> None:

@@ -52,3 +52,10 @@ def slow_loader(name: str = "", checkpoint: str | None = None, device: str = "au
 
     time.sleep(60)
     return BrightInBox()
+
+
+def unverified_loader(name: str = "", checkpoint: str | None = None, device: str = "auto") -> BrightInBox:
+    """A loader whose weights no published SHA-256 vouches for (for the warning's tests)."""
+    backbone = BrightInBox()
+    backbone.weights_verified, backbone.weights_sha256 = False, "ab" * 32
+    return backbone
