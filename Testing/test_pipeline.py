@@ -248,8 +248,8 @@ def test_identical_boxes_of_several_variants_are_decoded_once():
         assert np.array_equal(results[key].organs[1].ensemble, alone.organs[1].ensemble)
 
 
-@pytest.mark.parametrize("device, expected", [("cpu", 4), ("cuda", 64)])
-def test_boxes_are_decoded_in_small_calls_on_cpu_and_large_ones_on_a_gpu(device, expected):
+@pytest.mark.parametrize("device, expected", [("cpu", 36), ("cuda", 64)])
+def test_boxes_are_decoded_in_calls_of_the_devices_default_size(device, expected):
     class Recording(BrightInBox):
         def __init__(self):
             super().__init__()

@@ -24,6 +24,7 @@ torch is imported lazily so that ``import URSAMLib`` works where torch is not in
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -98,9 +99,24 @@ class SamBackbone:
     False for a checkpoint nothing vouches for (still loaded as weights only)."""
     precision: str = "float32"
     """``float32``, or ``bfloat16``: the networks run under autocast (weights stay float32)."""
+    engine: object | None = None
+    """An inference-runtime engine (:mod:`URSAMLib.runtime`) that runs the networks in float32 on the
+    CPU instead of PyTorch; None: PyTorch. See :func:`URSAMLib.runtime.attach_runtime`."""
+    embedding_cache: object | None = None
+    """A :class:`URSAMLib.embedding_cache.EmbeddingCache` the pipeline takes slice embeddings from
+    and adds them to; None: every run embeds its slices."""
 
     def __post_init__(self):
         self.model = self.model.eval().to(self.device)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the networks now: the engine's runtime, or ``torch`` (also for bfloat16, which
+        engines do not run)."""
+        return self.engine.name if self._use_engine() else "torch"
+
+    def _use_engine(self) -> bool:
+        return self.engine is not None and self.precision == "float32"
 
     def embed(self, slices: np.ndarray) -> "torch.Tensor":
         """Image embeddings of windowed slices.
@@ -123,6 +139,8 @@ class SamBackbone:
                 x = (x - mean) / std
             # SAM pads after normalising, so padding is the mean pixel; LiteMedSAM pads with 0.
             x = F.pad(x, (0, prep.input_size - x.shape[-1], 0, prep.input_size - x.shape[-2]))
+            if self._use_engine():
+                return torch.from_numpy(self.engine.encode(x.contiguous().numpy()))
             return self.model.image_encoder(x)
 
     def decode(self, embedding: "torch.Tensor", boxes: np.ndarray,
@@ -135,18 +153,20 @@ class SamBackbone:
         """
         import torch
 
-        model = self.model
         with torch.inference_mode(), self._autocast():
             model_boxes = self.preprocessing.boxes_to_model(boxes, slice_shape)
-            box_tensor = torch.as_tensor(model_boxes, dtype=torch.float32, device=self.device)[:, None]
-            sparse, dense = model.prompt_encoder(points=None, boxes=box_tensor, masks=None)
-            low_res, _ = model.mask_decoder(
-                image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
+            if self._use_engine():
+                low_res = torch.from_numpy(self.engine.decode(
+                    embedding.numpy(), np.ascontiguousarray(model_boxes, dtype=np.float32)))
+                return torch.sigmoid(self._to_slice(low_res, slice_shape))[:, 0].numpy()
+            box_tensor = torch.as_tensor(model_boxes, dtype=torch.float32, device=self.device)
+            low_res = self._prompt_decoder(embedding, box_tensor)
             logits = self._to_slice(low_res.float(), slice_shape)
             return torch.sigmoid(logits)[:, 0].float().cpu().numpy()
+
+    @functools.cached_property
+    def _prompt_decoder(self) -> "torch.nn.Module":
+        return prompt_decoder(self.model)
 
     def synchronize(self) -> None:
         """Wait for the device's queued work: GPU calls return before they finish, so a timer
@@ -177,6 +197,43 @@ class SamBackbone:
             rows, cols = prep.resized_shape(*slice_shape)
             low_res = low_res[..., :rows, :cols]
         return F.interpolate(low_res, size=tuple(slice_shape), mode="bilinear", align_corners=False)
+
+
+def prompt_decoder(model) -> "torch.nn.Module":
+    """Prompt encoder + mask decoder of a SAM-architecture ``model`` as one module:
+    (embedding ``1 x 256 x 64 x 64``, boxes ``N x 4`` model pixels) → ``N x 1 x 256 x 256`` logits,
+    SAM's single-mask output (``multimask_output=False``).
+
+    It computes what ``MaskDecoder.forward`` computes, with less work (maps agree to ~1e-6):
+
+    * SAM copies the image side (embedding + dense prompt) once per box before the two-way
+      transformer. Box prompts add the same dense embedding (no mask) to every box, so the image
+      enters once, as a batch of 1, and broadcasting shares the first layer's image-side
+      projections (token→image keys and values, image→token queries) among the boxes: they are
+      the costliest matrix products of that layer.
+    * Only the first mask token's mask (the single-mask output) is made; SAM makes four and the
+      IoU prediction, then keeps one.
+    """
+    import torch
+
+    class PromptDecoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
+
+        def forward(self, embedding, boxes):
+            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None], masks=None)
+            decoder = self.mask_decoder
+            tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+            tokens = torch.cat((tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
+            hs, image = decoder.transformer(embedding + dense[:1], self.prompt_encoder.get_dense_pe(), tokens)
+            count, channels, height, width = hs.shape[0], *embedding.shape[1:]
+            upscaled = decoder.output_upscaling(image.transpose(1, 2).reshape(count, channels, height, width))
+            weights = decoder.output_hypernetworks_mlps[0](hs[:, 1])  # token 0 is the IoU token
+            masks = weights[:, None] @ upscaled.flatten(2)
+            return masks.reshape(count, 1, *upscaled.shape[2:])
+
+    return PromptDecoder().eval()
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,7 +329,8 @@ def resolve_device(device: str = "auto") -> str:
 
 def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = None,
                   device: str = "auto", vit_config: SamViTConfig | None = None,
-                  checkpoint_sha256: str | None = None) -> SamBackbone:
+                  checkpoint_sha256: str | None = None, runtime: str = "torch",
+                  warn: Callable[[str], None] | None = None) -> SamBackbone:
     """Build a backbone from the catalogue and load its weights.
 
     checkpoint: a weights file; by default LiteMedSAM's packaged file, or the verified copy of
@@ -282,7 +340,13 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
     checkpoint_sha256: the SHA-256 the checkpoint must have (pinned by the user), for weights the
         catalogue cannot vouch for (MedSAM's, or one's own).
     vit_config: another ViT size for ``vit_b``-architecture backbones (tests use a tiny one).
+    runtime: what runs the networks: ``torch``, ``auto`` or an inference runtime of
+        :data:`URSAMLib.runtime.RUNTIMES` (exported and cached on first use; PyTorch with one
+        ``warn`` line if it cannot be used). See :func:`URSAMLib.runtime.attach_runtime`.
     """
+    from . import runtime as runtimes
+
+    runtimes.check_runtime_choice(runtime, device)
     entries = catalogue()
     if name not in entries:
         raise URSAMError(f"Unknown backbone {name!r}; choose one of: {', '.join(entries)}.")
@@ -307,10 +371,13 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
         pixel_mean=tuple(prep["pixel_mean"]) if prep["pixel_mean"] else None,
         pixel_std=tuple(prep["pixel_std"]) if prep["pixel_std"] else None,
     )
-    return SamBackbone(name=name, model=model, preprocessing=preprocessing,
-                       device=resolve_device(device), window=tuple(entry["window"]),
-                       weights=f"{path} (sha256 {digest})", weights_sha256=digest,
-                       weights_verified=any(known.sha256 for known in expected))
+    backbone = SamBackbone(name=name, model=model, preprocessing=preprocessing,
+                           device=resolve_device(device), window=tuple(entry["window"]),
+                           weights=f"{path} (sha256 {digest})", weights_sha256=digest,
+                           weights_verified=any(known.sha256 for known in expected))
+    if runtime != "torch":
+        runtimes.attach_runtime(backbone, runtime, **({"warn": warn} if warn else {}))
+    return backbone
 
 
 def _weights_location(name: str, entry: dict, checkpoint) -> tuple[Path, list[KnownFile]]:

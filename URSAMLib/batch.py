@@ -213,10 +213,11 @@ def completed_summary(folder: Path) -> dict | None:
 
 
 @lru_cache(maxsize=2)
-def _loaded_backbone(name: str, checkpoint: str | None, device: str, checkpoint_sha256: str | None):
+def _loaded_backbone(name: str, checkpoint: str | None, device: str, checkpoint_sha256: str | None,
+                     runtime: str = "torch"):
     from .backbones import load_backbone
 
-    return load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256)
+    return load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256, runtime=runtime)
 
 
 def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
@@ -236,7 +237,8 @@ def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
         from .job import run_segment_job
 
         backbone = replace(_loaded_backbone(job.backbone, job.checkpoint, job.device,  # own window/precision
-                                            job.checkpoint_sha256))
+                                            job.checkpoint_sha256,
+                                            job.runtime if job.precision == "float32" else "torch"))
         summary = run_segment_job(job, backbone=backbone)
         return CaseOutcome(name, "done", round(time.perf_counter() - started, 2),
                            f"{len(summary['organs'])} organs")

@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                      help="bfloat16 runs the networks under autocast: about 2x faster encoding on CPUs with "
                      "AVX512-BF16/AMX and on GPUs, same DSC on abdomen-ts (default float32)")
+    _add_speed_options(seg)
     seg.add_argument("--overwrite", action="store_true",
                      help="replace URSAM's files in an existing output folder")
     seg.add_argument("--dicom-out", type=_dicom_out, default=(), metavar="KINDS",
@@ -254,10 +255,11 @@ def _add_evaluate(commands) -> None:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     ev.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                     help="bfloat16: networks under autocast, about 2x faster encoding on recent CPUs")
+    _add_speed_options(ev)
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
     ev.add_argument("--box-batch", type=int, metavar="N",
-                    help="boxes per decoder call (default 4 on CPU, 64 on a GPU); speed only: the maps agree "
-                    "to about 1e-6")
+                    help="boxes per decoder call (default 36 on CPU, 64 on a GPU); speed only: the maps agree "
+                    "to about 1e-5")
     ev.add_argument("--report-only", action="store_true",
                     help="rewrite the report from the patients already finished; compute nothing")
     ev.add_argument("--overwrite", action="store_true", help="recompute every patient")
@@ -272,6 +274,7 @@ def _run_evaluate(args) -> int:
     from .evaluate import (EvalConfig, EvalRun, evaluate_command, find_cases, find_classes,
                            manual_jitter, prepare_template)
     from .io import read_classes
+    from .runtime import check_runtime_choice
 
     cases = find_cases(args.inputs, args.labels)[:args.limit]
     classes_path = find_classes(args.inputs, args.classes)
@@ -288,6 +291,7 @@ def _run_evaluate(args) -> int:
                         precision=args.precision, window=args.window, localizer=args.localizer,
                         localizer_weights=args.localizer_weights)
     config.settings()  # invalid settings are user errors before anything runs
+    check_runtime_choice(args.runtime, args.device, args.precision)
     if template is not None:
         from .localize import LOCALIZERS
 
@@ -300,9 +304,12 @@ def _run_evaluate(args) -> int:
 
     def load():
         from .backbones import load_backbone
+        from .embedding_cache import EmbeddingCache
 
-        backbone = load_backbone(args.backbone, args.checkpoint, args.device)
+        backbone = load_backbone(args.backbone, args.checkpoint, args.device,
+                                 runtime=args.runtime if args.precision == "float32" else "torch", warn=_warn)
         backbone.precision = args.precision
+        backbone.embedding_cache = EmbeddingCache() if args.embedding_cache else None
         if args.window:
             backbone.window = args.window
         return backbone
@@ -324,6 +331,18 @@ def _run_evaluate(args) -> int:
         cases, config, run, context, args.report_only, progress, log))
     print(f"Report: {path} ({len(run.computed)} patients computed, {len(run.skipped)} already done).")
     return 0
+
+
+def _add_speed_options(parser) -> None:
+    from .runtime import CHOICES
+
+    parser.add_argument("--runtime", choices=CHOICES, default="auto",
+                        help="what runs the networks: auto (default: on a CPU the fastest installed inference "
+                        "runtime that matches PyTorch, built and cached on first use; PyTorch on a GPU), torch, "
+                        "openvino, onnxruntime (docs/performance.md)")
+    parser.add_argument("--no-embedding-cache", dest="embedding_cache", action="store_false",
+                        help="do not keep slice embeddings in the URSAM cache folder (by default a later run on "
+                        "the same CT with other organs, n or ratio reuses them and runs only the decoder)")
 
 
 def _non_negative_int(text: str) -> int:

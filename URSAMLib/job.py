@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from . import dicom_out, io, metrics, outputs
+from .embedding_cache import EmbeddingCache
 from .errors import URSAMError
 from .pipeline import Settings
 from .prompts import DEFAULT_BOX_MARGIN, BoxMargin
@@ -59,6 +60,8 @@ class SegmentJob:
     window: tuple[float, float] | None = None
     precision: str = "float32"
     device: str = "auto"
+    runtime: str = "auto"
+    embedding_cache: bool = True
     overwrite: bool = False
     dicom_out: tuple[str, ...] = ()
     """DICOM objects to write too (:data:`URSAMLib.dicom_out.OUTPUTS` kinds); needs a DICOM series input."""
@@ -185,12 +188,14 @@ def _check_model_choice(job: SegmentJob) -> None:
     """The model options a user can get wrong, checked before anything is read or loaded (torch alone
     takes seconds to import): the backbone's name, the device's name, the checkpoint's path and pin."""
     from .backbones import catalogue, check_device_name
+    from .runtime import check_runtime_choice
     from .weights import parse_sha256
 
     entries = catalogue()
     if job.backbone not in entries:
         raise URSAMError(f"Unknown backbone {job.backbone!r}; choose one of: {', '.join(entries)}.")
     check_device_name(job.device)
+    check_runtime_choice(job.runtime, job.device, job.precision)
     if job.checkpoint and not Path(job.checkpoint).expanduser().is_file():
         raise URSAMError(f"Checkpoint {job.checkpoint} does not exist; check the checkpoint path (--checkpoint).")
     if job.checkpoint_sha256:
@@ -254,7 +259,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
         prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
         prompting.reference_key = "dice_vs_reference"
     if backbone is None:
-        backbone = load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256)
+        backbone = load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256,
+                                 runtime=job.runtime if job.precision == "float32" else "torch", warn=note)
     if getattr(backbone, "weights_verified", True) is False:  # also for a model loaded by the caller
         note(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
              "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
@@ -262,6 +268,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     if job.window:
         backbone.window = job.window
     backbone.precision = job.precision
+    if hasattr(backbone, "embedding_cache"):  # a SamBackbone; stand-in models (tests) have no embeddings
+        backbone.embedding_cache = EmbeddingCache() if job.embedding_cache else None
     loaded = time.perf_counter()
 
     result = progress_bar("UR-SAM", lambda progress: segment(
@@ -272,7 +280,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
                   "box_margin_zyx": str(job.box_margin), "reference": job.reference},
         "backbone": {"name": backbone.name, "weights": backbone.weights,
                      "weights_verified": getattr(backbone, "weights_verified", None), "device": backbone.device,
-                     "precision": backbone.precision, "window_hu": list(backbone.window)},
+                     "runtime": getattr(backbone, "runtime", "torch"), "precision": backbone.precision,
+                     "window_hu": list(backbone.window)},
         "parameters": {k: getattr(settings, k) for k in
                        ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
         "organs": {},

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .backbones import SamBackbone, window_ct
+from .embedding_cache import embed_slices
 from .errors import Cancelled, URSAMError
 from .progress import Progress
 from .prompts import OrganPrompt, augment_box, augmentation_rng, clip_boxes
@@ -45,8 +46,10 @@ class Settings:
     slice_batch: int = 0
     """Slices embedded per encoder call; 0 = 1 on CPU, 8 on a GPU."""
     box_batch: int = 0
-    """Boxes decoded per decoder call; 0 = 4 on CPU, 64 on a GPU. Speed only (maps agree to ~1e-6):
-    on a 2-core CPU small calls decode the 12-organ abdomen 1.6x faster than 64-box calls."""
+    """Boxes decoded per decoder call; 0 = 36 on CPU, 64 on a GPU. Speed only (maps agree to ~1e-5).
+    The boxes of a call share the decoder's first image-side projections, so larger calls pay less
+    per box: on 2 CPU cores 36-box calls were the fastest of 1, 4, 12, 36 with OpenVINO and ONNX
+    Runtime, and on a par with 12 in PyTorch (docs/performance.md)."""
 
     def validate(self) -> "Settings":
         if not 1 <= self.num_aug <= 64:
@@ -187,9 +190,8 @@ def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def boxes_per_call(settings: Settings, backbone: SamBackbone) -> int:
-    """Boxes per decoder call: the setting, or by default 4 on CPU (small calls stay in cache) and
-    64 on a GPU."""
-    return settings.box_batch or (4 if backbone.device == "cpu" else 64)
+    """Boxes per decoder call: the setting, or by default 36 on CPU (12 organs x n = 3) and 64 on a GPU."""
+    return settings.box_batch or (36 if backbone.device == "cpu" else 64)
 
 
 def _decode_groups(backbone: SamBackbone, embedding, groups: list[np.ndarray], slice_shape: tuple[int, int],
@@ -278,14 +280,16 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     first_settings = next(iter(variants.values()))[1]
     batch = first_settings.slice_batch or (1 if backbone.device == "cpu" else 8)
     batch_of_boxes = boxes_per_call(first_settings, backbone)
-    timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "boxes": 0, "decoded_boxes": 0}
+    timings = {"embed_s": 0.0, "decode_s": 0.0, "slices": len(needed), "cached_slices": 0, "boxes": 0,
+               "decoded_boxes": 0}
 
     for first in range(0, len(needed), batch):
         if cancel is not None and cancel():
             raise Cancelled()
         zs = needed[first:first + batch]
         tick = time.perf_counter()
-        embeddings = backbone.embed(intensity[zs])
+        embeddings, cached = embed_slices(backbone, intensity[zs], getattr(backbone, "embedding_cache", None))
+        timings["cached_slices"] += cached
         backbone.synchronize()
         timings["embed_s"] += time.perf_counter() - tick
         tick = time.perf_counter()
