@@ -29,6 +29,7 @@ def env(monkeypatch, tmp_path):
     ct_node, prompts = build_oblique_case(slicer.mrmlScene, tmp_path)
     widget = module.URSAMWidget()
     widget.setup()
+    fake.choose_source(widget.ui, "segmentation")  # a user who drew rough prompts
     widget.ui.promptSegmentationSelector.setCurrentNode(prompts)
     monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: None)  # all installed here
     yield module, widget, dialogs, slicer.mrmlScene, ct_node, prompts
@@ -80,10 +81,10 @@ def test_prompt_source_shows_its_own_controls(env):
     assert ui.promptSegmentationSelector.visible and not ui.promptLabelMapSelector.visible
     assert not ui.templatePathLineEdit.visible and not ui.templateNoteLabel.visible
     assert not any(getattr(ui, name).visible for name in SUPPORT_CONTROLS)
-    ui.promptSourceComboBox.currentIndex = 1
+    fake.choose_source(ui, "labelmap")
     assert ui.promptLabelMapSelector.visible and ui.classesPathLineEdit.visible
     assert not ui.promptSegmentationSelector.visible
-    ui.promptSourceComboBox.currentIndex = 2
+    fake.choose_source(ui, "template")
     assert ui.templatePathLineEdit.visible and ui.templateNoteLabel.visible and not ui.promptModeComboBox.enabled
     assert not any(getattr(ui, name).visible for name in SUPPORT_CONTROLS)
     assert organ_items(widget) == []
@@ -93,10 +94,12 @@ def test_prompt_source_shows_its_own_controls(env):
     ui.applyButton.click()
     assert [text for text, _ in dialogs.errors] == [
         "Choose a template folder (made with 'ursam build-template'), or prompt with segments or a label map."]
-    ui.promptSourceComboBox.currentIndex = 3
+    fake.choose_source(ui, "sceneTemplate")
     assert all(getattr(ui, name).visible for name in SUPPORT_CONTROLS) and ui.templateNoteLabel.visible
     assert not ui.templatePathLineEdit.visible and not ui.promptModeComboBox.enabled
-    assert [data for _, data in ui.localizerComboBox.items] == list(module.LOCALIZERS) == ["registration", "medlam"]
+    assert [data for _, data in ui.localizerComboBox.items] == list(module.LOCALIZERS) == \
+        ["registration", "medlam", "auto"]
+    assert ui.localizerComboBox.items[2][0] == "Automatic: registration, MedLAM where the supports disagree"
 
 
 def oblique_template(folder):
@@ -132,7 +135,7 @@ def test_a_template_folder_offers_its_organs_and_reaches_the_logic(env, monkeypa
     module, widget, dialogs, scene, ct_node, prompts = env
     template = oblique_template(tmp_path)
     ui = widget.ui
-    ui.promptSourceComboBox.currentIndex = 2
+    fake.choose_source(ui, "template")
     ui.templatePathLineEdit.currentPath = str(template.folder)
     assert organ_items(widget) == [("Liver", True, True), ("Gallbladder", True, True)]
     ui.organsListWidget.item(0).setCheckState(fake.Qt.Unchecked)  # only the gallbladder
@@ -156,7 +159,7 @@ def test_a_template_folder_offers_its_organs_and_reaches_the_logic(env, monkeypa
 def test_supports_in_the_scene_make_a_template_for_the_logic(env, monkeypatch):
     module, widget, dialogs, scene, ct_node, prompts = env
     ui = widget.ui
-    ui.promptSourceComboBox.currentIndex = 3
+    fake.choose_source(ui, "sceneTemplate")
     assert organ_items(widget) == []
     ui.addSupportButton.click()  # nothing chosen yet
     assert widget.supports == [] and ui.statusLabel.text.startswith("Choose a support volume")

@@ -161,7 +161,7 @@ def test_the_status_line_names_the_organs_not_found(ursam, abdomen, tmp_path, te
     widget.logic.runInProcess, widget.logic.backboneLoader = True, bright_in_box
     ui = widget.ui
     ui.inputVolumeSelector.setCurrentNode(query)
-    ui.promptSourceComboBox.currentIndex = 2
+    fake.choose_source(ui, "template")
     ui.templatePathLineEdit.currentPath = str(template_folder)
     ui.applyButton.click()
     assert ui.statusLabel.text.startswith("Segmented 1 organ in")
