@@ -252,7 +252,7 @@ def render_panel(path, width: int = 460):
         if collapsed:
             for inner in box.findChildren(widgets.QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
                 inner.hide()
-    shown_nodes = {"inputVolumeSelector": "CT", "promptSegmentationSelector": "Organ prompts"}
+    shown_nodes = {"inputVolumeSelector": "CT"}
     for name in NODE_SELECTORS:
         holder = child(root, name)
         combo = widgets.QComboBox()
@@ -279,20 +279,27 @@ def render_panel(path, width: int = 460):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(widgets.QLineEdit())
         layout.addWidget(widgets.QToolButton(text="..."))
-    child(root, "organSetComboBox").addItem("Any organ in the prompts")
+    from URSAMLib import builtin
+
+    # the default prompt source, the built-in template, as URSAMWidget fills it: the first region,
+    # its localizer, its organs under the catalogue's names
+    region = builtin.describe()[0]
+    child(root, "organSetComboBox").addItem(region["title"])
     child(root, "backboneComboBox").addItem(next(iter(backbones().values()))["title"])
-    child(root, "localizerComboBox").addItem("Registration of the template scans (no training)")
+    child(root, "localizerComboBox").addItem("Automatic: registration, MedLAM where the supports disagree")
     organs = child(root, "organsListWidget")
-    for key in ("liver", "gallbladder", "kidney_right"):
-        item = widgets.QListWidgetItem(catalogue.organs()[key].name)
+    for name in region["organs"]:
+        item = widgets.QListWidgetItem(catalogue.match_name(name).name)
         item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
         item.setCheckState(Qt.CheckState.Checked)
         organs.addItem(item)
-    for name in ("promptLabelMapSelector", "promptLabelMapLabel", "classesLabel", "classesPathLineEdit",
-                 "templateLabel", "templatePathLineEdit", "templateNoteLabel", "supportVolumeLabel",
-                 "supportVolumeSelector", "supportSegmentationLabel", "supportSegmentationSelector", "supportsLabel",
-                 "supportsListWidget", "addSupportButton", "clearSupportsButton"):
-        child(root, name).hide()  # the default prompt source, segments in the scene, shows none of these
+    for name in ("promptSegmentationLabel", "promptSegmentationSelector", "promptLabelMapSelector",
+                 "promptLabelMapLabel", "classesLabel", "classesPathLineEdit", "templateLabel", "templatePathLineEdit",
+                 "supportVolumeLabel", "supportVolumeSelector", "supportSegmentationLabel",
+                 "supportSegmentationSelector", "supportsLabel", "supportsListWidget", "addSupportButton",
+                 "clearSupportsButton"):
+        child(root, name).hide()  # the default prompt source, the built-in template, needs only the CT
+    child(root, "promptModeComboBox").setEnabled(False)  # its boxes are the localized ones
     root.resize(width, 10)
     root.adjustSize()
     root.resize(width, root.sizeHint().height())

@@ -1332,6 +1332,8 @@ class URSAMTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_template_from_a_labelled_ct_in_the_scene()
         self.setUp()
+        self.test_built_in_template_is_installed_and_prepares_a_job()
+        self.setUp()
         self.test_a_prompt_past_the_ct_and_a_second_ct_under_a_transform()
         self.setUp()
         self.test_litemedsam_on_a_small_volume()
@@ -1472,6 +1474,24 @@ class URSAMTest(ScriptedLoadableModuleTest):
         with self.assertRaises(URSAMError):
             logic.process(replace(request, supports=[]))
         self.delayDisplay(f"Test passed (Dice {dice:.3f})")
+
+    def test_built_in_template_is_installed_and_prepares_a_job(self):
+        self.delayDisplay("URSAM: the built-in templates are installed intact and need only the CT")
+        logic = self._logic()
+        for entry in builtin.describe():  # every packaged file is checked against its SHA-256 here
+            organs = logic.promptOrgans("region", None, region=entry["region"])
+            self.assertEqual(len(organs), len(entry["organs"]))
+            self.assertTrue(all(organ.output.key in catalogue.organs() for organ in organs))  # named as in Slicer
+        volume, _ = self._bodyVolume("URSAM test CT, unlabelled")
+        prepared = logic.prepare(URSAMRequest(volume, promptSource="region", region="head-and-neck"))
+        localization = prepared.job.localization
+        self.assertEqual(Path(localization.folder), builtin.region_template("head-and-neck").folder)
+        self.assertEqual(localization.localizer, builtin.region_template("head-and-neck").localizer)
+        self.assertEqual(len(prepared.organs), 7)
+        self.assertTrue(builtin.localizer_weights().is_file())
+        with self.assertRaises(URSAMError):
+            logic.prepare(URSAMRequest(volume, promptSource="region", region="thorax"))
+        self.delayDisplay("Test passed")
 
     def test_a_prompt_past_the_ct_and_a_second_ct_under_a_transform(self):
         self.delayDisplay("URSAM: a prompt longer than the CT; a second, moved CT gets its own outputs")
