@@ -27,7 +27,8 @@ SLIDERS = {  # name: (minimum, maximum, singleStep, decimals, default)
     "heatmapOpacitySliderWidget": (0.0, 1.0, 0.05, 2, 0.5),
 }
 COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
-    "promptSourceComboBox": ["Built-in template (only the CT needed)", "Segments in the scene", "Label map in the scene",
+    "promptSourceComboBox": ["Built-in template (only the CT needed)", "Segments in the scene",
+                             "Label map in the scene",
                              "Template folder (automatic localization)", "Template from labelled CTs in the scene"],
     "promptModeComboBox": ["Per-slice boxes", "3-D box (+5/10/10 mm margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],

@@ -475,7 +475,8 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
 
     def _regionFolder(self, request: URSAMRequest):
         if not request.region:
-            raise URSAMError(f"Choose a built-in template under Organ set (one of: {', '.join(builtin.region_names())}).")
+            raise URSAMError("Choose a built-in template under Organ set (one of: "
+                             f"{', '.join(builtin.region_names())}).")
         template = self.regionTemplate(request.region)  # a damaged installation: one sentence, no job
         chosen = self._chosenOrgans(request, f"the built-in template {template.title} holds")
         return chosen, str(template.folder), None, template.localizer
