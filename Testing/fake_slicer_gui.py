@@ -219,6 +219,9 @@ class FakeComboBox(FakeWidget):
     def setItemText(self, index, text):
         self.items[index] = (text, self.items[index][1])
 
+    def setItemData(self, index, data):
+        self.items[index] = (self.items[index][0], data)
+
     def clear(self):
         self.items.clear()
         self.currentIndex = -1
@@ -457,3 +460,11 @@ def import_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "URSAM", module)
     spec.loader.exec_module(module)
     return module
+
+
+def choose_source(ui, source: str) -> None:
+    """Choose a prompt source by its name in URSAM.PROMPT_SOURCES, as a user picks its item."""
+    combo = ui.promptSourceComboBox
+    index = combo.findData(source)
+    assert index >= 0, f"no prompt source {source!r} in {combo.items}"
+    combo.currentIndex = index

@@ -8,6 +8,8 @@ The installed tree must then work: URSAM.py, URSAMSlicerLib, URSAMLib and its da
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -109,6 +111,7 @@ def test_module_lists_every_python_file_and_resource():
             assert name in listed, name
     for path in (ROOT / "Resources").glob("*.json"):
         assert path.name in listed, path.name
+    assert "PROVENANCE.md" in listed
     assert "slicerMacroBuildScriptedModule(" in MODULE
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in MODULE
 
@@ -141,15 +144,24 @@ def test_a_slicer_build_installs_ursamlib_and_its_data_beside_the_module(tmp_pat
                       ["--install", str(build), "--prefix", str(prefix)]):
         subprocess.run([cmake(), *arguments], check=True, capture_output=True, text=True)
     installed = prefix / SCRIPTED
-    for path in ["URSAM.py", "Resources/UI/URSAM.ui", "Resources/Icons/URSAM.png",
+    packaged = json.loads((ROOT / "Resources" / "builtin.json").read_text())["sha256"]
+    assert packaged and any(p.startswith("templates/") for p in packaged) and any(
+        p.startswith("localizers/") for p in packaged)
+    for path in ["URSAM.py", "Resources/UI/URSAM.ui", "Resources/Icons/URSAM.png", "Resources/PROVENANCE.md",
                  *[f"URSAMSlicerLib/{p.name}" for p in (ROOT / "URSAM" / "URSAMSlicerLib").glob("*.py")],
                  *[f"URSAMLib/{p.name}" for p in (ROOT / "URSAMLib").glob("*.py")],
                  *[f"Resources/{p.name}" for p in (ROOT / "Resources").glob("*.json")]]:
         assert (installed / path).is_file(), path
+    for tree in (installed, build / SCRIPTED):  # the built-in templates and the localizer, at their paths
+        for path, digest in packaged.items():
+            assert (tree / "Resources" / path).is_file(), (tree, path)
+            assert hashlib.sha256((tree / "Resources" / path).read_bytes()).hexdigest() == digest, path
     # the installed tree works on its own: URSAMLib finds its data, URSAMSlicerLib its catalogue
     code = ("import URSAMLib.resources as r, URSAMSlicerLib.catalogue as c; "
             f"assert r.resource_path('organs.json') == __import__('pathlib').Path({str(installed)!r}) / 'Resources' "
             "/ 'organs.json'; assert len(c.organs()) == 19; import URSAMLib.backbones as b; "
-            "assert 'litemedsam' in b.catalogue()")
+            "assert 'litemedsam' in b.catalogue(); import URSAMLib.builtin as t; "
+            "assert all(t.region_template(n).folder.is_relative_to(r.resource_path('templates')) "
+            "for n in t.region_names()); assert t.localizer_weights().is_file()")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
                    env={**os.environ, "PYTHONPATH": str(installed)})

@@ -31,6 +31,7 @@ def env(monkeypatch, tmp_path):
     ct_node, prompts = build_oblique_case(slicer.mrmlScene, tmp_path)
     widget = module.URSAMWidget()
     widget.setup()
+    fake.choose_source(widget.ui, "segmentation")  # a user who drew rough prompts
     widget.ui.promptSegmentationSelector.setCurrentNode(prompts)
     monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: None)  # all installed here
     yield module, widget, dialogs, slicer.mrmlScene, ct_node, prompts
@@ -82,10 +83,10 @@ def test_prompt_source_shows_its_own_controls(env):
     assert ui.promptSegmentationSelector.visible and not ui.promptLabelMapSelector.visible
     assert not ui.templatePathLineEdit.visible and not ui.templateNoteLabel.visible
     assert not any(getattr(ui, name).visible for name in SUPPORT_CONTROLS)
-    ui.promptSourceComboBox.currentIndex = 1
+    fake.choose_source(ui, "labelmap")
     assert ui.promptLabelMapSelector.visible and ui.classesPathLineEdit.visible
     assert not ui.promptSegmentationSelector.visible
-    ui.promptSourceComboBox.currentIndex = 2
+    fake.choose_source(ui, "template")
     assert ui.templatePathLineEdit.visible and ui.templateNoteLabel.visible and not ui.promptModeComboBox.enabled
     assert not any(getattr(ui, name).visible for name in SUPPORT_CONTROLS)
     assert organ_items(widget) == []
@@ -95,10 +96,12 @@ def test_prompt_source_shows_its_own_controls(env):
     ui.applyButton.click()
     assert [text for text, _ in dialogs.errors] == [
         "Choose a template folder (made with 'ursam build-template'), or prompt with segments or a label map."]
-    ui.promptSourceComboBox.currentIndex = 3
+    fake.choose_source(ui, "sceneTemplate")
     assert all(getattr(ui, name).visible for name in SUPPORT_CONTROLS) and ui.templateNoteLabel.visible
     assert not ui.templatePathLineEdit.visible and not ui.promptModeComboBox.enabled
-    assert [data for _, data in ui.localizerComboBox.items] == list(module.LOCALIZERS) == ["registration", "medlam"]
+    assert [data for _, data in ui.localizerComboBox.items] == list(module.LOCALIZERS) == \
+        ["registration", "medlam", "auto"]
+    assert ui.localizerComboBox.items[2][0] == "Automatic: registration, MedLAM where the supports disagree"
 
 
 def oblique_template(folder):
@@ -130,11 +133,102 @@ def recording_start(module, widget, monkeypatch):
     return started
 
 
+@pytest.fixture
+def ct_only(monkeypatch, tmp_path):
+    """The module's widget, set up on a scene holding one CT and nothing else, as a clinician opens it."""
+    slicer, dialogs = fake.install(monkeypatch)
+    module = fake.import_module(monkeypatch)
+    ct_node, prompts = build_oblique_case(slicer.mrmlScene, tmp_path)
+    slicer.mrmlScene.RemoveNode(prompts)
+    widget = module.URSAMWidget()
+    widget.setup()
+    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: None)
+    yield module, widget, dialogs, slicer.mrmlScene, ct_node
+    widget.cleanup()
+
+
+def test_the_built_in_template_is_the_default_source_and_offers_its_regions_organs(ct_only, monkeypatch):
+    from URSAMLib import builtin
+
+    module, widget, dialogs, scene, ct_node = ct_only
+    ui = widget.ui
+    assert module.PROMPT_SOURCES[0] == "region" and widget.promptSource() == "region"
+    assert ui.promptSourceComboBox.currentText == "Built-in template (only the CT needed)"
+    assert ui.templateNoteLabel.visible and not ui.promptSegmentationSelector.visible
+    assert not ui.templatePathLineEdit.visible and not ui.promptModeComboBox.enabled
+    # the Organ set chooser lists the built-in templates, titled as 'ursam templates' lists them
+    assert ui.organSetComboBox.items == [(entry["title"], entry["region"]) for entry in builtin.describe()]
+    assert [data for _, data in ui.organSetComboBox.items] == ["head-and-neck", "abdomen"]
+    # the template's organs (the data set's class names) under the catalogue's names, all ticked
+    head_neck = [catalogue.organs()[key].name for key in catalogue.organ_sets()["head_neck"].organs]
+    assert organ_items(widget) == [(name, True, True) for name in head_neck]
+    assert head_neck[0] == "Brainstem" and "Mandible" in head_neck
+    assert ui.localizerComboBox.currentData == builtin.region_template("head-and-neck").localizer == "auto"
+    ui.localizerComboBox.currentIndex = ui.localizerComboBox.findData("medlam")  # the user's choice is kept
+    ui.organSetComboBox.currentIndex = ui.organSetComboBox.findData("abdomen")
+    abdomen = [catalogue.match_name(name) for name in builtin.region_template("abdomen").organs]
+    assert all(abdomen) and {o.key for o in abdomen} <= set(catalogue.organ_sets()["abdomen"].organs)
+    assert organ_items(widget) == [(o.name, True, True) for o in abdomen]
+    assert ui.localizerComboBox.currentData == "auto"  # another region: its own localizer
+
+    # Auto-segment organs: the job localizes the ticked organs with the built-in template, then segments
+    ui.organsListWidget.item(0).setCheckState(fake.Qt.Unchecked)  # not the liver
+    started = recording_start(module, widget, monkeypatch)
+    ui.applyButton.click()
+    assert dialogs.errors == [] and ui.applyButton.text == "Cancel"
+    job = started[0].job
+    assert job.prompts == []  # found in the background job
+    localization = job.localization
+    assert localization.folder == str(builtin.region_template("abdomen").folder) and not localization.temporary
+    assert list(localization.organs) == list(builtin.region_template("abdomen").organs[1:])
+    assert localization.organs["kidney_right"] == "Right kidney"
+    assert (localization.localizer, localization.weights) == ("auto", None)  # None: the shipped MedLAM weights
+    assert [o.key for o in started[0].organs] == [o.key for o in abdomen[1:]]
+    assert ui.statusLabel.text.startswith("Localizing organs")
+    ui.applyButton.click()  # Cancel
+    assert widget.job is None and ui.statusLabel.text == "Cancelled; the scene was not changed."
+
+    # the other sources keep their organ sets; coming back shows the region chosen before
+    fake.choose_source(ui, "segmentation")
+    assert [data for _, data in ui.organSetComboBox.items] == ["any", "abdomen", "head_neck"]
+    assert ui.organSetComboBox.currentData == "any"
+    fake.choose_source(ui, "region")
+    assert ui.organSetComboBox.currentData == "abdomen" and len(organ_items(widget)) == 12
+
+
+def test_a_damaged_built_in_template_is_one_dialog_line_and_no_job(ct_only, monkeypatch, tmp_path):
+    import shutil
+
+    from URSAMLib import builtin
+
+    module, widget, dialogs, scene, ct_node = ct_only
+    copy = tmp_path / "Resources"
+    shutil.copytree(ROOT / "Resources", copy)
+    support = next((copy / "templates" / "head-and-neck" / "supports").glob("*_ct-*.nii.gz"))
+    damaged = bytearray(support.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one byte flipped, the size the same
+    support.write_bytes(bytes(damaged))
+    monkeypatch.setattr(builtin, "resource_path", lambda name: copy / name)
+    builtin._verify.cache_clear()
+    try:
+        before = scene_snapshot(scene)
+        widget.ui.applyButton.click()
+        assert len(dialogs.errors) == 1, dialogs.errors
+        text, _ = dialogs.errors[0]
+        assert "\n" not in text and text.startswith(f"URSAM's packaged file templates/head-and-neck/supports/"
+                                                    f"{support.name} fails its SHA-256 check")
+        assert text.endswith("reinstall URSAM.")
+        assert widget.job is None and widget.ui.applyButton.text == "Auto-segment organs"
+        assert scene_snapshot(scene) == before
+    finally:
+        builtin._verify.cache_clear()
+
+
 def test_a_template_folder_offers_its_organs_and_reaches_the_logic(env, monkeypatch, tmp_path):
     module, widget, dialogs, scene, ct_node, prompts = env
     template = oblique_template(tmp_path)
     ui = widget.ui
-    ui.promptSourceComboBox.currentIndex = 2
+    fake.choose_source(ui, "template")
     ui.templatePathLineEdit.currentPath = str(template.folder)
     assert organ_items(widget) == [("Liver", True, True), ("Gallbladder", True, True)]
     ui.organsListWidget.item(0).setCheckState(fake.Qt.Unchecked)  # only the gallbladder
@@ -158,7 +252,7 @@ def test_a_template_folder_offers_its_organs_and_reaches_the_logic(env, monkeypa
 def test_supports_in_the_scene_make_a_template_for_the_logic(env, monkeypatch):
     module, widget, dialogs, scene, ct_node, prompts = env
     ui = widget.ui
-    ui.promptSourceComboBox.currentIndex = 3
+    fake.choose_source(ui, "sceneTemplate")
     assert organ_items(widget) == []
     ui.addSupportButton.click()  # nothing chosen yet
     assert widget.supports == [] and ui.statusLabel.text.startswith("Choose a support volume")
@@ -377,7 +471,7 @@ def test_the_in_slicer_self_test_passes_here_too(monkeypatch):
     test.runTest()
     passed = [m for m in test.displayed if m.startswith("Test passed")]
     skipped = [m for m in test.displayed if m.startswith("Skipped")]  # LiteMedSAM, where torch is not installed
-    assert len(passed) + len(skipped) == 6 and len(skipped) <= 1, test.displayed
+    assert len(passed) + len(skipped) == 7 and len(skipped) <= 1, test.displayed
     assert not skipped or "torch" in skipped[0]
 
 

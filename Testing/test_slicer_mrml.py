@@ -271,6 +271,10 @@ def test_bad_inputs_are_one_line_user_errors(ursam, oblique_scene, abdomen):
         (Request(ct_node, promptSource="template"), "Choose a template folder"),
         (Request(ct_node, promptSource="template", templateFolder=str(abdomen)), "not an URSAM template"),
         (Request(ct_node, promptSource="sceneTemplate"), "Add a support first"),
+        (Request(ct_node, promptSource="region"), "Choose a built-in template under Organ set"),
+        (Request(ct_node, promptSource="region", region="thorax"), "Unknown region 'thorax'.*head-and-neck"),
+        (Request(ct_node, promptSource="region", region="abdomen", localizer="guess"), "Unknown localizer 'guess'"),
+        (Request(ct_node, promptSource="region", region="abdomen", organLabels=[]), "No organ is chosen"),
         (Request(ct_node, promptNode=prompts, organLabels=[]), "No organ is chosen"),
         (Request(ct_node, promptNode=prompts, settings=Settings(num_aug=0)), "augmented prompts"),
     ]

@@ -29,7 +29,8 @@ SLIDERS = {  # name: (minimum, maximum, singleStep, decimals, default)
     "heatmapOpacitySliderWidget": (0.0, 1.0, 0.05, 2, 0.5),
 }
 COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
-    "promptSourceComboBox": ["Segments in the scene", "Label map in the scene",
+    "promptSourceComboBox": ["Built-in template (only the CT needed)", "Segments in the scene",
+                             "Label map in the scene",
                              "Template folder (automatic localization)", "Template from labelled CTs in the scene"],
     "promptModeComboBox": ["Per-slice boxes", "3-D box (+5/10/10 mm margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
@@ -254,7 +255,7 @@ def render_panel(path, width: int = 460):
         if collapsed:
             for inner in box.findChildren(widgets.QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
                 inner.hide()
-    shown_nodes = {"inputVolumeSelector": "CT", "promptSegmentationSelector": "Organ prompts"}
+    shown_nodes = {"inputVolumeSelector": "CT"}
     for name in NODE_SELECTORS:
         holder = child(root, name)
         combo = widgets.QComboBox()
@@ -281,20 +282,27 @@ def render_panel(path, width: int = 460):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(widgets.QLineEdit())
         layout.addWidget(widgets.QToolButton(text="..."))
-    child(root, "organSetComboBox").addItem("Any organ in the prompts")
+    from URSAMLib import builtin
+
+    # the default prompt source, the built-in template, as URSAMWidget fills it: the first region,
+    # its localizer, its organs under the catalogue's names
+    region = builtin.describe()[0]
+    child(root, "organSetComboBox").addItem(region["title"])
     child(root, "backboneComboBox").addItem(next(iter(backbones().values()))["title"])
-    child(root, "localizerComboBox").addItem("Registration of the template scans (no training)")
+    child(root, "localizerComboBox").addItem("Automatic: registration, MedLAM where the supports disagree")
     organs = child(root, "organsListWidget")
-    for key in ("liver", "gallbladder", "kidney_right"):
-        item = widgets.QListWidgetItem(catalogue.organs()[key].name)
+    for name in region["organs"]:
+        item = widgets.QListWidgetItem(catalogue.match_name(name).name)
         item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
         item.setCheckState(Qt.CheckState.Checked)
         organs.addItem(item)
-    for name in ("promptLabelMapSelector", "promptLabelMapLabel", "classesLabel", "classesPathLineEdit",
-                 "templateLabel", "templatePathLineEdit", "templateNoteLabel", "supportVolumeLabel",
-                 "supportVolumeSelector", "supportSegmentationLabel", "supportSegmentationSelector", "supportsLabel",
-                 "supportsListWidget", "addSupportButton", "clearSupportsButton"):
-        child(root, name).hide()  # the default prompt source, segments in the scene, shows none of these
+    for name in ("promptSegmentationLabel", "promptSegmentationSelector", "promptLabelMapSelector",
+                 "promptLabelMapLabel", "classesLabel", "classesPathLineEdit", "templateLabel", "templatePathLineEdit",
+                 "supportVolumeLabel", "supportVolumeSelector", "supportSegmentationLabel",
+                 "supportSegmentationSelector", "supportsLabel", "supportsListWidget", "addSupportButton",
+                 "clearSupportsButton"):
+        child(root, name).hide()  # the default prompt source, the built-in template, needs only the CT
+    child(root, "promptModeComboBox").setEnabled(False)  # its boxes are the localized ones
     root.resize(width, 10)
     root.adjustSize()
     root.resize(width, root.sizeHint().height())

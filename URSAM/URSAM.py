@@ -8,7 +8,9 @@ the background job in URSAMSlicerLib. :class:`URSAMLogic` works without the GUI:
     outputs = logic.process(request)          # synchronous; the GUI runs it in a background process
     logic.rerectify(outputs, alpha_h=1.5)     # no SAM recomputation
 
-    # automatic prompts: organs localized from a template folder, or from labelled CTs in the scene
+    # automatic prompts: organs localized from a built-in template (only the CT needed), a template
+    # folder, or labelled CTs in the scene
+    logic.process(URSAMRequest(ctNode, promptSource="region", region="head-and-neck"))
     logic.process(URSAMRequest(ctNode, promptSource="template", templateFolder="/data/abdomen-template"))
     logic.process(URSAMRequest(ctNode, promptSource="sceneTemplate", supports=[(otherCtNode, itsSegmentation)]))
 """
@@ -54,7 +56,7 @@ def _addSourceTreeToPath() -> None:
 
 _addSourceTreeToPath()
 
-from URSAMLib import io  # noqa: E402  (needs the path set above)
+from URSAMLib import builtin, io  # noqa: E402  (needs the path set above)
 from URSAMLib.backbones import DEFAULT_BACKBONE, catalogue as backboneCatalogue  # noqa: E402
 from URSAMLib.errors import URSAMError  # noqa: E402
 from URSAMLib.localize import LOCALIZERS, check_localizer  # noqa: E402
@@ -63,12 +65,18 @@ from URSAMLib.prompts import DEFAULT_BOX_MARGIN, OrganPrompt, prompts_from_label
 from URSAMLib.template import Template  # noqa: E402
 from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions  # noqa: E402
 
-PROMPT_SOURCES = ("segmentation", "labelmap", "template", "sceneTemplate")
-"""Prompt sources, in the order of promptSourceComboBox's items."""
-TEMPLATE_SOURCES = ("template", "sceneTemplate")
-"""Sources whose prompts are found automatically, by localizing organs of a template (a folder
-made by 'ursam build-template', or one built from labelled CTs in the scene) in the input CT."""
+PROMPT_SOURCES = ("region", "segmentation", "labelmap", "template", "sceneTemplate")
+"""Prompt sources, in the order of promptSourceComboBox's items (the first is the default: it needs
+only the CT)."""
+TEMPLATE_SOURCES = ("region", "template", "sceneTemplate")
+"""Sources whose prompts are found automatically, by localizing organs of a template (one built into
+URSAM, a folder made by 'ursam build-template', or one built from labelled CTs in the scene) in the
+input CT."""
+REGION_SOURCES = ("region",)
+"""Sources whose Organ set chooser lists URSAM's built-in templates (body regions) rather than the
+catalogue's organ sets."""
 SOURCE_CONTROLS = {
+    "region": ("templateNoteLabel",),
     "segmentation": ("promptSegmentationLabel", "promptSegmentationSelector"),
     "labelmap": ("promptLabelMapLabel", "promptLabelMapSelector", "classesLabel", "classesPathLineEdit"),
     "template": ("templateLabel", "templatePathLineEdit", "templateNoteLabel"),
@@ -79,7 +87,8 @@ SOURCE_CONTROLS = {
 """The controls each prompt source shows; those of the other sources are hidden. Another source is
 added here, in PROMPT_SOURCES and promptSourceComboBox's items, and as a reader of its organs in
 URSAMLogic.promptOrgans (and of its prompts in URSAMLogic.prepare)."""
-LOCALIZER_TITLES = {"registration": "Registration of the template scans (no training)",
+LOCALIZER_TITLES = {"auto": "Automatic: registration, MedLAM where the supports disagree",
+                    "registration": "Registration of the template scans (no training)",
                     "medlam": "MedLAM landmarks (trained weights)"}
 """Titles of URSAMLib's localizers in localizerComboBox (others show their name)."""
 PROMPT_MODES = ("slice", "box3d")
@@ -97,7 +106,7 @@ POLL_INTERVAL_MS = 200
 
 SAVED_CONTROLS = {
     # parameter name: (control, property); combo boxes filled from catalogues keep their item's data
-    "PromptSource": ("promptSourceComboBox", "currentIndex"),
+    "PromptSource": ("promptSourceComboBox", "currentData"),  # by name: scenes outlive the item order
     "PromptMode": ("promptModeComboBox", "currentIndex"),
     "OrganSet": ("organSetComboBox", "currentData"),
     "NumAug": ("numAugSliderWidget", "value"),
@@ -165,6 +174,8 @@ class URSAMRequest:
     """The CT: a vtkMRMLScalarVolumeNode in HU."""
     promptSource: str = "segmentation"
     """One of :data:`PROMPT_SOURCES`."""
+    region: str = ""
+    """Source ``region``: a built-in template, one of ``URSAMLib.builtin.region_names()``."""
     promptNode: object = None
     """A vtkMRMLSegmentationNode (source ``segmentation``) or vtkMRMLLabelMapVolumeNode (``labelmap``)."""
     classesPath: str = ""
@@ -174,8 +185,9 @@ class URSAMRequest:
     supports: list = field(default_factory=list)
     """Source ``sceneTemplate``: ``(CT volume node, segmentation node)`` pairs, the labelled scans
     the template is built from; segment names (or terminology) say which organ each segment is."""
-    localizer: str = "registration"
-    """Template sources: one of URSAMLib's LOCALIZERS."""
+    localizer: str | None = None
+    """Template sources: one of URSAMLib's LOCALIZERS; None: the built-in region's own (chosen by
+    measurement), or registration for the other template sources."""
     localizerWeights: str | None = None
     """Template sources: weights of a learned localizer."""
     promptMode: str = "slice"
@@ -279,11 +291,14 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
     # -- prompts ------------------------------------------------------------------------
 
     def promptOrgans(self, promptSource: str, promptNode, organSet: str = ANY_ORGAN,
-                     classesPath: str = "", templateFolder: str = "", supports=()) -> list[PromptOrgan]:
+                     classesPath: str = "", templateFolder: str = "", supports=(), region: str = ""
+                     ) -> list[PromptOrgan]:
         """The organs ``promptNode`` (or the template) can prompt, restricted to ``organSet`` (plus,
         greyed, the set's organs it lacks). Labels are stable: a segment's position + 1, the label
-        value, or the template's label value."""
+        value, or the template's label value. A built-in template (source ``region``) is itself the
+        organ set: all its organs are offered."""
         readers = {  # prompt source → its organs (none until its input is chosen)
+            "region": lambda: self._templateOrgans(self.regionTemplate(region).folder) if region else [],
             "segmentation": lambda: self._segmentOrgans(promptNode) if promptNode is not None else [],
             "labelmap": lambda: self._labelMapOrgans(promptNode, classesPath) if promptNode is not None else [],
             "template": lambda: self._templateOrgans(templateFolder) if templateFolder else [],
@@ -297,7 +312,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             if organ.output.key in seen:
                 organ.output = replace(organ.output, key=f"{organ.output.key}#{organ.label}")
             seen.add(organ.output.key)
-        if organSet == ANY_ORGAN:
+        if organSet == ANY_ORGAN or promptSource in REGION_SOURCES:
             return found
         wanted = catalogue.organ_sets()[organSet].organs
         inSet = [organ for organ in found if organ.output.key in wanted]
@@ -335,7 +350,13 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                                                   mrml.label_color(labelMapNode, value)))
                 for value in values]
 
-    def _templateOrgans(self, folder: str) -> list[PromptOrgan]:
+    @staticmethod
+    def regionTemplate(region: str) -> builtin.RegionTemplate:
+        """URSAM's built-in template of ``region``, its packaged files verified (URSAMError: an unknown
+        region, or a damaged installation)."""
+        return builtin.region_template(region)
+
+    def _templateOrgans(self, folder) -> list[PromptOrgan]:
         template = Template.load(folder)
         return [PromptOrgan(value, self._describe(value, name, "", None), name)
                 for name, value in template.organs.items()]
@@ -386,7 +407,8 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         """The prompt source's organs in the organ set that are ticked (raises if none). ``holders``:
         what holds the organs, with its verb ("Prompts holds")."""
         available = [o for o in self.promptOrgans(request.promptSource, request.promptNode, request.organSet,
-                                                  request.classesPath, request.templateFolder, request.supports)
+                                                  request.classesPath, request.templateFolder, request.supports,
+                                                  request.region)
                      if o.inPrompt]
         chosen = [o for o in available if request.organLabels is None or o.label in request.organLabels]
         if not chosen:
@@ -436,23 +458,41 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
 
         For the scene source the template is built here, from the supports, in a temporary folder
         that the job deletes when it ends."""
-        check_localizer(request.localizer)
-        if request.promptSource == "template":
-            if not request.templateFolder:
-                raise URSAMError("Choose a template folder (made with 'ursam build-template'), or prompt with "
-                                 "segments or a label map.")
-            chosen = self._chosenOrgans(request, f"the template {Path(request.templateFolder).name} holds")
-            folder, temporary, build = request.templateFolder, False, None
-        else:
-            self.sceneSupports(request.supports)  # no supports, or unusable ones: say so, not "no organ"
-            chosen = self._chosenOrgans(request, "the supports have")
-            folder, build = self.buildSceneTemplate(request.supports, [o.source for o in chosen])
-            temporary = True
+        if request.localizer is not None:
+            check_localizer(request.localizer)  # before a template is built for nothing
+        folders = {"region": self._regionFolder, "template": self._templateFolder,
+                   "sceneTemplate": self._sceneFolder}
+        chosen, folder, build, localizer = folders[request.promptSource](request)
+        localizer = request.localizer or localizer
+        check_localizer(localizer)
         localization = jobs.TemplateLocalization(folder, {o.source: o.output.name for o in chosen},
-                                                 jobs.ImageGeometry.of(image), request.localizer,
-                                                 request.localizerWeights or None, temporary=temporary,
-                                                 build=build if temporary else None)
+                                                 jobs.ImageGeometry.of(image), localizer,
+                                                 request.localizerWeights or None, temporary=build is not None,
+                                                 build=build)
         return localization, [o.output for o in chosen]
+
+    # Each template source's organs, folder, build (a scene template's, else None) and default localizer.
+
+    def _regionFolder(self, request: URSAMRequest):
+        if not request.region:
+            raise URSAMError("Choose a built-in template under Organ set (one of: "
+                             f"{', '.join(builtin.region_names())}).")
+        template = self.regionTemplate(request.region)  # a damaged installation: one sentence, no job
+        chosen = self._chosenOrgans(request, f"the built-in template {template.title} holds")
+        return chosen, str(template.folder), None, template.localizer
+
+    def _templateFolder(self, request: URSAMRequest):
+        if not request.templateFolder:
+            raise URSAMError("Choose a template folder (made with 'ursam build-template'), or prompt with "
+                             "segments or a label map.")
+        chosen = self._chosenOrgans(request, f"the template {Path(request.templateFolder).name} holds")
+        return chosen, request.templateFolder, None, "registration"
+
+    def _sceneFolder(self, request: URSAMRequest):
+        self.sceneSupports(request.supports)  # no supports, or unusable ones: say so, not "no organ"
+        chosen = self._chosenOrgans(request, "the supports have")
+        folder, build = self.buildSceneTemplate(request.supports, [o.source for o in chosen])
+        return chosen, folder, build, "registration"
 
     def buildSceneTemplate(self, supports, organKeys: list[str]) -> tuple[str, jobs.TemplateBuild]:
         """What the job needs to build a template of ``organKeys`` (catalogue keys) from labelled CTs in
@@ -718,6 +758,13 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shownLog = ""
         self.supports: list[tuple[object, object]] = []
         """The (CT volume, segmentation) pairs added as supports of a template built from the scene."""
+        self._organSetKind = None
+        """What the Organ set chooser lists now: "region" (built-in templates) or "catalogue"."""
+        self._organSetChoices: dict[str, str] = {}
+        """The organ set last chosen of each kind, shown again when the prompt source returns to it."""
+        self._fillingOrganSets = False
+        self._preselectedFor = None
+        """The (template source, region) whose default localizer the Localizer chooser was last set to."""
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -727,9 +774,8 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = URSAMLogic()
 
-        self.ui.organSetComboBox.addItem(_("Any organ in the prompts"), ANY_ORGAN)
-        for key, organSet in catalogue.organ_sets().items():
-            self.ui.organSetComboBox.addItem(organSet.title, key)
+        for index, source in enumerate(PROMPT_SOURCES):  # saved by name: the item order may change
+            self.ui.promptSourceComboBox.setItemData(index, source)
         for name, entry in backboneCatalogue().items():
             self.ui.backboneComboBox.addItem(entry["title"], name)
         self.ui.backboneComboBox.setCurrentIndex(self.ui.backboneComboBox.findData(DEFAULT_BACKBONE))
@@ -870,6 +916,14 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def promptSource(self) -> str:
         return PROMPT_SOURCES[self.ui.promptSourceComboBox.currentIndex]
 
+    def organSetAndRegion(self) -> tuple[str, str]:
+        """The Organ set chooser's choice as ``(organ set, built-in region)``: for the built-in template
+        source it picks the region (and all of its organs are offered), for the others the organ set."""
+        chosen = self.ui.organSetComboBox.currentData
+        if self.promptSource() in REGION_SOURCES:
+            return ANY_ORGAN, chosen or ""
+        return chosen or ANY_ORGAN, ""
+
     def promptNode(self):
         source = self.promptSource()
         if source == "segmentation":
@@ -901,10 +955,11 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             classesPath=self.ui.classesPathLineEdit.currentPath,
             templateFolder=self.ui.templatePathLineEdit.currentPath,
             supports=list(self.supports),
+            region=self.organSetAndRegion()[1],
             localizer=self.ui.localizerComboBox.currentData,
             localizerWeights=self.ui.localizerWeightsPathLineEdit.currentPath or None,
             promptMode=PROMPT_MODES[self.ui.promptModeComboBox.currentIndex],
-            organSet=self.ui.organSetComboBox.currentData,
+            organSet=self.organSetAndRegion()[0],
             organLabels=self.checkedOrganLabels(),
             settings=self.settingsFromGUI(),
             backbone=self.ui.backboneComboBox.currentData,
@@ -951,9 +1006,51 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._segmentSignature(self._observedPrompt) != self._promptSignature:
             self.onPromptChanged()
 
+    def fillOrganSets(self, source: str) -> None:
+        """List in the Organ set chooser what fits the prompt source: URSAM's built-in templates for
+        the built-in template source, else "any organ" and the catalogue's organ sets."""
+        kind = "region" if source in REGION_SOURCES else "catalogue"
+        combo = self.ui.organSetComboBox
+        if kind == self._organSetKind:
+            return
+        if self._organSetKind is not None:
+            self._organSetChoices[self._organSetKind] = combo.currentData
+        self._organSetKind = kind
+        self._fillingOrganSets = True  # clearing and adding items signal changes: one update at the end
+        try:
+            combo.clear()
+            if kind == "region":
+                for entry in builtin.describe():
+                    combo.addItem(entry["title"], entry["region"])
+            else:
+                combo.addItem(_("Any organ in the prompts"), ANY_ORGAN)
+                for key, organSet in catalogue.organ_sets().items():
+                    combo.addItem(organSet.title, key)
+            combo.setCurrentIndex(max(combo.findData(self._organSetChoices.get(kind)), 0))
+        finally:
+            self._fillingOrganSets = False
+
+    def preselectLocalizer(self, source: str, region: str) -> None:
+        """A newly chosen template source or built-in region: choose its default localizer (a region's
+        was chosen by measurement; registration for the others); the user may choose another under
+        Advanced, and it stays until the source or region changes."""
+        if source not in TEMPLATE_SOURCES or (source, region) == self._preselectedFor:
+            return
+        self._preselectedFor = (source, region)
+        localizer = next((entry["localizer"] for entry in builtin.describe() if entry["region"] == region),
+                         "registration")
+        index = self.ui.localizerComboBox.findData(localizer)
+        if index >= 0:
+            self.ui.localizerComboBox.setCurrentIndex(index)
+
     @reportErrors
     def onPromptChanged(self, *args):
+        if self._fillingOrganSets:
+            return
         source = self.promptSource()
+        self.fillOrganSets(source)
+        organSet, region = self.organSetAndRegion()
+        self.preselectLocalizer(source, region)
         node = self.promptNode() if source == "segmentation" else None
         self.observePrompt(node)
         self._promptSignature = self._segmentSignature(node)
@@ -964,10 +1061,10 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             getattr(self.ui, name).setVisible(name in shown)
         self.ui.promptModeComboBox.setEnabled(source not in TEMPLATE_SOURCES)
         try:
-            self._promptOrgans = self.logic.promptOrgans(source, self.promptNode(),
-                                                         self.ui.organSetComboBox.currentData,
+            self._promptOrgans = self.logic.promptOrgans(source, self.promptNode(), organSet,
                                                          self.ui.classesPathLineEdit.currentPath,
-                                                         self.ui.templatePathLineEdit.currentPath, self.supports)
+                                                         self.ui.templatePathLineEdit.currentPath, self.supports,
+                                                         region)
         except URSAMError as error:
             self._promptOrgans = []
             self.ui.statusLabel.text = str(error)
@@ -1236,6 +1333,8 @@ class URSAMTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_template_from_a_labelled_ct_in_the_scene()
         self.setUp()
+        self.test_built_in_template_is_installed_and_prepares_a_job()
+        self.setUp()
         self.test_a_prompt_past_the_ct_and_a_second_ct_under_a_transform()
         self.setUp()
         self.test_litemedsam_on_a_small_volume()
@@ -1376,6 +1475,24 @@ class URSAMTest(ScriptedLoadableModuleTest):
         with self.assertRaises(URSAMError):
             logic.process(replace(request, supports=[]))
         self.delayDisplay(f"Test passed (Dice {dice:.3f})")
+
+    def test_built_in_template_is_installed_and_prepares_a_job(self):
+        self.delayDisplay("URSAM: the built-in templates are installed intact and need only the CT")
+        logic = self._logic()
+        for entry in builtin.describe():  # every packaged file is checked against its SHA-256 here
+            organs = logic.promptOrgans("region", None, region=entry["region"])
+            self.assertEqual(len(organs), len(entry["organs"]))
+            self.assertTrue(all(organ.output.key in catalogue.organs() for organ in organs))  # named as in Slicer
+        volume, _ = self._bodyVolume("URSAM test CT, unlabelled")
+        prepared = logic.prepare(URSAMRequest(volume, promptSource="region", region="head-and-neck"))
+        localization = prepared.job.localization
+        self.assertEqual(Path(localization.folder), builtin.region_template("head-and-neck").folder)
+        self.assertEqual(localization.localizer, builtin.region_template("head-and-neck").localizer)
+        self.assertEqual(len(prepared.organs), 7)
+        self.assertTrue(builtin.localizer_weights().is_file())
+        with self.assertRaises(URSAMError):
+            logic.prepare(URSAMRequest(volume, promptSource="region", region="thorax"))
+        self.delayDisplay("Test passed")
 
     def test_a_prompt_past_the_ct_and_a_second_ct_under_a_transform(self):
         self.delayDisplay("URSAM: a prompt longer than the CT; a second, moved CT gets its own outputs")
