@@ -100,6 +100,15 @@ def synthetic_ct(shape=(6, 40, 48), spacing=(0.8, 0.9, 2.5), direction=None, ori
     return image
 
 
+@pytest.fixture(autouse=True)
+def _slicer_logics_released():
+    """After each test, the Slicer logics its scenes made are disconnected in order (slicer_scene.release_logics)."""
+    yield
+    scene_module = sys.modules.get("slicer_scene")
+    if scene_module is not None:
+        scene_module.release_logics()
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to reach the network fails the test (see no_network.py); yields the attempts."""

@@ -72,7 +72,7 @@ def test_every_runtime_dependency_of_ursamlib_is_accounted_for():
     names = {entry.split(">")[0].split("=")[0].split("<")[0].strip().lower() for entry in declared}
     listed = {r.split(">")[0].split("=")[0].lower() for r in dependencies.REQUIREMENTS}
     covered = listed | {n.lower() for n in dependencies.PROVIDED_BY_SLICER + dependencies.PROVIDED_BY_PYTORCH_EXTENSION
-                                                + dependencies.COMMAND_LINE_ONLY}
+                                                + dependencies.COMMAND_LINE_ONLY + dependencies.CPU_RUNTIMES}
     assert names == covered
 
 

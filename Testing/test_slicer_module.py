@@ -101,7 +101,7 @@ def test_prompt_source_shows_its_own_controls(env):
     assert not ui.templatePathLineEdit.visible and not ui.promptModeComboBox.enabled
     assert [data for _, data in ui.localizerComboBox.items] == list(module.LOCALIZERS) == \
         ["registration", "medlam", "auto"]
-    assert ui.localizerComboBox.items[2][0] == "Automatic: registration, MedLAM where the supports disagree"
+    assert ui.localizerComboBox.items[2][0] == "Automatic: registration, MedLAM on blanked scans"
 
 
 def oblique_template(folder):

@@ -192,15 +192,22 @@ def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders(
 def test_the_documented_workflow_names_only_controls_that_exist():
     """Every control the workflow in docs/slicer.md names in italics (or bold) is spelled as in the .ui."""
     page = (ROOT / "docs" / "slicer.md").read_text()
-    workflow = page.split("## The clinician's workflow")[1].split("## Testing the module")[0]
+    workflow = page.split("## Using it")[1].split("## How the background job works")[0]
     workflow = re.sub(r"\s*\n\s*", " ", workflow)
     named = set(re.findall(r"(?<![*\w])\*([^*\s][^*]*?)\*(?![*\w])", workflow))
     named |= {b.rstrip(".") for b in re.findall(r"\*\*([^*]+)\*\*", workflow)}
     texts = {t.text.rstrip(":") for t in ET.parse(UI).iter("string") if t.text}
+    from URSAMLib.builtin import describe
+
     texts |= {"Any organ in the prompts", "Cancel", "Review", "OK"}  # set by URSAM.py
-    steps = {"Load the CT", "Mark the organs roughly", "Open URSAM", "Read the result", "Go where it is unsure",
-             "Tune, then correct", "Auto-segment organs", "Or let URSAM find the organs"}
-    not_controls = {"to URSAM's segments", "α_h", "Next / Previous uncertain region"}
+    texts |= {entry["title"] for entry in describe()}  # the built-in templates' titles, in the Organ set list
+    texts |= {"Automatic: registration, MedLAM on blanked scans", "Registration", "MedLAM"}  # LOCALIZER_TITLES
+    texts |= {"Harden transform", "Show Details"}  # Slicer's Data module; Qt's message box
+    steps = {"Load the CT", "Mark the organs roughly", "Open URSAM", "open URSAM", "Read the result",
+             "Go where it is unsure", "Tune, then correct", "Auto-segment organs", "Or let URSAM find the organs",
+             "Choose the built-in template", "Review the heatmap, then edit", "Settings, the run and the result",
+             "The other prompt sources", "Transforms", "Errors", "Settings"}
+    not_controls = {"to URSAM's segments", "α_h", "Next / Previous uncertain region", "label map"}
     assert {"Next uncertain region", "Previous uncertain region"} <= texts
     unknown = {phrase for phrase in named - steps - not_controls
                if not any(text == phrase or text.startswith(phrase + " (") for text in texts)}
@@ -289,7 +296,7 @@ def render_panel(path, width: int = 460):
     region = builtin.describe()[0]
     child(root, "organSetComboBox").addItem(region["title"])
     child(root, "backboneComboBox").addItem(next(iter(backbones().values()))["title"])
-    child(root, "localizerComboBox").addItem("Automatic: registration, MedLAM where the supports disagree")
+    child(root, "localizerComboBox").addItem("Automatic: registration, MedLAM on blanked scans")
     organs = child(root, "organsListWidget")
     for name in region["organs"]:
         item = widgets.QListWidgetItem(catalogue.match_name(name).name)

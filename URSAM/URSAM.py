@@ -87,7 +87,7 @@ SOURCE_CONTROLS = {
 """The controls each prompt source shows; those of the other sources are hidden. Another source is
 added here, in PROMPT_SOURCES and promptSourceComboBox's items, and as a reader of its organs in
 URSAMLogic.promptOrgans (and of its prompts in URSAMLogic.prepare)."""
-LOCALIZER_TITLES = {"auto": "Automatic: registration, MedLAM where the supports disagree",
+LOCALIZER_TITLES = {"auto": "Automatic: registration, MedLAM on blanked scans",
                     "registration": "Registration of the template scans (no training)",
                     "medlam": "MedLAM landmarks (trained weights)"}
 """Titles of URSAMLib's localizers in localizerComboBox (others show their name)."""

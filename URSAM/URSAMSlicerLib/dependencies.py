@@ -32,6 +32,9 @@ in Slicer, Slicer's own DICOM export writes DICOM)."""
 PROVIDED_BY_SLICER = ("numpy", "SimpleITK")
 PROVIDED_BY_PYTORCH_EXTENSION = ("torch",)
 COMMAND_LINE_ONLY = ("tqdm", "matplotlib", "scikit-image", "pydicom", "highdicom")
+CPU_RUNTIMES = ("onnx", "openvino", "onnxruntime")
+"""Faster CPU inference (``--runtime``), not installed by the module: where they are missing, the
+``auto`` runtime runs the networks with PyTorch, silently, with the same masks."""
 
 REQUESTER = "URSAM"
 
