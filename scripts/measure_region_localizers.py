@@ -6,7 +6,8 @@ supports' agreement, and seconds per scan. From those rows it scores every choic
 localizer could make (registration where the agreement is at least t, else MedLAM) without running
 anything again. Choose t on training patients (``--split train``), report on validation.
 
-    python scripts/measure_region_localizers.py --split train --patients 34,66,1,5 -o /tmp/loc-train
+    python scripts/measure_region_localizers.py --split train --patients 34,66,95,122,36,92,104,108 \
+        -o docs/results/region-localizers   # the choice of the auto rule (4 complete, 4 blanked scans)
     python scripts/measure_region_localizers.py --split validation -o docs/results/region-localizers
 
 Rows go to OUTPUT/rows.csv after every patient (a run resumes), the table to OUTPUT/table.md.
@@ -23,15 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import builtin, io  # noqa: E402
-from URSAMLib.localize import box_iou, localize_by_medlam, localize_by_registration  # noqa: E402
+from URSAMLib.localize import BLANKED_BELOW, box_iou, localize_by_medlam, localize_by_registration  # noqa: E402
 from URSAMLib.prompts import Box3D  # noqa: E402
 from URSAMLib.template import Template  # noqa: E402
 
 FIELDS = ["patient", "visible_body", "organ", "registration_iou", "agreement", "medlam_iou",
           "registration_s", "medlam_s"]
 THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.01)
-BLANKED_BELOW = 0.05
-"""Visible-body fraction (voxels above -500 HU) under which an OpenKBP CT is blanked."""
 
 
 def main() -> None:
@@ -110,7 +109,10 @@ def report(rows: list[dict], args) -> str:
              "| localizer | all | complete | blanked |", "|---|---|---|---|"]
     for label, key in [("registration", lambda r: float(r["registration_iou"])),
                        ("MedLAM (shipped weights)", lambda r: float(r["medlam_iou"]))] + \
-            [(f"auto, agreement threshold {t:g}", lambda r, t=t: auto_iou(r, t)) for t in THRESHOLDS[1:-1]]:
+            [(f"MedLAM where the registered supports disagree (agreement < {t:g})", lambda r, t=t: auto_iou(r, t))
+             for t in THRESHOLDS[1:-1]] + \
+            [("auto: MedLAM on blanked scans, registration on the others", lambda r: float(
+                r["medlam_iou"] if float(r["visible_body"]) < BLANKED_BELOW else r["registration_iou"]))]:
         lines.append(f"| {label} | " + " | ".join(mean(kinds[k], key) for k in kinds) + " |")
     seconds = {r["patient"]: (float(r["registration_s"]), float(r["medlam_s"])) for r in rows}
     if seconds:
