@@ -7,8 +7,8 @@ localizer could make (registration where the agreement is at least t, else MedLA
 anything again. Choose t on training patients (``--split train``), report on validation.
 
     python scripts/measure_region_localizers.py --split train --patients 34,66,95,122,36,92,104,108 \
-        -o docs/results/region-localizers   # the choice of the auto rule (4 complete, 4 blanked scans)
-    python scripts/measure_region_localizers.py --split validation -o docs/results/region-localizers
+        -o docs/results/region-localizers/train   # the choice of the auto rule (4 complete, 4 blanked scans)
+    python scripts/measure_region_localizers.py --split validation -o docs/results/region-localizers/validation
 
 Rows go to OUTPUT/rows.csv after every patient (a run resumes), the table to OUTPUT/table.md.
 """
