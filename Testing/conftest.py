@@ -100,6 +100,24 @@ def synthetic_ct(shape=(6, 40, 48), spacing=(0.8, 0.9, 2.5), direction=None, ori
     return image
 
 
+def damaged_resources(monkeypatch, folder: Path, pattern: str) -> Path:
+    """URSAM's Resources/ copied into ``folder`` with one byte changed (the size kept) in the first file
+    matching ``pattern`` (a glob below Resources/), and URSAMLib.builtin reading the copy; returns
+    that file. Verification results are kept per path, so the installed files' do not stand in."""
+    import shutil
+
+    from URSAMLib import builtin
+
+    copy = folder / "Resources"
+    shutil.copytree(ROOT / "Resources", copy)
+    damaged = next(copy.glob(pattern))
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(builtin, "resource_path", lambda name: copy / name)
+    return damaged
+
+
 @pytest.fixture(autouse=True)
 def _slicer_logics_released():
     """After each test, the Slicer logics its scenes made are disconnected in order (slicer_scene.release_logics)."""

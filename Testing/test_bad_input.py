@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import ABDOMEN, HEAD_NECK, DCMQI, ROOT, synthetic_ct
+from conftest import ABDOMEN, HEAD_NECK, DCMQI, ROOT, damaged_resources, synthetic_ct
 
 BAD_INPUT_PAGE = ROOT / "docs" / "bad-input.md"
 SECTION = "# What happens with bad input"
@@ -332,17 +332,7 @@ def nan_voxels(value: float) -> Callable[[Path], list[str]]:
 
 def damaged_package(monkeypatch, folder: Path) -> None:
     """URSAM's packaged files as a copy in which one byte of the abdomen template has changed."""
-    import shutil
-
-    from URSAMLib import builtin
-
-    copy = folder.parent / "Resources"
-    shutil.copytree(ROOT / "Resources", copy)
-    damaged = next((copy / "templates" / "abdomen" / "supports").glob("*_labels.nii.gz"))
-    data = bytearray(damaged.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    damaged.write_bytes(bytes(data))
-    monkeypatch.setattr(builtin, "resource_path", lambda name: copy / name)
+    damaged_resources(monkeypatch, folder.parent, "templates/abdomen/supports/*_labels.nii.gz")
 
 
 REGION_ARGS = ["segment", "ct.nii.gz", "-o", "out", "--region"]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, hn_pair
+from conftest import ROOT, damaged_resources, hn_pair
 
 from URSAMLib import builtin, io
 from URSAMLib.cli import main
@@ -73,13 +72,7 @@ def test_a_region_and_a_template_together_are_refused(abdomen, tmp_path, capsys)
 
 
 def test_a_damaged_packaged_file_is_one_sentence_and_nothing_is_written(abdomen, tmp_path, monkeypatch, capsys):
-    copy = tmp_path / "Resources"
-    shutil.copytree(RESOURCES, copy)
-    support = next((copy / "templates" / "abdomen" / "supports").glob("*_labels.nii.gz"))
-    damaged = bytearray(support.read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF  # one byte changed, the size the same
-    support.write_bytes(bytes(damaged))
-    monkeypatch.setattr(builtin, "resource_path", lambda name: copy / name)
+    support = damaged_resources(monkeypatch, tmp_path, "templates/abdomen/supports/*_labels.nii.gz")
     with pytest.raises(URSAMError, match="fails its SHA-256 check.*reinstall URSAM"):
         builtin.region_template("abdomen")
     code = main(["segment", str(abdomen / "ct_small.nii.gz"), "-o", str(tmp_path / "out"), "--region", "abdomen",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fake_slicer_gui as fake
-from conftest import ROOT
+from conftest import ROOT, damaged_resources
 from slicer_scene import add_slice_views, build_oblique_case, require, scene_snapshot
 from URSAMLib.pipeline import Settings
 
@@ -42,6 +42,22 @@ def organ_items(widget):
     items = widget.ui.organsListWidget.items
     return [(item.text(), item.checkState() == fake.Qt.Checked, bool(item.flags() & fake.Qt.ItemIsEnabled))
             for item in items]
+
+
+class CancelledJob:
+    """A started job that reports at once that it was cancelled: for tests of what happens before."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def poll(self):
+        return self.module.jobs.JobStatus("cancelled", 0.0, "Cancelled")
+
+    def cancel(self):
+        pass
+
+    def log(self):
+        return ""
 
 
 def test_module_description_cites_the_paper(monkeypatch):
@@ -197,31 +213,17 @@ def test_the_built_in_template_is_the_default_source_and_offers_its_regions_orga
 
 
 def test_a_damaged_built_in_template_is_one_dialog_line_and_no_job(ct_only, monkeypatch, tmp_path):
-    import shutil
-
-    from URSAMLib import builtin
-
     module, widget, dialogs, scene, ct_node = ct_only
-    copy = tmp_path / "Resources"
-    shutil.copytree(ROOT / "Resources", copy)
-    support = next((copy / "templates" / "head-and-neck" / "supports").glob("*_ct-*.nii.gz"))
-    damaged = bytearray(support.read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF  # one byte flipped, the size the same
-    support.write_bytes(bytes(damaged))
-    monkeypatch.setattr(builtin, "resource_path", lambda name: copy / name)
-    builtin._verify.cache_clear()
-    try:
-        before = scene_snapshot(scene)
-        widget.ui.applyButton.click()
-        assert len(dialogs.errors) == 1, dialogs.errors
-        text, _ = dialogs.errors[0]
-        assert "\n" not in text and text.startswith(f"URSAM's packaged file templates/head-and-neck/supports/"
-                                                    f"{support.name} fails its SHA-256 check")
-        assert text.endswith("reinstall URSAM.")
-        assert widget.job is None and widget.ui.applyButton.text == "Auto-segment organs"
-        assert scene_snapshot(scene) == before
-    finally:
-        builtin._verify.cache_clear()
+    support = damaged_resources(monkeypatch, tmp_path, "templates/head-and-neck/supports/*_ct-*.nii.gz")
+    before = scene_snapshot(scene)
+    widget.ui.applyButton.click()
+    assert len(dialogs.errors) == 1, dialogs.errors
+    text, _ = dialogs.errors[0]
+    assert "\n" not in text and text.startswith(f"URSAM's packaged file templates/head-and-neck/supports/"
+                                                f"{support.name} fails its SHA-256 check")
+    assert text.endswith("reinstall URSAM.")
+    assert widget.job is None and widget.ui.applyButton.text == "Auto-segment organs"
+    assert scene_snapshot(scene) == before
 
 
 def test_a_template_folder_offers_its_organs_and_reaches_the_logic(env, monkeypatch, tmp_path):
@@ -605,17 +607,7 @@ def test_inputs_are_checked_before_anything_is_installed_under_a_wait_cursor(env
     prepare = widget.logic.prepare
     monkeypatch.setattr(widget.logic, "prepare", lambda request: order.append("check") or prepare(request))
     monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: order.append("install"))
-    monkeypatch.setattr(widget.logic, "start", lambda prepared: order.append("start") or Finished())
-
-    class Finished:
-        def poll(self):
-            return module.jobs.JobStatus("cancelled", 0.0, "Cancelled")
-
-        def cancel(self):
-            pass
-
-        def log(self):
-            return ""
+    monkeypatch.setattr(widget.logic, "start", lambda prepared: order.append("start") or CancelledJob(module))
 
     widget.ui.applyButton.click()
     assert order == ["check", "install", "start"]
@@ -784,17 +776,7 @@ def test_the_pin_precision_and_window_reach_the_job_and_bad_ones_are_one_line_er
     ui.precisionComboBox.currentIndex = 1
     ui.windowLineEdit.text = "-100, 300"
     started = []
-    monkeypatch.setattr(widget.logic, "start", lambda prepared: started.append(prepared) or Done())
-
-    class Done:
-        def poll(self):
-            return module.jobs.JobStatus("cancelled", 0.0, "Cancelled")
-
-        def cancel(self):
-            pass
-
-        def log(self):
-            return ""
+    monkeypatch.setattr(widget.logic, "start", lambda prepared: started.append(prepared) or CancelledJob(module))
 
     ui.applyButton.click()
     job = started[0].job

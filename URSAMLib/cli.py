@@ -304,13 +304,12 @@ def _run_evaluate(args) -> int:
 
     def load():
         from .backbones import load_backbone
-        from .embedding_cache import EmbeddingCache
+        from .embedding_cache import attach
 
         backbone = load_backbone(args.backbone, args.checkpoint, args.device,
                                  runtime=args.runtime if args.precision == "float32" else "torch", warn=_warn)
         backbone.precision = args.precision
-        if hasattr(backbone, "embedding_cache"):  # a SamBackbone; stand-in models (tests) embed nothing
-            backbone.embedding_cache = EmbeddingCache() if args.embedding_cache else None
+        attach(backbone, args.embedding_cache)
         if args.window:
             backbone.window = args.window
         return backbone

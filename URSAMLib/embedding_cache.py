@@ -162,6 +162,14 @@ class EmbeddingCache:
         self._memory_used = 0
 
 
+def attach(backbone, enabled: bool = True) -> None:
+    """Give ``backbone`` a new :class:`EmbeddingCache` (or none, when not ``enabled``). Only a model
+    that embeds slices (a SamBackbone, which declares ``embedding_cache``) gets one: stand-in models
+    (tests) have no embeddings to cache."""
+    if hasattr(backbone, "embedding_cache"):
+        backbone.embedding_cache = EmbeddingCache() if enabled else None
+
+
 def embed_slices(backbone: "SamBackbone", windowed: np.ndarray, cache: EmbeddingCache | None = None
                  ) -> tuple["torch.Tensor", int]:
     """Embeddings of windowed slices, from ``cache`` where it has them.

@@ -163,18 +163,24 @@ def _dicom_series_header(folder: Path) -> ImageHeader:
         )
     with _native_stderr_captured():
         files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    reader = _dicom_file_header(files[0], f"the DICOM series in {folder}")
+    columns, rows = reader.GetSize()[:2]
+    check_slice_geometry(folder, files)
+    return ImageHeader(folder, 3, (columns, rows, len(files)), tuple(reader.GetSpacing()),
+                       reader.GetNumberOfComponents(), reader.GetPixelID(), "DICOM", files)
+
+
+def _dicom_file_header(file: str, what: str) -> sitk.ImageFileReader:
+    """A reader holding one DICOM file's header (no voxels read); ``what`` names it in the error."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(files[0])
+    reader.SetFileName(file)
     reader.SetImageIO("GDCMImageIO")
     try:
         with _native_stderr_captured():
             reader.ReadImageInformation()
     except RuntimeError as error:
-        raise URSAMError(f"Could not read the DICOM series in {folder} ({_itk_reason(error)}).") from None
-    columns, rows = reader.GetSize()[:2]
-    check_slice_geometry(folder, files)
-    return ImageHeader(folder, 3, (columns, rows, len(files)), tuple(reader.GetSpacing()),
-                       reader.GetNumberOfComponents(), reader.GetPixelID(), "DICOM", files)
+        raise URSAMError(f"Could not read {what} ({_itk_reason(error)}).") from None
+    return reader
 
 
 SLICE_TOLERANCE = 0.01
@@ -199,14 +205,7 @@ def check_slice_geometry(folder: Path, files: tuple[str, ...]) -> None:
         return
     positions, directions, pixel = [], [], None
     for file in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(file)
-        reader.SetImageIO("GDCMImageIO")
-        try:
-            with _native_stderr_captured():
-                reader.ReadImageInformation()
-        except RuntimeError as error:
-            raise URSAMError(f"Could not read {file} of the DICOM series in {folder} ({_itk_reason(error)}).") from None
+        reader = _dicom_file_header(file, f"{file} of the DICOM series in {folder}")
         positions.append(reader.GetOrigin()[:3])
         directions.append(reader.GetDirection())
         pixel = pixel or min(reader.GetSpacing()[:2])

@@ -14,8 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import dicom_out, io, metrics, outputs
-from .embedding_cache import EmbeddingCache
+from . import dicom_out, embedding_cache, io, metrics, outputs
 from .errors import URSAMError
 from .pipeline import Settings
 from .prompts import DEFAULT_BOX_MARGIN, BoxMargin
@@ -268,8 +267,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     if job.window:
         backbone.window = job.window
     backbone.precision = job.precision
-    if hasattr(backbone, "embedding_cache"):  # a SamBackbone; stand-in models (tests) have no embeddings
-        backbone.embedding_cache = EmbeddingCache() if job.embedding_cache else None
+    embedding_cache.attach(backbone, job.embedding_cache)
     loaded = time.perf_counter()
 
     result = progress_bar("UR-SAM", lambda progress: segment(

@@ -243,8 +243,9 @@ def localize_automatically(ct: sitk.Image, template: Template, organs: list[str]
         localization.localizer = "registration"
     unplaced = [o for o in organs if o not in found]
     if unplaced:
-        learned = localize_by_medlam(ct, template, unplaced, progress=part(0.7 if found else 0.0, 0.3 if found
-                                                                                 else 1.0), weights=weights, **options)
+        start = 0.7 if found else 0.0  # after registration, or the whole bar
+        learned = localize_by_medlam(ct, template, unplaced, progress=part(start, 1.0 - start), weights=weights,
+                                     **options)
         for organ, localization in learned.items():
             localization.localizer = "medlam"
             found[organ] = localization

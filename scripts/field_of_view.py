@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-BLANKED_BELOW = 0.05
-"""Visible-body fraction under which a 128^3 head-and-neck CT is blanked (full scans: 0.06-0.13)."""
-
-
-def visible_body(ct: sitk.Image) -> float:
-    """Fraction of the CT's voxels above -500 HU (body, not air)."""
-    return float((sitk.GetArrayViewFromImage(ct) > -500).mean())
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The auto localizer's own measure of a blanked scan; measure_localizers.py imports it from here.
+from URSAMLib.localize import BLANKED_BELOW, visible_body  # noqa: E402,F401
 
 
 def main() -> None:

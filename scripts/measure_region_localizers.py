@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import builtin, io  # noqa: E402
-from URSAMLib.localize import BLANKED_BELOW, box_iou, localize_by_medlam, localize_by_registration  # noqa: E402
+from URSAMLib.localize import (BLANKED_BELOW, box_iou, localize_by_medlam,  # noqa: E402
+                               localize_by_registration, visible_body)
 from URSAMLib.prompts import Box3D  # noqa: E402
 from URSAMLib.template import Template  # noqa: E402
 
@@ -57,7 +58,7 @@ def main() -> None:
             continue
         ct = io.read_ct(folder / f"{patient}_ct.nii.gz")
         labels = io.axial_array(io.read_label_map(folder / f"{patient}_oar.nii.gz", ct), np.uint16)[0]
-        visible = float((io.axial_array(ct)[0] > -500).mean())
+        visible = visible_body(ct)
         started = time.perf_counter()
         try:
             registered = localize_by_registration(ct, template)
