@@ -12,7 +12,7 @@ import pytest
 
 from conftest import MODULE_DIR
 from URSAMLib.pipeline import Settings
-from URSAMLib.prompts import OrganPrompt
+from URSAMLib.prompts import BoxMargin, OrganPrompt
 from URSAMSlicerLib import jobs, processes
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box
 
@@ -27,7 +27,16 @@ def small_job(**settings) -> jobs.Job:
     hu[2:6, 15:25, 20:35] = 100
     prompts = [OrganPrompt("a", 1, {z: np.array([4.0, 4.0, 15.0, 12.0]) for z in (1, 2, 3)}),
                OrganPrompt("b", 7, {z: np.array([19.0, 14.0, 35.0, 25.0]) for z in (2, 3, 4, 5)})]
-    return jobs.Job(hu, prompts, Settings(**{"num_aug": 4, "ratio": 0.1, "seed": 3, **settings}), "bright")
+    return jobs.Job(hu, prompts, options(settings=Settings(**{"num_aug": 4, "ratio": 0.1, "seed": 3, **settings})))
+
+
+def options(**fields):
+    return jobs.scene_options("test CT", **{"backbone": "bright", **fields})
+
+
+def with_options(job, **fields):
+    """``job`` with some of its options replaced."""
+    return dataclasses.replace(job, options=dataclasses.replace(job.options, **fields))
 
 
 def assert_same_result(a, b):
@@ -49,7 +58,7 @@ def test_job_files_round_trip(tmp_path):
     assert np.array_equal(again.hu, job.hu) and again.settings == job.settings
     assert [(p.name, p.label) for p in again.prompts] == [("a", 1), ("b", 7)]
     assert all(np.array_equal(a.boxes[z], b.boxes[z]) for a, b in zip(again.prompts, job.prompts) for z in a.boxes)
-    assert (again.backbone, again.checkpoint, again.device) == ("bright", None, "auto")
+    assert again.options == job.options and (again.options.backbone, again.options.device) == ("bright", "auto")
 
 
 def test_a_saved_result_is_the_same_result_and_rerectifies_the_same(tmp_path):
@@ -209,10 +218,12 @@ def test_the_worker_imports_without_slicer_or_qt(tmp_path):
 
 def test_settings_survive_the_trip_whatever_their_values(tmp_path):
     settings = Settings(num_aug=7, ratio=0.123, seed=99, method="fixed", alpha_h=2.5, lower_bound="paper")
-    job = dataclasses.replace(small_job(), settings=settings, checkpoint="/w.pth", device="cuda:1")
+    job = with_options(small_job(), settings=settings, checkpoint="/w.pth", device="cuda:1", prompt_mode="box3d",
+                       box_margin=BoxMargin((1.0, 2.0, 3.0), "voxel"), runtime="torch", embedding_cache=False)
     jobs.save_job(job, tmp_path)
     again = jobs.load_job(tmp_path)
-    assert again.settings == settings and (again.checkpoint, again.device) == ("/w.pth", "cuda:1")
+    assert again.settings == settings and again.options == job.options
+    assert again.options.box_margin == BoxMargin((1.0, 2.0, 3.0), "voxel")
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,7 +256,7 @@ def localizing_job(template_folder, temporary=False) -> jobs.Job:
     hu, _ = io.axial_array(ct)
     localization = jobs.TemplateLocalization(str(template_folder), {"liver": "Liver", "spleen": "Spleen"},
                                              jobs.ImageGeometry.of(ct), temporary=temporary)
-    return jobs.Job(hu, [], Settings(num_aug=2, ratio=0.0), "bright", localization=localization)
+    return jobs.Job(hu, [], options(settings=Settings(num_aug=2, ratio=0.0)), localization=localization)
 
 
 def fake_localizer(found_box):
@@ -426,10 +437,10 @@ def test_the_writer_retries_a_replace_refused_while_the_reader_holds_the_file(tm
 # The model choices `ursam segment` has: checkpoint pin, precision, window, unverified weights
 
 def test_the_pin_precision_and_window_survive_the_trip(tmp_path):
-    job = dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="ab" * 32, precision="bfloat16",
-                              window=(-100.0, 300.0))
+    job = with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="ab" * 32, precision="bfloat16",
+                       window=(-100.0, 300.0))
     jobs.save_job(job, tmp_path)
-    again = jobs.load_job(tmp_path)
+    again = jobs.load_job(tmp_path).options
     assert (again.checkpoint_sha256, again.precision, again.window) == ("ab" * 32, "bfloat16", (-100.0, 300.0))
 
 
@@ -438,8 +449,9 @@ def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(mon
 
     calls = []
 
-    def load_backbone(name, checkpoint=None, device="auto", vit_config=None, checkpoint_sha256=None):
-        calls.append((name, checkpoint, checkpoint_sha256))
+    def load_backbone(name, checkpoint=None, device="auto", vit_config=None, checkpoint_sha256=None,
+                      runtime="auto", warn=None):
+        calls.append((name, checkpoint, checkpoint_sha256, runtime))
         return BrightInBox()
 
     monkeypatch.setattr(backbones, "load_backbone", load_backbone)
@@ -452,11 +464,14 @@ def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(mon
         return original(hu, prompts, backbone, settings, **kwargs)
 
     monkeypatch.setattr(jobs, "segment", segment)
-    jobs.compute(dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32,
-                                     precision="bfloat16", window=(-50.0, 150.0)))
-    jobs.compute(dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32))
-    assert calls == [("bright", "/w.pth", "cd" * 32)]  # loaded once, with the pin
-    assert seen == [((-50.0, 150.0), "bfloat16"), (BrightInBox.window, "float32")]  # the next job: its own again
+    jobs.compute(with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32,
+                              window=(-50.0, 150.0)))
+    jobs.compute(with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32))
+    jobs.compute(with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32, precision="bfloat16"))
+    # through URSAMLib.job, as `ursam segment` loads it: with the pin, and the faster CPU runtime only at float32
+    assert calls == [("bright", "/w.pth", "cd" * 32, "auto"), ("bright", "/w.pth", "cd" * 32, "torch")]
+    # the next job on the kept model: the model's own window again
+    assert seen == [((-50.0, 150.0), "float32"), (BrightInBox.window, "float32"), (BrightInBox.window, "bfloat16")]
 
 
 def test_unverified_weights_reach_the_user_as_a_warning_from_the_worker():

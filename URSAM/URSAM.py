@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -59,9 +60,10 @@ _addSourceTreeToPath()
 from URSAMLib import builtin, io  # noqa: E402  (needs the path set above)
 from URSAMLib.backbones import DEFAULT_BACKBONE, catalogue as backboneCatalogue  # noqa: E402
 from URSAMLib.errors import URSAMError  # noqa: E402
+from URSAMLib.job import SegmentJob, check_model_choice  # noqa: E402
 from URSAMLib.localize import LOCALIZERS, check_localizer  # noqa: E402
 from URSAMLib.pipeline import SegmentationResult, Settings  # noqa: E402
-from URSAMLib.prompts import DEFAULT_BOX_MARGIN, OrganPrompt, prompts_from_labels  # noqa: E402
+from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt, prompts_from_labels  # noqa: E402
 from URSAMLib.template import Template  # noqa: E402
 from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions  # noqa: E402
 
@@ -103,6 +105,16 @@ threshold of Eq. 3, or the fixed ln(2)/2, each followed by Algorithm 1."""
 ANY_ORGAN = "any"
 """Organ set of every structure found in the prompts."""
 POLL_INTERVAL_MS = 200
+MARGIN_PATTERN = re.compile(r"\d+(?:\.\d+)?/\d+(?:\.\d+)?/\d+(?:\.\d+)? (?:mm|voxels?)")
+"""A box margin as the .ui's texts write it ("5/10/10 mm"); the widget shows URSAMLib's in its place."""
+
+
+def marginText(margin: BoxMargin | None = None) -> str:
+    """A box margin (default: URSAMLib's) as the panel shows it, z/y/x: "5/10/10 mm"."""
+    margin = margin or DEFAULT_BOX_MARGIN
+    unit = _("mm") if margin.unit == "mm" else _("voxels")
+    return "/".join(f"{value:g}" for value in margin.zyx) + f" {unit}"
+
 
 SAVED_CONTROLS = {
     # parameter name: (control, property); combo boxes filled from catalogues keep their item's data
@@ -415,7 +427,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             raise URSAMError(f"No organ is chosen: {holders} no organ of this organ set, or none is ticked.")
         return chosen
 
-    def buildPrompts(self, request: URSAMRequest, image, frame: io.AxialFrame
+    def buildPrompts(self, request: URSAMRequest, image, frame: io.AxialFrame, margin: BoxMargin = DEFAULT_BOX_MARGIN
                      ) -> tuple[list[OrganPrompt], list[mrml.OrganOutput], dict[str, str]]:
         """The box prompts of the requested organs drawn in the scene, in URSAMLib's axial frame.
 
@@ -431,7 +443,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             for organ in chosen:
                 mask = frame.to_axial(mrml.segment_mask(request.promptNode, organ.source, request.inputVolume))
                 found, absent = prompts_from_labels(mask.astype(np.uint8), {1: organ.output.name},
-                                                    request.promptMode, spacing=frame.spacing)
+                                                    request.promptMode, margin=margin, spacing=frame.spacing)
                 for prompt in found:
                     prompts.append(OrganPrompt(prompt.name, organ.label, prompt.boxes))
                 missing.update({name: "its prompt segment is empty" for name in absent})
@@ -444,14 +456,14 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
                                               request.promptNode.GetName())
             labels = io.axial_array(labelImage, np.uint16)[0]
             prompts, missing = prompts_from_labels(labels, {o.label: o.output.name for o in chosen},
-                                                   request.promptMode, spacing=frame.spacing)
+                                                   request.promptMode, margin=margin, spacing=frame.spacing)
         outputs = [o.output for o in chosen if any(p.label == o.label for p in prompts)]
         if not prompts:
             raise URSAMError(f"None of the chosen organs has voxels in {request.promptNode.GetName()}; "
                              "draw them on the input CT first.")
         return prompts, outputs, missing
 
-    def templateLocalization(self, request: URSAMRequest, image
+    def templateLocalization(self, request: URSAMRequest, image, margin: BoxMargin = DEFAULT_BOX_MARGIN
                              ) -> tuple[jobs.TemplateLocalization, list[mrml.OrganOutput]]:
         """What the job needs to localize the requested organs of a template in ``image`` itself
         (localizing takes a minute: it runs in the job), and the organs it may find.
@@ -467,7 +479,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
         check_localizer(localizer)
         localization = jobs.TemplateLocalization(folder, {o.source: o.output.name for o in chosen},
                                                  jobs.ImageGeometry.of(image), localizer,
-                                                 request.localizerWeights or None, temporary=build is not None,
+                                                 request.localizerWeights or None, margin, temporary=build is not None,
                                                  build=build)
         return localization, [o.output for o in chosen]
 
@@ -529,32 +541,28 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             raise URSAMError(f"{volume.GetName()} is not a grey-scale volume; select the CT to segment.")
         if request.promptMode not in PROMPT_MODES:
             raise URSAMError(f"Unknown prompt mode {request.promptMode!r}.")
-        settings = request.settings.validate()
+        options = self.options(request)
         image = mrml.image_from_volume_node(volume)
         io.check_volume(image, volume.GetName())
         hu, frame = io.axial_array(image)
         if request.promptSource in TEMPLATE_SOURCES:
-            localization, organs = self.templateLocalization(request, image)
+            localization, organs = self.templateLocalization(request, image, options.box_margin)
             prompts, missing = [], {}
         else:
-            prompts, organs, missing = self.buildPrompts(request, image, frame)
+            prompts, organs, missing = self.buildPrompts(request, image, frame, options.box_margin)
             localization = None
         warning = io.intensity_warning(hu, volume.GetName())
-        job = jobs.Job(hu, prompts, settings, request.backbone, request.checkpoint or None, request.device,
-                       localization, *self.modelChoice(request))
+        job = jobs.Job(hu, prompts, options, localization)
         return PreparedRun(request, job, frame, organs, missing, [warning] if warning else [])
 
     @staticmethod
-    def modelChoice(request: URSAMRequest) -> tuple[str | None, str, tuple[float, float] | None]:
-        """The checked checkpoint pin, precision and window of a request (raises URSAMError), as
-        ``ursam segment`` checks --checkpoint, --checkpoint-sha256, --precision and --window."""
+    def options(request: URSAMRequest) -> SegmentJob:
+        """The request's options as the job model ``ursam segment`` runs (raises URSAMError), checked
+        as it checks them: settings, backbone, device, checkpoint and its pin, precision, window."""
         from URSAMLib.weights import parse_sha256
 
-        if request.backbone not in backboneCatalogue():
-            raise URSAMError(f"Unknown backbone {request.backbone!r}; choose one of: {', '.join(backboneCatalogue())}.")
         if request.checkpoint and not Path(request.checkpoint).expanduser().is_file():
             raise URSAMError(f"Checkpoint {request.checkpoint} does not exist; choose the weights file again.")
-        pin = parse_sha256(request.checkpointSha256) if request.checkpointSha256 else None
         if request.precision not in PRECISIONS:
             raise URSAMError(f"Unknown precision {request.precision!r}; choose one of: {', '.join(PRECISIONS)}.")
         window = None
@@ -567,7 +575,14 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
             if not low < high:
                 raise URSAMError(f"CT window {request.window!r}: LOW must be below HIGH.")
             window = (low, high)
-        return pin, request.precision, window
+        options = jobs.scene_options(
+            request.inputVolume.GetName() if request.inputVolume is not None else "the input CT",
+            backbone=request.backbone, checkpoint=request.checkpoint or None,
+            checkpoint_sha256=parse_sha256(request.checkpointSha256) if request.checkpointSha256 else None,
+            precision=request.precision, window=window,
+            device=request.device, prompt_mode=request.promptMode, settings=request.settings.validate())
+        check_model_choice(options)
+        return options
 
     def start(self, prepared: PreparedRun):
         """Start computing a prepared run; returns the job to poll (``poll()``, ``cancel()``, ``result()``)."""
@@ -781,11 +796,7 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.backboneComboBox.setCurrentIndex(self.ui.backboneComboBox.findData(DEFAULT_BACKBONE))
         for name in LOCALIZERS:
             self.ui.localizerComboBox.addItem(LOCALIZER_TITLES.get(name, name), name)
-        # the margin the code applies, whatever the .ui was written with
-        margin = "/".join(f"{value:g}" for value in DEFAULT_BOX_MARGIN.zyx)
-        unit = _("mm") if DEFAULT_BOX_MARGIN.unit == "mm" else _("voxel")
-        self.ui.promptModeComboBox.setItemText(PROMPT_MODES.index("box3d"), _("3-D box (+{margin} {unit} margin)")
-                                               .format(margin=margin, unit=unit))
+        self.showDefaults()
 
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_INTERVAL_MS)
@@ -825,6 +836,22 @@ class URSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.setEnabled(False)
             self.ui.statusLabel.text = unsupported
             logging.error(unsupported)
+
+    def showDefaults(self) -> None:
+        """Show URSAMLib's defaults (UR-SAM settings, box margin), whatever the .ui was written with:
+        they are defined once, in URSAMLib. Called before the controls are connected, so that a
+        scene's saved settings are not overwritten."""
+        defaults = Settings()
+        self.ui.numAugSliderWidget.value = defaults.num_aug
+        self.ui.ratioSliderWidget.value = defaults.ratio
+        self.ui.alphaHSliderWidget.value = defaults.alpha_h
+        self.ui.thresholdModeComboBox.currentIndex = THRESHOLD_MODES.index(defaults.method)
+        margin = marginText()
+        combo = self.ui.promptModeComboBox
+        box3d = PROMPT_MODES.index("box3d")
+        combo.setItemText(box3d, MARGIN_PATTERN.sub(margin, combo.itemText(box3d)))
+        combo.toolTip = MARGIN_PATTERN.sub(margin, combo.toolTip)
+        self.ui.templateNoteLabel.text = MARGIN_PATTERN.sub(margin, self.ui.templateNoteLabel.text)
 
     RELOADED_PACKAGES = ("URSAMLib", "URSAMSlicerLib")
 

@@ -5,8 +5,10 @@ not release it), so a Python thread computing SAM there would crawl. The module 
 the heavy part — loading the backbone and :func:`URSAMLib.pipeline.segment` — in a separate
 Python process (:class:`BackgroundJob`) that shares nothing with the scene:
 
-* the job (axial HU volume, prompt boxes or the template to localize them with, settings,
-  backbone) is written to a private folder;
+* the job (axial HU volume, prompt boxes or the template to localize them with, and the run's
+  options as a :class:`URSAMLib.job.SegmentJob` — the one job model of ``ursam segment``, so the
+  module runs with the same checkpoint pin, precision, window, runtime and unverified-weights
+  warning) is written to a private folder;
 * the worker (``python -m URSAMSlicerLib.jobs FOLDER``) writes its progress to a file that the
   GUI polls with a timer, and the result (each organ's crops: ensemble, plain SAM, intensity,
   uncertainty, box region) to ``result.npz`` and the organs it could not localize to
@@ -39,6 +41,7 @@ from typing import Callable
 import numpy as np
 
 from URSAMLib.errors import Cancelled, URSAMError
+from URSAMLib.job import SegmentJob, load_job_backbone, set_up_backbone
 from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings, segment
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt
 from URSAMSlicerLib import processes
@@ -111,6 +114,19 @@ class TemplateLocalization:
     """Build the template into ``folder`` first, from these exported supports (then deleted)."""
 
 
+PIN_HINT = "enter its SHA-256 {sha256} under Checkpoint SHA-256."
+"""How a Slicer user pins a checkpoint (the unverified-weights warning of :func:`URSAMLib.job.set_up_backbone`)."""
+
+
+def scene_options(ct_name: str = "the input CT", **options) -> SegmentJob:
+    """The options of a run on a CT in the scene, as the :class:`~URSAMLib.job.SegmentJob` that
+    ``ursam segment`` runs: ``backbone``, ``checkpoint``, ``checkpoint_sha256``, ``window``,
+    ``precision``, ``device``, ``runtime``, ``settings``, ``box_margin``, ``prompt_mode``... The CT
+    and the prompts come from the scene (``ct`` only names the CT in messages) and the result goes
+    back into it (no ``output`` folder)."""
+    return SegmentJob(ct=ct_name, output="", **options)
+
+
 @dataclass
 class Job:
     """Everything a run needs, without any MRML."""
@@ -119,21 +135,17 @@ class Job:
     """The CT, axial ``[z, y, x]``, float32 HU."""
     prompts: list[OrganPrompt]
     """Empty when ``localization`` finds them."""
-    settings: Settings
-    backbone: str = "litemedsam"
-    checkpoint: str | None = None
-    device: str = "auto"
+    options: SegmentJob
+    """The model and UR-SAM options (:func:`scene_options`), checked as ``ursam segment`` checks them."""
     localization: TemplateLocalization | None = None
-    checkpoint_sha256: str | None = None
-    """The SHA-256 the checkpoint must have (pinned by the user), as ``ursam segment --checkpoint-sha256``."""
-    precision: str = "float32"
-    """``float32`` or ``bfloat16`` (autocast on the GPU), as ``ursam segment --precision``."""
-    window: tuple[float, float] | None = None
-    """CT window in HU ``(low, high)``; None: the backbone's own, as ``ursam segment --window``."""
     not_found: dict[str, str] = dataclasses.field(default_factory=dict)
     """Filled by :func:`compute`: organ → why localization did not find it."""
     warnings: list[str] = dataclasses.field(default_factory=list)
     """Filled by :func:`compute`: doubts for the user that did not stop the run (unverified weights)."""
+
+    @property
+    def settings(self) -> Settings:
+        return self.options.settings
 
 
 @dataclass
@@ -155,41 +167,31 @@ class JobStatus:
 # ---------------------------------------------------------------------------------------
 # Computing
 
-_BACKBONES: dict[tuple, object] = {}
+_BACKBONES: dict[tuple, tuple] = {}
 
 
-def cached_backbone(name: str, checkpoint: str | None, device: str, loader: BackboneLoader | None = None,
-                    checkpoint_sha256: str | None = None):
-    """Load a backbone once per process and keep it: loading weights costs seconds.
+def cached_backbone(options: SegmentJob, loader: BackboneLoader | None = None,
+                    warn: Callable[[str], None] | None = None):
+    """The backbone of ``options``, loaded once per process and kept (loading weights costs seconds),
+    then set up for this run by :func:`URSAMLib.job.set_up_backbone`: the run's window (or the
+    model's own), precision and embedding cache; weights nothing vouches for go to ``warn``.
 
-    checkpoint_sha256: the pin the checkpoint must match (URSAMLib's loader checks it; a test
-    loader given as ``loader`` is not asked)."""
-    key = (name, checkpoint, device, loader, checkpoint_sha256)
+    loader: a test's ``(name, checkpoint, device) -> backbone`` instead of URSAMLib's loader (which
+    checks the checkpoint's pin and attaches the runtime)."""
+    note = warn or (lambda message: None)
+    key = (options.backbone, options.checkpoint, options.device, options.checkpoint_sha256,
+           options.runtime if options.precision == "float32" else "torch", loader)
     if key not in _BACKBONES:
         _BACKBONES.clear()  # keep one model in memory, not one per setting tried
         if loader is None:
-            from URSAMLib.backbones import load_backbone
-
-            backbone = load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256)
+            backbone = load_job_backbone(options, note)
         else:
-            backbone = loader(name, checkpoint, device)
+            backbone = loader(options.backbone, options.checkpoint, options.device)
         _BACKBONES[key] = (backbone, tuple(backbone.window))
-    return _BACKBONES[key][0]
-
-
-def _default_window(backbone) -> tuple[float, float]:
-    """The window a cached backbone came with (a job may have set another since)."""
-    return next(window for cached, window in _BACKBONES.values() if cached is backbone)
-
-
-def weights_warning(backbone, checkpoint: str | None) -> str | None:
-    """What to tell the user when the loaded weights could not be verified, as ``ursam segment``
-    does: no published SHA-256 vouches for them, and how to pin exactly this file."""
-    if getattr(backbone, "weights_verified", True) is not False:
-        return None
-    return (f"{checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as weights "
-            "only, so it cannot run code, but nothing vouches for where it came from. To have exactly this file "
-            f"checked on every run, pin it: enter its SHA-256 {backbone.weights_sha256} under Checkpoint SHA-256.")
+    backbone, window = _BACKBONES[key]
+    backbone.window = window  # the model's own, unless this run sets another (a previous run may have)
+    set_up_backbone(options, backbone, note, PIN_HINT)
+    return backbone
 
 
 def _scaled(progress: Callable[[float, str], None] | None, start: float, share: float):
@@ -237,13 +239,13 @@ def compute(job: Job, progress: Callable[[float, str], None] | None = None,
     """Load the backbone, localize the organs if the job says so, and run UR-SAM on the job
     (raises URSAMError, Cancelled)."""
     if progress is not None:
-        progress(0.0, f"Loading {job.backbone}")
-    backbone = cached_backbone(job.backbone, job.checkpoint, job.device, loader, job.checkpoint_sha256)
-    backbone.window = tuple(job.window) if job.window else _default_window(backbone)
-    backbone.precision = job.precision
-    warning = weights_warning(backbone, job.checkpoint)
-    if warning and warning not in job.warnings:
-        job.warnings.append(warning)
+        progress(0.0, f"Loading {job.options.backbone}")
+
+    def warn(message: str) -> None:
+        if message not in job.warnings:
+            job.warnings.append(message)
+
+    backbone = cached_backbone(job.options, loader, warn)
     if cancel is not None and cancel():
         raise Cancelled()
     if job.localization is not None:
@@ -278,10 +280,19 @@ def save_job(job: Job, folder: Path) -> None:
         organs.append({"name": prompt.name, "label": prompt.label})
     np.savez(folder / "boxes.npz", **boxes)
     (folder / "job.json").write_text(json.dumps({
-        "organs": organs, "settings": dataclasses.asdict(job.settings), "backbone": job.backbone,
-        "checkpoint": job.checkpoint, "device": job.device, "localization": _localization_json(job.localization),
-        "checkpoint_sha256": job.checkpoint_sha256, "precision": job.precision,
-        "window": list(job.window) if job.window else None}))
+        "organs": organs, "options": _options_json(job.options),
+        "localization": _localization_json(job.localization)}))
+
+
+def _options_json(options: SegmentJob) -> dict:
+    return {**dataclasses.asdict(options), "box_margin": str(options.box_margin)}
+
+
+def _options_from_json(entry: dict) -> SegmentJob:
+    return SegmentJob(**{**entry, "settings": Settings(**entry["settings"]),
+                         "box_margin": BoxMargin.parse(entry["box_margin"]),
+                         "window": tuple(entry["window"]) if entry.get("window") else None,
+                         "dicom_out": tuple(entry.get("dicom_out", ()))})
 
 
 def _localization_json(task: TemplateLocalization | None) -> dict | None:
@@ -307,10 +318,8 @@ def load_job(folder: Path) -> Job:
         prompts = [OrganPrompt(organ["name"], int(organ["label"]),
                                {int(z): box for z, box in zip(boxes[f"z{i}"], boxes[f"b{i}"])})
                    for i, organ in enumerate(meta["organs"])]
-    return Job(np.load(folder / "hu.npy"), prompts, Settings(**meta["settings"]), meta["backbone"],
-               meta["checkpoint"], meta["device"], _localization_from_json(meta.get("localization")),
-               meta.get("checkpoint_sha256"), meta.get("precision", "float32"),
-               tuple(meta["window"]) if meta.get("window") else None)
+    return Job(np.load(folder / "hu.npy"), prompts, _options_from_json(meta["options"]),
+               _localization_from_json(meta.get("localization")))
 
 
 _ORGAN_ARRAYS = ("box_region", "intensity", "ensemble", "uncertainty", "plain")
