@@ -137,6 +137,54 @@ def test_cancel_stops_the_worker_at_once_and_removes_its_files():
         job.result()
 
 
+def test_start_returns_at_once_and_the_job_is_written_off_the_calling_thread(monkeypatch):
+    """Writing the CT for the worker (150 MB for a 512 x 512 x 141 scan) must not freeze Slicer's GUI."""
+    import threading
+
+    release, writers = threading.Event(), []
+    save_job = jobs.save_job
+
+    def slow_save(job, folder):
+        writers.append(threading.current_thread())
+        release.wait(30)
+        save_job(job, folder)
+
+    monkeypatch.setattr(jobs, "save_job", slow_save)
+    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    started = time.monotonic()
+    job.start()
+    assert time.monotonic() - started < 5 and job.poll().state == "running"
+    assert job.poll().message == "Handing the CT to the segmentation process" and job._process is None
+    assert writers and writers[0] is not threading.main_thread()
+    release.set()
+    assert job.wait(timeout=120).state == "done"
+
+
+def test_cancel_while_the_job_is_written_starts_no_worker(monkeypatch):
+    import threading
+
+    release = threading.Event()
+    save_job = jobs.save_job
+    monkeypatch.setattr(jobs, "save_job", lambda job, folder: release.wait(30) and save_job(job, folder))
+    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job.start()
+    threading.Timer(0.3, release.set).start()  # the write ends while cancel waits for it
+    job.cancel()
+    assert job.poll().state == "cancelled" and job._process is None and not job.folder.exists()
+
+
+def test_a_job_that_cannot_be_written_fails_with_the_reason_and_details(monkeypatch):
+    def full_disk(job, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jobs, "save_job", full_disk)
+    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job.start()
+    status = job.wait(timeout=30)
+    assert status.state == "failed" and "No space left on device" in status.error and "\n" not in status.error
+    assert "Traceback" in status.details and not job.folder.exists()
+
+
 LAUNCHER = """\
 import os, subprocess, sys
 # Like CTK's AppLauncher (PythonSlicer): start the real interpreter as a child and wait for it.

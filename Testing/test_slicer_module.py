@@ -278,6 +278,7 @@ def test_supports_in_the_scene_make_a_template_for_the_logic(env, monkeypatch):
     assert localization.build.classes == {1: "liver", 2: "gallbladder"}  # exported here; the job builds it so:
     from URSAMLib.template import build_template
 
+    module.jobs.write_exports(started[0].job)  # as the job does, off the GUI thread
     build_template(localization.build.images, localization.build.labels, localization.build.classes,
                    localization.folder)
     template = Template.load(localization.folder)  # built from the support, in a folder of its own

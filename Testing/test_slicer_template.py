@@ -227,7 +227,9 @@ def test_preparing_a_scene_template_only_exports_the_supports_the_job_builds_it(
     task = prepared.job.localization
     assert task.temporary and task.build is not None
     assert not (Path(task.folder) / "template.json").exists()  # not built yet
-    assert all(Path(p).exists() for p in task.build.images + task.build.labels)
+    # read from the scene here, written by the job: not on the GUI thread
+    assert set(task.build.exports) == set(task.build.images + task.build.labels)
+    assert not any(Path(p).exists() for p in task.build.images + task.build.labels)
     job = logic.start(prepared)
     assert job.poll().state == "done" and not Path(task.folder).exists()
 

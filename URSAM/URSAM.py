@@ -508,27 +508,29 @@ class URSAMLogic(ScriptedLoadableModuleLogic):
 
     def buildSceneTemplate(self, supports, organKeys: list[str]) -> tuple[str, jobs.TemplateBuild]:
         """What the job needs to build a template of ``organKeys`` (catalogue keys) from labelled CTs in
-        the scene: a new temporary folder (returned; the job deletes it) holding each support's CT and
-        the label map of its segments, exported here (reading the scene must happen on Slicer's main
-        thread), and the build to run on them in the job (resampling is the slow part)."""
+        the scene: a new temporary folder (returned; the job deletes it) for each support's CT and the
+        label map of its segments, read from the scene here (that must happen on Slicer's main thread)
+        and written into the folder by the job, and the build to run on them there (resampling is the
+        slow part)."""
         scene = self.sceneSupports(supports)
         classes = {o.label: o.source for o in scene.organs if o.source in organKeys}
         folder = Path(tempfile.mkdtemp(prefix="ursam-template-"))
         scans = folder / "scans"
         try:
             scans.mkdir()
-            images, labels = [], []
+            build = jobs.TemplateBuild([], [], classes)
             for index, ((volume, segmentation), segments) in enumerate(zip(supports, scene.segments)):
                 labelImage = mrml.label_image_from_segments(
                     segmentation, {segments[key]: label for label, key in classes.items()}, volume)
-                images.append(str(scans / f"support{index + 1}.nrrd"))
-                labels.append(str(scans / f"support{index + 1}_labels.nrrd"))
-                io.write_image(mrml.image_from_volume_node(volume), images[-1], compress=False)
-                io.write_image(labelImage, labels[-1], compress=False)
+                build.images.append(str(scans / f"support{index + 1}.nrrd"))
+                build.labels.append(str(scans / f"support{index + 1}_labels.nrrd"))
+                # written by the job (jobs.write_exports), off the GUI thread
+                build.exports[build.images[-1]] = mrml.image_from_volume_node(volume)
+                build.exports[build.labels[-1]] = labelImage
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return str(folder), jobs.TemplateBuild(images, labels, classes)
+        return str(folder), build
 
     # -- running ------------------------------------------------------------------------
 
@@ -1473,6 +1475,9 @@ class URSAMTest(ScriptedLoadableModuleTest):
         nodes = slicer.mrmlScene.GetNumberOfNodes()
         logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:slow_loader")
         job = logic.start(logic.prepare(URSAMRequest(volume, promptNode=prompts)))
+        deadline = time.monotonic() + 60
+        while job._process is None and time.monotonic() < deadline:  # the job is written, then the worker starts
+            job.poll()
         job.cancel()
         self.assertEqual(job.poll().state, "cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)

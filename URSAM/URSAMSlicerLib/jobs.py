@@ -33,7 +33,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -93,6 +95,9 @@ class TemplateBuild:
     """Label maps on the grids of ``images``, pairwise."""
     classes: dict[int, str]
     """Label value → template organ name."""
+    exports: dict[str, object] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    """Path → SimpleITK image still to write there (by :func:`write_exports`, off Slicer's GUI thread);
+    empty once written."""
 
 
 @dataclass
@@ -269,7 +274,9 @@ def _remove(folder: str | os.PathLike | None) -> None:
 # Files
 
 def save_job(job: Job, folder: Path) -> None:
-    """Write a job into ``folder``: ``hu.npy``, ``boxes.npz`` and ``job.json``."""
+    """Write a job into ``folder``: ``hu.npy``, ``boxes.npz`` and ``job.json`` (and the template's
+    exported scans where they belong)."""
+    write_exports(job)
     np.save(folder / "hu.npy", np.ascontiguousarray(job.hu, dtype=np.float32))
     boxes = {}
     organs = []
@@ -295,9 +302,23 @@ def _options_from_json(entry: dict) -> SegmentJob:
                          "dicom_out": tuple(entry.get("dicom_out", ()))})
 
 
+def write_exports(job: Job) -> None:
+    """Write the images exported from the scene that the job's template is built from (slow for
+    large CTs, so it happens where the job runs, not on Slicer's GUI thread)."""
+    import SimpleITK as sitk
+
+    build = job.localization.build if job.localization is not None else None
+    if build is not None:
+        while build.exports:
+            path, image = build.exports.popitem()
+            sitk.WriteImage(image, path, False)
+
+
 def _localization_json(task: TemplateLocalization | None) -> dict | None:
     if task is None:
         return None
+    if task.build is not None:
+        task = dataclasses.replace(task, build=dataclasses.replace(task.build, exports={}))  # written by now
     return {**dataclasses.asdict(task), "margin": str(task.margin)}
 
 
@@ -420,6 +441,7 @@ class InProcessJob:
             self._log.append(f"{100 * fraction:5.1f}% {message}")
 
         try:
+            write_exports(self.job)
             self._result = compute(self.job, progress, lambda: self._cancelled, self.loader)
             self.not_found = dict(self.job.not_found)
             self.warnings = list(self.job.warnings)
@@ -460,8 +482,17 @@ def worker_pythonpath() -> str:
     return os.pathsep.join(dict.fromkeys(folders + ([existing] if existing else [])))
 
 
+HANDOFF_SECONDS = 0.05
+"""How long a poll waits for the thread writing the job: a wait releases Python's lock, which
+Slicer's GUI thread otherwise holds while idle, so the writer progresses at every poll."""
+
+
 class BackgroundJob:
-    """Runs the job in another Python process; poll it from a GUI timer."""
+    """Runs the job in another Python process; poll it from a GUI timer.
+
+    :meth:`start` returns at once: a thread writes the job (the CT alone is ~150 MB for a
+    512 x 512 x 141 scan) and then starts the worker, so Slicer's GUI stays responsive.
+    """
 
     def __init__(self, job: Job, python: str | None = None, extra_arguments: tuple[str, ...] = (),
                  environment: dict[str, str] | None = None):
@@ -480,21 +511,52 @@ class BackgroundJob:
         self.warnings: list[str] = []
         """Doubts about the run for the user (known once the job is done)."""
         self._temporary_template = temporary_template(job)
+        self._writer: threading.Thread | None = None
+        self._launch_error: str | None = None
+        self._lock = threading.Lock()
+        """Guards starting the worker against cancelling meanwhile."""
 
     def start(self) -> None:
+        """Write the job and start the worker, in a thread (see the class); returns at once."""
         self.folder = Path(tempfile.mkdtemp(prefix="ursam-job-"))
-        save_job(self.job, self.folder)
-        self.job = None  # the worker has it; do not hold a second copy of the volume
-        environment = dict(os.environ if self.environment is None else self.environment)
-        environment["PYTHONPATH"] = worker_pythonpath()
-        self._log = open(self.folder / "worker.log", "w")
-        self._process = subprocess.Popen(
-            [self.python, "-m", "URSAMSlicerLib.jobs", str(self.folder), *self.extra_arguments],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
-            **processes.hidden_process_options())
+        job, self.job = self.job, None  # the thread, then the worker has it: no second copy of the volume
+        self._status = JobStatus("running", 0.0, "Handing the CT to the segmentation process")
+        self._writer = threading.Thread(target=self._launch, args=(job,), name="URSAM job writer", daemon=True)
+        self._writer.start()
+
+    def _launch(self, job: Job) -> None:
+        try:
+            save_job(job, self.folder)
+            del job
+            environment = dict(os.environ if self.environment is None else self.environment)
+            environment["PYTHONPATH"] = worker_pythonpath()
+            with self._lock:
+                if self._status.finished:  # cancelled while writing
+                    return
+                self._log = open(self.folder / "worker.log", "w")
+                self._process = subprocess.Popen(
+                    [self.python, "-m", "URSAMSlicerLib.jobs", str(self.folder), *self.extra_arguments],
+                    stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+                    **processes.hidden_process_options())
+        except Exception:  # e.g. a full disk: reported by the next poll, with the details
+            self._launch_error = traceback.format_exc()
+
+    def _launching(self) -> bool:
+        """Whether the job is still being written (waits a moment for the writer: see HANDOFF_SECONDS)."""
+        if self._writer is None:
+            return False
+        self._writer.join(HANDOFF_SECONDS)
+        return self._writer.is_alive()
 
     def poll(self) -> JobStatus:
-        if self._status.finished or self._process is None:
+        if self._status.finished or self._launching():
+            return self._status
+        if self._launch_error is not None:
+            self._status = JobStatus("failed", 0.0, "Failed", "The segmentation process could not be started: "
+                                     f"{self._launch_error.strip().splitlines()[-1]}", self._launch_error)
+            self.cleanup()
+            return self._status
+        if self._process is None:
             return self._status
         code = self._process.poll()
         update = read_progress(self.folder / "progress.json")
@@ -534,10 +596,14 @@ class BackgroundJob:
     def cancel(self) -> None:
         """Stop the worker and every process it started (in Slicer the interpreter is the child
         of the PythonSlicer launcher); its partial work is discarded."""
-        if self._process is not None and not self._status.finished:
+        with self._lock:  # the writer starts no worker after this
+            finished = self._status.finished
+            if not finished:
+                self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
+        if self._process is not None and not finished:
             processes.end_process_tree(self._process)
-        if not self._status.finished:
-            self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
+        if self._writer is not None:
+            self._writer.join()  # at most the rest of one write; then its files can go
         self._close_log()
         self.cleanup()
 
