@@ -239,6 +239,8 @@ MANDIBLE_DICE_FLOOR = 0.25
 localizer); a box placed away from the mandible scores near 0."""
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_the_built_in_template_segments_a_ct_nobody_labelled_in_the_background(ursam, head_neck, monkeypatch):
     """Only the CT: the default prompt source, the head-and-neck built-in template, one organ ticked;
     the background job localizes it (the shipped defaults) and segments it with the real LiteMedSAM."""
