@@ -702,9 +702,10 @@ def test_the_panel_shows_urSAMLibs_defaults_whatever_the_ui_was_written_with(mon
 
     slicer, dialogs = fake.install(monkeypatch)
     module = fake.import_module(monkeypatch)
-    monkeypatch.setattr(module, "Settings", functools.partial(Settings, num_aug=5, ratio=0.02, alpha_h=1.5,
-                                                              method="fixed"))
-    monkeypatch.setattr(module, "DEFAULT_BOX_MARGIN", BoxMargin((3.0, 7.5, 7.5), "mm"))
+    panel, settings = sys.modules["URSAMSlicerLib.widget"], sys.modules["URSAMSlicerLib.widget_settings"]
+    monkeypatch.setattr(panel, "Settings", functools.partial(Settings, num_aug=5, ratio=0.02, alpha_h=1.5,
+                                                             method="fixed"))
+    monkeypatch.setattr(settings, "DEFAULT_BOX_MARGIN", BoxMargin((3.0, 7.5, 7.5), "mm"))
     widget = module.URSAMWidget()
     widget.setup()
     ui = widget.ui

@@ -176,7 +176,8 @@ def test_buttons_table_progress_and_sections(ui):
 
 
 def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders():
-    source = (MODULE_DIR / "URSAM.py").read_text()
+    source = "\n".join(path.read_text() for path in [MODULE_DIR / "URSAM.py",
+                                                    *sorted((MODULE_DIR / "URSAMSlicerLib").glob("*.py"))])
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     source_controls = ast.literal_eval(re.search(r"^SOURCE_CONTROLS = (\{.*?\n\})", source, re.M | re.S).group(1))
     used |= set().union(*source_controls.values())
