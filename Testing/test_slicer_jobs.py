@@ -1,4 +1,4 @@
-"""URSAMSlicerLib.jobs: the module's run in this process or a background process, and its files."""
+"""URSAMSlicerLib.jobs and .running: the module's run in this process or a background process, and its files."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +13,7 @@ import pytest
 from conftest import MODULE_DIR
 from URSAMLib.pipeline import Settings
 from URSAMLib.prompts import BoxMargin, OrganPrompt
-from URSAMSlicerLib import jobs, processes
+from URSAMSlicerLib import jobs, processes, running
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box
 
 pytestmark = pytest.mark.slicer
@@ -63,8 +63,8 @@ def test_job_files_round_trip(tmp_path):
 
 def test_a_saved_result_is_the_same_result_and_rerectifies_the_same(tmp_path):
     result = jobs.compute(small_job(), loader=bright_in_box)
-    jobs.save_result(result, tmp_path / "result.npz")
-    loaded = jobs.load_result(tmp_path / "result.npz")
+    running.save_result(result, tmp_path / "result.npz")
+    loaded = running.load_result(tmp_path / "result.npz")
     assert_same_result(loaded, result)
     for changes in ({"alpha_h": 1.0}, {"method": "fixed"}, {"method": "unc-fpc"}):
         result.rerectify(**changes)
@@ -73,7 +73,7 @@ def test_a_saved_result_is_the_same_result_and_rerectifies_the_same(tmp_path):
 
 
 def test_the_in_process_job_reports_progress_and_its_result():
-    job = jobs.InProcessJob(small_job(), bright_in_box)
+    job = running.InProcessJob(small_job(), bright_in_box)
     job.start()
     status = job.poll()
     assert status.state == "done" and status.fraction == 1.0 and status.finished
@@ -82,7 +82,7 @@ def test_the_in_process_job_reports_progress_and_its_result():
 
 @pytest.mark.subprocess
 def test_the_background_job_computes_the_same_result_in_another_process():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
     assert job.job is None  # the volume went to the worker, no second copy is kept
     status = job.wait(timeout=120)
@@ -93,7 +93,7 @@ def test_the_background_job_computes_the_same_result_in_another_process():
 
 @pytest.mark.subprocess
 def test_the_background_job_reports_progress_while_it_runs(tmp_path):
-    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
     seen = set()
     while not job.poll().finished:
@@ -105,7 +105,7 @@ def test_the_background_job_reports_progress_while_it_runs(tmp_path):
 
 @pytest.mark.subprocess
 def test_a_user_error_in_the_worker_becomes_one_line_for_a_dialog():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
+    job = running.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
                                                            "URSAMSlicerLib.testing:failing_loader"))
     job.start()
     status = job.wait(timeout=120)
@@ -115,7 +115,7 @@ def test_a_user_error_in_the_worker_becomes_one_line_for_a_dialog():
 
 @pytest.mark.subprocess
 def test_a_crash_in_the_worker_is_reported_with_its_traceback():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:no_such"))
+    job = running.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:no_such"))
     job.start()
     status = job.wait(timeout=120)
     assert status.state == "failed" and "stopped unexpectedly" in status.error
@@ -124,7 +124,8 @@ def test_a_crash_in_the_worker_is_reported_with_its_traceback():
 
 @pytest.mark.subprocess
 def test_cancel_stops_the_worker_at_once_and_removes_its_files():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"))
+    job = running.BackgroundJob(small_job(),
+                                extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"))
     job.start()
     time.sleep(0.5)
     process = job._process
@@ -149,8 +150,8 @@ def test_start_returns_at_once_and_the_job_is_written_off_the_calling_thread(mon
         release.wait(30)
         save_job(job, folder)
 
-    monkeypatch.setattr(jobs, "save_job", slow_save)
-    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    monkeypatch.setattr(running, "save_job", slow_save)
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     started = time.monotonic()
     job.start()
     assert time.monotonic() - started < 5 and job.poll().state == "running"
@@ -165,8 +166,8 @@ def test_cancel_while_the_job_is_written_starts_no_worker(monkeypatch):
 
     release = threading.Event()
     save_job = jobs.save_job
-    monkeypatch.setattr(jobs, "save_job", lambda job, folder: release.wait(30) and save_job(job, folder))
-    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    monkeypatch.setattr(running, "save_job", lambda job, folder: release.wait(30) and save_job(job, folder))
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
     threading.Timer(0.3, release.set).start()  # the write ends while cancel waits for it
     job.cancel()
@@ -177,8 +178,8 @@ def test_a_job_that_cannot_be_written_fails_with_the_reason_and_details(monkeypa
     def full_disk(job, folder):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(jobs, "save_job", full_disk)
-    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    monkeypatch.setattr(running, "save_job", full_disk)
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
     status = job.wait(timeout=30)
     assert status.state == "failed" and "No space left on device" in status.error and "\n" not in status.error
@@ -210,7 +211,7 @@ def test_cancel_ends_the_launcher_and_the_interpreter_it_started(tmp_path):
     launcher.write_text(f"#!{sys.executable}\n" + LAUNCHER)
     launcher.chmod(0o755)
     pid_file = tmp_path / "child.pid"
-    job = jobs.BackgroundJob(small_job(), python=str(launcher),
+    job = running.BackgroundJob(small_job(), python=str(launcher),
                              extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"),
                              environment={**os.environ, "URSAM_TEST_CHILD_PID": str(pid_file)})
     job.start()
@@ -236,7 +237,7 @@ def test_cancel_ends_the_launcher_and_the_interpreter_it_started(tmp_path):
 
 def test_the_in_process_job_stops_between_slices_when_cancelled():
     backbone = BrightInBox()
-    job = jobs.InProcessJob(small_job(), lambda *args: backbone)
+    job = running.InProcessJob(small_job(), lambda *args: backbone)
     job._cancelled = True  # as if Cancel was pressed before the first slice
     job.start()
     assert job.poll().state == "cancelled" and backbone.embedded == []
@@ -257,11 +258,12 @@ def test_the_backbone_is_loaded_once_per_process():
 @pytest.mark.subprocess
 def test_the_worker_imports_without_slicer_or_qt(tmp_path):
     """The worker runs in a plain Python (PythonSlicer): it must need neither slicer nor qt."""
-    code = ("import sys, URSAMSlicerLib.jobs, URSAMSlicerLib.regions, URSAMSlicerLib.catalogue; "
+    code = ("import sys, URSAMSlicerLib.jobs, URSAMSlicerLib.running, URSAMSlicerLib.regions, "
+            "URSAMSlicerLib.catalogue; "
             "assert 'slicer' not in sys.modules and 'qt' not in sys.modules and 'torch' not in sys.modules")
-    environment = {**os.environ, "PYTHONPATH": jobs.worker_pythonpath()}
+    environment = {**os.environ, "PYTHONPATH": running.worker_pythonpath()}
     subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=tmp_path)
-    assert str(MODULE_DIR) in jobs.worker_pythonpath().split(os.pathsep)
+    assert str(MODULE_DIR) in running.worker_pythonpath().split(os.pathsep)
 
 
 def test_settings_survive_the_trip_whatever_their_values(tmp_path):
@@ -395,7 +397,7 @@ def test_a_job_localizes_reports_the_organs_not_found_and_deletes_its_temporary_
     segmenting = [f for f, m in messages if not m.startswith(("Loading", "Localizing"))]
     assert segmenting and min(segmenting) >= jobs.LOCALIZATION_SHARE
 
-    job = jobs.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
+    job = running.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
     job.start()
     assert job.poll().state == "done" and job.not_found == {"Spleen": "outside the image"}
     assert not template.folder.exists()
@@ -407,7 +409,7 @@ def test_cancel_during_localization_stops_before_sam(tmp_path, monkeypatch):
 
     template = tiny_template(tmp_path)
     backbone = BrightInBox()
-    job = jobs.InProcessJob(localizing_job(template.folder), lambda *args: backbone)
+    job = running.InProcessJob(localizing_job(template.folder), lambda *args: backbone)
     localizer = fake_localizer(Box3D(1, 4, 10, 24, 12, 29))
 
     def cancelled_while_registering(ct, template, organs, progress=None):
@@ -430,7 +432,7 @@ def test_a_job_that_finds_no_organ_fails_with_the_reasons(tmp_path, monkeypatch)
         return {o: Localization(o, template.organs[o], np.zeros((6, 3)), reason="outside the image") for o in organs}
 
     monkeypatch.setitem(localize.LOCALIZERS, "registration", finds_nothing)
-    job = jobs.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
+    job = running.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
     job.start()
     status = job.poll()
     assert status.state == "failed" and "Liver: outside the image; Spleen: outside the image" in status.error
@@ -442,13 +444,13 @@ def test_a_job_that_finds_no_organ_fails_with_the_reasons(tmp_path, monkeypatch)
 
 def test_the_progress_reader_tolerates_a_missing_partial_or_locked_file(tmp_path, monkeypatch):
     path = tmp_path / "progress.json"
-    assert jobs.read_progress(path) is None  # not written yet
+    assert running.read_progress(path) is None  # not written yet
     path.write_text('{"fraction": 0.5, "mess')  # a partial file (a writer without atomic replace)
-    assert jobs.read_progress(path) is None
+    assert running.read_progress(path) is None
     path.write_text('{"fraction": 0.5}')
-    assert jobs.read_progress(path) is None
-    jobs._write_atomically(path, '{"fraction": 0.25, "message": "Slice 1 of 4"}')
-    assert jobs.read_progress(path) == (0.25, "Slice 1 of 4")
+    assert running.read_progress(path) is None
+    running._write_atomically(path, '{"fraction": 0.25, "message": "Slice 1 of 4"}')
+    assert running.read_progress(path) == (0.25, "Slice 1 of 4")
 
     original = type(path).read_text
 
@@ -456,7 +458,7 @@ def test_the_progress_reader_tolerates_a_missing_partial_or_locked_file(tmp_path
         raise PermissionError(13, "The process cannot access the file")
 
     monkeypatch.setattr(type(path), "read_text", locked)
-    assert jobs.read_progress(path) is None
+    assert running.read_progress(path) is None
     monkeypatch.setattr(type(path), "read_text", original)
 
 
@@ -471,14 +473,14 @@ def test_the_writer_retries_a_replace_refused_while_the_reader_holds_the_file(tm
             raise PermissionError(13, "Access is denied")
         real_replace(source, target)
 
-    monkeypatch.setattr(jobs, "REPLACE_RETRY_SECONDS", 0.0)
-    monkeypatch.setattr(jobs.os, "replace", replace)
-    jobs._write_atomically(path, '{"fraction": 1.0, "message": "Done"}')
-    assert len(refusals) == 3 and jobs.read_progress(path) == (1.0, "Done")
+    monkeypatch.setattr(running, "REPLACE_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(running.os, "replace", replace)
+    running._write_atomically(path, '{"fraction": 1.0, "message": "Done"}')
+    assert len(refusals) == 3 and running.read_progress(path) == (1.0, "Done")
 
-    monkeypatch.setattr(jobs.os, "replace", lambda source, target: (_ for _ in ()).throw(PermissionError(13, "x")))
+    monkeypatch.setattr(running.os, "replace", lambda source, target: (_ for _ in ()).throw(PermissionError(13, "x")))
     with pytest.raises(PermissionError):  # held for good: the caller decides (progress skips one report)
-        jobs._write_atomically(path, "{}")
+        running._write_atomically(path, "{}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -523,12 +525,12 @@ def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(mon
 
 
 def test_unverified_weights_reach_the_user_as_a_warning_from_the_worker():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
+    job = running.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
                                                            "URSAMSlicerLib.testing:unverified_loader"))
     job.start()
     assert job.wait(timeout=120).state == "done"
     assert len(job.warnings) == 1 and "is not a checkpoint URSAM can verify" in job.warnings[0]
     assert "ab" * 32 in job.warnings[0] and "Warning:" in job.log()
-    verified = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    verified = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     verified.start()
     assert verified.wait(timeout=120).state == "done" and verified.warnings == []

@@ -853,7 +853,7 @@ def test_the_worker_starts_in_slicers_startup_environment(env, monkeypatch):
         def start(self):
             pass
 
-    monkeypatch.setattr(module.jobs, "BackgroundJob", Recorded)
+    monkeypatch.setattr(module.running, "BackgroundJob", Recorded)
     monkeypatch.setattr(module.slicer.util, "startupEnvironment", lambda: {"URSAM_STARTUP": "1", "PATH": "/bin"},
                         raising=False)
     widget.logic.start(widget.logic.prepare(widget.requestFromGUI()))

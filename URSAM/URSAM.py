@@ -39,7 +39,7 @@ _addSourceTreeToPath()
 from URSAMLib.errors import URSAMError  # noqa: E402
 from URSAMLib.localize import LOCALIZERS  # noqa: E402
 from URSAMLib.pipeline import Settings  # noqa: E402
-from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions  # noqa: E402
+from URSAMSlicerLib import catalogue, dependencies, jobs, mrml, regions, running  # noqa: E402
 from URSAMSlicerLib.gui import _, translate  # noqa: E402
 # Slicer finds the module's logic, widget and test here, by name; the rest is re-exported for scripts.
 from URSAMSlicerLib.logic import URSAMLogic  # noqa: E402
@@ -57,7 +57,7 @@ __all__ = [  # what scripts and tests reach through this module
     "SceneSupports", "ANY_ORGAN", "DEVICES", "LOCALIZER_TITLES", "PRECISIONS", "PROMPT_MODES", "PROMPT_SOURCES",
     "REGION_SOURCES", "SOURCE_CONTROLS", "TEMPLATE_SOURCES", "THRESHOLD_MODES", "SAVED_CONTROLS", "SAVED_NODES",
     "marginText", "Settings", "URSAMError", "LOCALIZERS", "catalogue", "dependencies", "jobs", "mrml", "regions",
-    "slicer",
+    "running", "slicer",
 ]
 
 

@@ -16,7 +16,7 @@ from URSAMLib import io
 from URSAMLib.errors import URSAMError
 from URSAMLib.job import SegmentJob, check_model_choice
 from URSAMLib.pipeline import SegmentationResult
-from URSAMSlicerLib import dependencies, jobs, mrml, regions
+from URSAMSlicerLib import dependencies, jobs, mrml, regions, running
 from URSAMSlicerLib.requests import (PRECISIONS, PROMPT_MODES,
                                      TEMPLATE_SOURCES,
                                      PreparedRun, URSAMOutputs,
@@ -101,9 +101,9 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
     def start(self, prepared: PreparedRun):
         """Start computing a prepared run; returns the job to poll (``poll()``, ``cancel()``, ``result()``)."""
         if self.runInProcess:
-            job = jobs.InProcessJob(prepared.job, self.backboneLoader)
+            job = running.InProcessJob(prepared.job, self.backboneLoader)
         else:
-            job = jobs.BackgroundJob(prepared.job, self.python, self.workerArguments, self.workerEnvironment())
+            job = running.BackgroundJob(prepared.job, self.python, self.workerArguments, self.workerEnvironment())
         prepared.job = None  # the job owns the volume now; keeping it would double the memory
         job.start()
         return job
