@@ -19,7 +19,7 @@ from URSAMLib.pipeline import Settings
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN
 
 require("slicer")
-from URSAMSlicerLib import catalogue, mrml  # noqa: E402
+from URSAMSlicerLib import catalogue, mrml, mrml_outputs  # noqa: E402
 from URSAMSlicerLib.testing import BrightInBox  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -389,7 +389,7 @@ def test_a_full_run_through_the_widget(env):
 
     # α_h and the threshold mode re-rectify the kept result: no SAM, URSAM's segments updated
     calls = list(backbone.embedded)
-    liver = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    liver = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
     ui.thresholdModeComboBox.currentIndex = 1
     ui.alphaHSliderWidget.value = 1.05
     assert backbone.embedded == calls
@@ -538,7 +538,7 @@ def test_a_run_on_a_second_ct_never_writes_into_the_first_cts_outputs(env, tmp_p
     ui.applyButton.click()
     first = widget.outputs
     assert ui.outputSegmentationSelector.currentNode() is first.segmentation
-    liver = mrml.ursam_segments(first.segmentation, "rectified")["liver"]
+    liver = mrml_outputs.ursam_segments(first.segmentation, "rectified")["liver"]
     first_mask = mrml.segment_mask(first.segmentation, liver, ct_node)
     first_heat = mrml.voxel_array(first.uncertainty).copy()
     (tmp_path / "second").mkdir()
@@ -729,10 +729,10 @@ def test_re_rectifying_over_the_users_edits_asks_first(env):
     widget.ui.alphaHSliderWidget.value = 1.5  # no edits yet: no question
     assert dialogs.confirmations == [] and outputs.result.settings.alpha_h == pytest.approx(1.5)
 
-    liver = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    liver = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
     edited = mrml.segment_mask(outputs.segmentation, liver, ct_node)
     edited[0, :3, :3] = True  # the user paints into URSAM's liver segment
-    image, extent = mrml._mask_image(edited, mrml.ijk_to_ras(ct_node))
+    image, extent = mrml_outputs._mask_image(edited, mrml.ijk_to_ras(ct_node))
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic.SetBinaryLabelmapToSegment(image, outputs.segmentation, liver, logic.MODE_REPLACE, extent)
     dialogs.confirm_answer = False

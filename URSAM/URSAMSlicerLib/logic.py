@@ -16,7 +16,7 @@ from URSAMLib import io
 from URSAMLib.errors import URSAMError
 from URSAMLib.job import SegmentJob, check_model_choice
 from URSAMLib.pipeline import SegmentationResult
-from URSAMSlicerLib import dependencies, jobs, mrml, regions, running
+from URSAMSlicerLib import dependencies, jobs, mrml, mrml_outputs, regions, running
 from URSAMSlicerLib.requests import (PRECISIONS, PROMPT_MODES,
                                      TEMPLATE_SOURCES,
                                      PreparedRun, URSAMOutputs,
@@ -154,32 +154,33 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
         try:
             segmentation = request.outputSegmentation
             if segmentation is not None and segmentation.GetScene() is not None and \
-                    not mrml.outputs_belong_to(segmentation, volume):
-                segmentation = mrml.outputs_of(scene, volume)  # another CT's outputs are never overwritten
+                    not mrml_outputs.outputs_belong_to(segmentation, volume):
+                segmentation = mrml_outputs.outputs_of(scene, volume)  # another CT's outputs are never overwritten
             if segmentation is None or segmentation.GetScene() is None:
-                segmentation = new(mrml.new_segmentation(scene, baseName, volume))
+                segmentation = new(mrml_outputs.new_segmentation(scene, baseName, volume))
             ensemble = segmentation.GetNodeReference(mrml.REFERENCE_ENSEMBLE)
             if ensemble is None:
-                ensemble = new(mrml.new_segmentation(scene, f"{baseName} ensemble", volume))
-                mrml.style_as_ensemble(ensemble)
-                mrml.set_segmentation_visible(ensemble, False)  # hidden until asked for
+                ensemble = new(mrml_outputs.new_segmentation(scene, f"{baseName} ensemble", volume))
+                mrml_outputs.style_as_ensemble(ensemble)
+                mrml_outputs.set_segmentation_visible(ensemble, False)  # hidden until asked for
             uncertainty = segmentation.GetNodeReference(mrml.REFERENCE_UNCERTAINTY)
             rectifiedLabels = result.label_map("rectified")
-            mrml.write_organ_segments(segmentation, frame.from_axial(rectifiedLabels), organs, volume, "rectified")
-            mrml.write_organ_segments(ensemble, frame.from_axial(result.label_map("ensemble")),
-                                      [replace(o, color=mrml.ensemble_color(o.color)) for o in organs], volume,
-                                      "ensemble")
+            mrml_outputs.write_organ_segments(segmentation, frame.from_axial(rectifiedLabels), organs, volume,
+                                              "rectified")
+            mrml_outputs.write_organ_segments(
+                ensemble, frame.from_axial(result.label_map("ensemble")),
+                [replace(o, color=mrml_outputs.ensemble_color(o.color)) for o in organs], volume, "ensemble")
+            heat = frame.from_axial(result.uncertainty_map())
             if uncertainty is None:
-                uncertainty = new(mrml.write_uncertainty_volume(scene, None, f"{baseName} uncertainty",
-                                                                frame.from_axial(result.uncertainty_map()), volume))
+                uncertainty = new(mrml_outputs.write_uncertainty_volume(scene, None, f"{baseName} uncertainty", heat,
+                                                                        volume))
             else:
-                mrml.write_uncertainty_volume(scene, uncertainty, "", frame.from_axial(result.uncertainty_map()),
-                                              volume)
+                mrml_outputs.write_uncertainty_volume(scene, uncertainty, "", heat, volume)
             segmentation.SetNodeReferenceID(mrml.REFERENCE_INPUT, volume.GetID())
             segmentation.SetNodeReferenceID(mrml.REFERENCE_ENSEMBLE, ensemble.GetID())
             segmentation.SetNodeReferenceID(mrml.REFERENCE_UNCERTAINTY, uncertainty.GetID())
             for node in created:
-                mrml.place_beside(node, volume)
+                mrml_outputs.place_beside(node, volume)
         except Exception:
             for node in created:
                 scene.RemoveNode(node)
@@ -192,13 +193,13 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
 
     @staticmethod
     def _remember(outputs: URSAMOutputs) -> None:
-        ours = mrml.ursam_segments(outputs.segmentation, "rectified")
-        outputs.written = mrml.segment_digests(outputs.segmentation, ours.values(), outputs.inputVolume)
+        ours = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")
+        outputs.written = mrml_outputs.segment_digests(outputs.segmentation, ours.values(), outputs.inputVolume)
 
     def editedOrgans(self, outputs: URSAMOutputs) -> list[str]:
         """Names of URSAM's rectified segments the user changed (or deleted) since URSAM wrote them:
         re-rectifying would replace those edits."""
-        now = mrml.segment_digests(outputs.segmentation, outputs.written, outputs.inputVolume)
+        now = mrml_outputs.segment_digests(outputs.segmentation, outputs.written, outputs.inputVolume)
         segmentation = outputs.segmentation.GetSegmentation()
         edited = []
         for segmentId, digest in outputs.written.items():
@@ -212,8 +213,8 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
         rectified segments, the statistics and the regions. No SAM computation."""
         outputs.result.rerectify(**changes)
         labels = outputs.result.label_map("rectified")
-        mrml.write_organ_segments(outputs.segmentation, outputs.frame.from_axial(labels), outputs.organs,
-                                  outputs.inputVolume, "rectified")
+        mrml_outputs.write_organ_segments(outputs.segmentation, outputs.frame.from_axial(labels), outputs.organs,
+                                          outputs.inputVolume, "rectified")
         outputs.statistics = regions.organ_statistics(outputs.result, outputs.frame.spacing, labels)
         outputs.regions = regions.uncertain_regions(outputs.result)
         self._remember(outputs)
@@ -225,22 +226,22 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
         """CT in the background, heatmap in the foreground of every slice view; ensemble and 3D
         surfaces as asked."""
         scene = outputs.inputVolume.GetScene()
-        mrml.show_overlay(scene, outputs.inputVolume, outputs.uncertainty, heatmapOpacity)
-        mrml.set_segmentation_visible(outputs.ensemble, showEnsemble)
+        mrml_outputs.show_overlay(scene, outputs.inputVolume, outputs.uncertainty, heatmapOpacity)
+        mrml_outputs.set_segmentation_visible(outputs.ensemble, showEnsemble)
         self.setShow3D(outputs, show3D)
 
     def setShow3D(self, outputs: URSAMOutputs, visible: bool) -> None:
         """URSAM's segments as surfaces in the 3D views (built on first use: that takes a moment)."""
-        mrml.show_surfaces(outputs.segmentation, visible)
+        mrml_outputs.show_surfaces(outputs.segmentation, visible)
 
     def setHeatmapOpacity(self, outputs: URSAMOutputs, opacity: float) -> None:
-        mrml.set_overlay_opacity(outputs.inputVolume.GetScene(), outputs.uncertainty, opacity)
+        mrml_outputs.set_overlay_opacity(outputs.inputVolume.GetScene(), outputs.uncertainty, opacity)
 
     def setEnsembleVisible(self, outputs: URSAMOutputs, visible: bool) -> None:
-        mrml.set_segmentation_visible(outputs.ensemble, visible)
+        mrml_outputs.set_segmentation_visible(outputs.ensemble, visible)
 
     def centreOn(self, outputs: URSAMOutputs, zyx) -> np.ndarray:
         """Centre the slice views on an axial voxel ``(z, y, x)``; returns its RAS position."""
         ras = mrml.ras_of_axial_index(zyx, outputs.frame, outputs.inputVolume)
-        mrml.centre_slice_views(outputs.inputVolume.GetScene(), ras)
+        mrml_outputs.centre_slice_views(outputs.inputVolume.GetScene(), ras)
         return ras

@@ -14,7 +14,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 from URSAMLib import builtin
 from URSAMLib.errors import URSAMError
 from URSAMLib.pipeline import Settings
-from URSAMSlicerLib import catalogue, dependencies, mrml
+from URSAMSlicerLib import catalogue, dependencies, mrml, mrml_outputs
 from URSAMSlicerLib.requests import URSAMRequest
 from URSAMSlicerLib.logic import URSAMLogic
 
@@ -82,9 +82,9 @@ class URSAMTest(ScriptedLoadableModuleTest):
         return self._volumeNode(name, hu, ijkToRas), organ
 
     def _promptSegmentation(self, volume, mask, name="Liver"):
-        segmentation = mrml.new_segmentation(slicer.mrmlScene, "URSAM test prompts", volume)
+        segmentation = mrml_outputs.new_segmentation(slicer.mrmlScene, "URSAM test prompts", volume)
         segmentation.GetSegmentation().AddEmptySegment("prompt", name)
-        image, extent = mrml._mask_image(mask, mrml.ijk_to_ras(volume))
+        image, extent = mrml_outputs._mask_image(mask, mrml.ijk_to_ras(volume))
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         logic.SetBinaryLabelmapToSegment(image, segmentation, "prompt", logic.MODE_REPLACE, extent)
         return segmentation
@@ -125,7 +125,7 @@ class URSAMTest(ScriptedLoadableModuleTest):
         userMask = np.zeros(hu.shape, bool)
         userMask[2:4, 5:40, 5:30] = True
         outputs.segmentation.GetSegmentation().AddEmptySegment("mine", "My correction")
-        image, extent = mrml._mask_image(userMask, mrml.ijk_to_ras(volume))
+        image, extent = mrml_outputs._mask_image(userMask, mrml.ijk_to_ras(volume))
         segmentationLogic = slicer.vtkSlicerSegmentationsModuleLogic
         segmentationLogic.SetBinaryLabelmapToSegment(image, outputs.segmentation, "mine",
                                                      segmentationLogic.MODE_REPLACE, extent)
@@ -207,9 +207,9 @@ class URSAMTest(ScriptedLoadableModuleTest):
         longer[:, organ.any(axis=0)] = True
         ijkToRas = mrml.ijk_to_ras(volume)
         ijkToRas[:3, 3] -= 3 * ijkToRas[:3, 2]
-        prompts = mrml.new_segmentation(slicer.mrmlScene, "URSAM test long prompts", volume)
+        prompts = mrml_outputs.new_segmentation(slicer.mrmlScene, "URSAM test long prompts", volume)
         prompts.GetSegmentation().AddEmptySegment("prompt", "Liver")
-        image, extent = mrml._mask_image(longer, ijkToRas)
+        image, extent = mrml_outputs._mask_image(longer, ijkToRas)
         logic = slicer.vtkSlicerSegmentationsModuleLogic
         logic.SetBinaryLabelmapToSegment(image, prompts, "prompt", logic.MODE_REPLACE, extent)
         ursam = self._logic()

@@ -16,7 +16,7 @@ from URSAMLib.errors import URSAMError
 from URSAMLib.localize import check_localizer
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt, prompts_from_labels
 from URSAMLib.template import Template
-from URSAMSlicerLib import catalogue, jobs, mrml
+from URSAMSlicerLib import catalogue, jobs, mrml, mrml_outputs
 from URSAMSlicerLib.requests import (ANY_ORGAN, REGION_SOURCES, PromptOrgan, SceneSupports, URSAMRequest)
 
 
@@ -57,15 +57,15 @@ class PromptReading:
         return inSet + absent
 
     @staticmethod
-    def _catalogueOutput(organ: catalogue.Organ) -> mrml.OrganOutput:
-        return mrml.OrganOutput(0, organ.key, organ.name, organ.color, catalogue.terminology_entry(organ))
+    def _catalogueOutput(organ: catalogue.Organ) -> mrml_outputs.OrganOutput:
+        return mrml_outputs.OrganOutput(0, organ.key, organ.name, organ.color, catalogue.terminology_entry(organ))
 
-    def _describe(self, label: int, name: str, terminology: str, color) -> mrml.OrganOutput:
+    def _describe(self, label: int, name: str, terminology: str, color) -> mrml_outputs.OrganOutput:
         organ = catalogue.match_terminology(terminology) if terminology else None
         organ = organ or catalogue.match_name(name)
         if organ is None:
-            return mrml.OrganOutput(label, f"prompt:{catalogue.normalise(name) or label}", name,
-                                    tuple(color) if color is not None else (0.9, 0.6, 0.2))
+            return mrml_outputs.OrganOutput(label, f"prompt:{catalogue.normalise(name) or label}", name,
+                                            tuple(color) if color is not None else (0.9, 0.6, 0.2))
         return replace(self._catalogueOutput(organ), label=label)
 
     def _segmentOrgans(self, segmentationNode) -> list[PromptOrgan]:
@@ -151,7 +151,7 @@ class PromptReading:
         return chosen
 
     def buildPrompts(self, request: URSAMRequest, image, frame: io.AxialFrame, margin: BoxMargin = DEFAULT_BOX_MARGIN
-                     ) -> tuple[list[OrganPrompt], list[mrml.OrganOutput], dict[str, str]]:
+                     ) -> tuple[list[OrganPrompt], list[mrml_outputs.OrganOutput], dict[str, str]]:
         """The box prompts of the requested organs drawn in the scene, in URSAMLib's axial frame.
 
         Returns the prompts, the organs they belong to and ``{name: reason}`` for requested organs
@@ -187,7 +187,7 @@ class PromptReading:
         return prompts, outputs, missing
 
     def templateLocalization(self, request: URSAMRequest, image, margin: BoxMargin = DEFAULT_BOX_MARGIN
-                             ) -> tuple[jobs.TemplateLocalization, list[mrml.OrganOutput]]:
+                             ) -> tuple[jobs.TemplateLocalization, list[mrml_outputs.OrganOutput]]:
         """What the job needs to localize the requested organs of a template in ``image`` itself
         (localizing takes a minute: it runs in the job), and the organs it may find.
 

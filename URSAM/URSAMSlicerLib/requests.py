@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from URSAMLib import io
 from URSAMLib.backbones import DEFAULT_BACKBONE
 from URSAMLib.pipeline import SegmentationResult, Settings
-from URSAMSlicerLib import jobs, mrml, regions
+from URSAMSlicerLib import jobs, mrml_outputs, regions
 
 
 PROMPT_SOURCES = ("region", "segmentation", "labelmap", "template", "sceneTemplate")
@@ -99,7 +99,7 @@ class PromptOrgan:
 
     label: int
     """Its label value in URSAMLib's label maps (the label value, or the segment's position + 1)."""
-    output: mrml.OrganOutput
+    output: mrml_outputs.OrganOutput
     source: str = ""
     """Segment ID (source ``segmentation``), the template's organ name (template sources) or ''
     (``labelmap``)."""
@@ -124,7 +124,7 @@ class PreparedRun:
     request: URSAMRequest
     job: jobs.Job
     frame: io.AxialFrame
-    organs: list[mrml.OrganOutput]
+    organs: list[mrml_outputs.OrganOutput]
     missing: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     """Doubts that do not stop the run (e.g. intensities that are not CT), for the user."""
@@ -140,7 +140,7 @@ class URSAMOutputs:
     uncertainty: object
     result: SegmentationResult
     frame: io.AxialFrame
-    organs: list[mrml.OrganOutput]
+    organs: list[mrml_outputs.OrganOutput]
     statistics: list[regions.OrganStatistics]
     regions: list[regions.UncertainRegion]
     missing: dict[str, str] = field(default_factory=dict)

@@ -10,7 +10,7 @@ import slicer
 
 from URSAMLib import builtin
 from URSAMLib.errors import URSAMError
-from URSAMSlicerLib import catalogue, mrml
+from URSAMSlicerLib import catalogue, mrml, mrml_outputs
 from URSAMSlicerLib.requests import (ANY_ORGAN, REGION_SOURCES, SOURCE_CONTROLS, TEMPLATE_SOURCES)
 from URSAMSlicerLib.gui import _, reportErrors
 
@@ -25,7 +25,7 @@ class PromptControls:
         """Another CT: write into its own URSAM outputs (or new ones), never into the previous CT's."""
         volume = self.ui.inputVolumeSelector.currentNode()
         self.ui.outputSegmentationSelector.setCurrentNode(
-            mrml.outputs_of(slicer.mrmlScene, volume) if volume is not None else None)
+            mrml_outputs.outputs_of(slicer.mrmlScene, volume) if volume is not None else None)
 
     PROMPT_SEGMENT_EVENTS = ("SegmentAdded", "SegmentRemoved", "SegmentModified")
 
