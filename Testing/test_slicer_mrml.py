@@ -433,15 +433,31 @@ def test_prompts_are_read_where_the_user_sees_them_through_parent_transforms(urs
     assert np.allclose(ras, (matrix @ np.append(ijk, 1))[:3] + 3 * matrix[:3, 0])
 
 
-def test_a_label_map_under_another_transform_is_refused_with_what_to_do(ursam, oblique_scene):
+def test_a_label_map_under_another_transform_prompts_where_the_user_sees_it(ursam, oblique_scene):
+    """As segments do: the labels are resampled onto the CT through both parent transforms."""
     import slicer
 
     scene, ct_node, prompts, _ = oblique_scene
     label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "Labels")
-    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToLabelmapNode(prompts, label_node)
-    label_node.SetAndObserveTransformNodeID(translation_node(scene, (5.0, 0.0, 0.0)).GetID())
-    with pytest.raises(URSAMError, match="harden"):
-        in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptSource="labelmap", promptNode=label_node))
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(prompts, label_node, ct_node)
+    logic = in_process_logic(ursam)
+    request = ursam.URSAMRequest(ct_node, promptSource="labelmap", promptNode=label_node)
+    before = {p.name: p.boxes for p in logic.prepare(request).job.prompts}
+    matrix = mrml.ijk_to_ras(ct_node)
+    moved = translation_node(scene, 3 * matrix[:3, 0])  # three columns along i: x + 3 in the axial frame
+    label_node.SetAndObserveTransformNodeID(moved.GetID())
+    labels = mrml.label_map_on_volume(label_node, ct_node)
+    assert labels.dtype == np.uint16 and set(np.unique(labels)) == {0, 1, 2}
+    after = {p.name: p.boxes for p in logic.prepare(request).job.prompts}
+    assert before.keys() == after.keys() == {"Liver", "Gallbladder"}
+    for name in before:
+        assert before[name].keys() == after[name].keys()
+        for z, box in before[name].items():
+            shift = after[name][z] - box  # (x0, y0, x1, y1), columns are x; a flipped axis moves the other way
+            assert abs(shift[0]) == 3 and shift[0] == shift[2] and shift[1] == shift[3] == 0, (name, z, shift)
+    ct_node.SetAndObserveTransformNodeID(moved.GetID())  # both moved alike: read exactly as drawn
+    again = {p.name: p.boxes for p in logic.prepare(request).job.prompts}
+    assert all(np.array_equal(again[n][z], before[n][z]) for n in before for z in before[n])
 
 
 def test_the_ensemble_is_drawn_in_its_own_colours_as_outlines(ursam, oblique_scene):

@@ -159,16 +159,19 @@ def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
     return _on_extent(resampled, reference.GetExtent()) > 0
 
 
-def _on_extent(image, extent) -> np.ndarray:
+def _on_extent(image, extent, dtype=np.uint8) -> np.ndarray:
     """An image's voxels ``[k, j, i]`` cut or zero-padded to ``extent`` (both on one grid): VTK's
-    resampling may return the union of the input's and the reference's extents."""
+    resampling may return the union of the input's and the reference's extents. ``np.uint8``: 1
+    where the image is not 0; another dtype: the values."""
     have = image.GetExtent()
     shape = tuple(extent[2 * a + 1] - extent[2 * a] + 1 for a in (2, 1, 0))
-    out = np.zeros(shape, np.uint8)
+    out = np.zeros(shape, dtype)
     if image.GetPointData().GetScalars() is None:
         return out
     values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
         tuple(have[2 * a + 1] - have[2 * a] + 1 for a in (2, 1, 0)))
+    if dtype == np.uint8:
+        values = values != 0
     source, target = [], []
     for axis in (2, 1, 0):  # k, j, i
         low, high = max(have[2 * axis], extent[2 * axis]), min(have[2 * axis + 1], extent[2 * axis + 1])
@@ -176,8 +179,22 @@ def _on_extent(image, extent) -> np.ndarray:
             return out  # no overlap
         source.append(slice(low - have[2 * axis], high - have[2 * axis] + 1))
         target.append(slice(low - extent[2 * axis], high - extent[2 * axis] + 1))
-    out[tuple(target)] = values[tuple(source)] != 0
+    out[tuple(target)] = values[tuple(source)]
     return out
+
+
+def label_map_on_volume(labelmap_node, volume_node) -> np.ndarray:
+    """A label map volume's values on ``volume_node``'s grid, uint16 ``[k, j, i]`` of the volume's
+    shape: resampled (nearest neighbour) through the parent transforms of both nodes, i.e. where
+    the user sees the labels on the CT. Labels outside the CT are dropped."""
+    labels = slicer.vtkOrientedImageData()
+    labels.ShallowCopy(labelmap_node.GetImageData())
+    labels.SetImageToWorldMatrix(_vtk_matrix(ijk_to_ras(labelmap_node)))
+    reference = geometry_image(volume_node)
+    resampled = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        labels, reference, resampled, False, False, relative_transform(labelmap_node, volume_node))
+    return _on_extent(resampled, reference.GetExtent(), np.uint16)
 
 
 def relative_transform(node, reference_node):

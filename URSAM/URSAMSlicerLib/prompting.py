@@ -172,12 +172,12 @@ class PromptReading:
                 missing.update({name: "its prompt segment is empty" for name in absent})
         else:
             if mrml.relative_transform(request.promptNode, request.inputVolume) is not None:
-                raise URSAMError(f"{request.promptNode.GetName()} and {request.inputVolume.GetName()} are under "
-                                 "different transforms; harden the transforms (Data module: right-click > Harden "
-                                 "transform) or put both under the same one, then run again.")
-            labelImage = io.label_map_on_grid(mrml.image_from_volume_node(request.promptNode), image,
-                                              request.promptNode.GetName())
-            labels = io.axial_array(labelImage, np.uint16)[0]
+                # under other transforms than the CT: the labels where the user sees them on the CT
+                labels = frame.to_axial(mrml.label_map_on_volume(request.promptNode, request.inputVolume))
+            else:
+                labelImage = io.label_map_on_grid(mrml.image_from_volume_node(request.promptNode), image,
+                                                  request.promptNode.GetName())
+                labels = io.axial_array(labelImage, np.uint16)[0]
             prompts, missing = prompts_from_labels(labels, {o.label: o.output.name for o in chosen},
                                                    request.promptMode, margin=margin, spacing=frame.spacing)
         outputs = [o.output for o in chosen if any(p.label == o.label for p in prompts)]
