@@ -149,8 +149,8 @@ class URSAMTest(ScriptedLoadableModuleTest):
         logic.workerArguments = ("--backbone-factory", "URSAMSlicerLib.testing:slow_loader")
         job = logic.start(logic.prepare(URSAMRequest(volume, promptNode=prompts)))
         deadline = time.monotonic() + 60
-        while job._process is None and time.monotonic() < deadline:  # the job is written, then the worker starts
-            job.poll()
+        while job._process is None and not job.poll().finished and time.monotonic() < deadline:
+            pass  # the job is written, then the worker starts
         job.cancel()
         self.assertEqual(job.poll().state, "cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
