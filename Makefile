@@ -3,6 +3,7 @@
 #               automatically (--region), and print the DSC beside per-slice label-box prompting
 #   make test   install, then lint (ruff) and run the whole test suite, printing the 15 slowest tests
 #   make test-fast  the tests without a real network or a long run (pytest -m "not slow and not model")
+#   make test-slicer-py312  the 3D Slicer module's glue tests on Python 3.12 (Slicer 5.10+'s), without torch
 #   make bench  install, then benchmarks/run.py (speed and memory; writes benchmarks/results/latest.*)
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ DATA ?= ../shared/data
 PATIENT ?= pt_201
 BIN = $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench install clean dicom3tools
+.PHONY: demo test test-fast test-slicer-py312 lint bench install clean dicom3tools
 
 install: $(VENV)/.installed dicom3tools
 
@@ -58,6 +59,27 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest --durations=15
+	@$(MAKE) --no-print-directory test-slicer-py312
+
+# The Slicer module's glue tests (Testing/test_slicer_*.py) on the Python of Slicer 5.10 and later, in a
+# virtual environment of only what they need, their versions as pyproject.toml declares them. torch is not
+# installed there: the glue must not import it (the real model tests, marked `model`, are left out).
+# Without python3.12 the check is skipped with a message (make test-slicer-py312 PY312=/path/to/python3.12).
+PY312 ?= python3.12
+VENV312 ?= .venv-py312
+SLICER_GLUE = numpy scipy SimpleITK scikit-image pydicom slicer-core PySide6-Essentials pytest hypothesis cmake
+
+$(VENV312)/.installed: pyproject.toml Testing/slicer_glue_requirements.py
+	$(PY312) -m venv $(VENV312)
+	$(VENV312)/bin/python Testing/slicer_glue_requirements.py $(SLICER_GLUE) > $(VENV312)/requirements.txt
+	$(VENV312)/bin/python -m pip install --quiet --disable-pip-version-check -r $(VENV312)/requirements.txt
+	touch $@
+
+test-slicer-py312:
+	@if ! $(PY312) -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then \
+	  echo "$(PY312) is not a working Python 3.12: the Slicer glue tests on Python 3.12 are skipped."; exit 0; fi; \
+	$(MAKE) --no-print-directory $(VENV312)/.installed && \
+	PYTHONPATH=$(CURDIR) $(VENV312)/bin/python -m pytest -q -p no:cacheprovider -m "not model" Testing/test_slicer_*.py
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not model"
@@ -66,4 +88,4 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(VENV312) out

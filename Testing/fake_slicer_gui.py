@@ -453,8 +453,17 @@ def install(monkeypatch):
     return slicer, dialogs
 
 
+GUI_MODULES = ("gui", "requests", "prompting", "logic", "widget", "widget_settings", "widget_prompts", "widget_run",
+               "moduletest")
+"""The modules of URSAMSlicerLib that URSAM.py's classes live in."""
+
+
 def import_module(monkeypatch):
-    """Import URSAM/URSAM.py afresh under the fake layer; returns the module."""
+    """Import URSAM/URSAM.py afresh under the fake layer, with the parts of URSAMSlicerLib that hold
+    its logic, widget and self-test (they import qt and slicer.ScriptedLoadableModule, faked per
+    test); returns the module."""
+    for name in [n for n in sys.modules if n.split(".")[-1] in GUI_MODULES and n.startswith("URSAMSlicerLib.")]:
+        monkeypatch.delitem(sys.modules, name)
     spec = importlib.util.spec_from_file_location("URSAM", MODULE_DIR / "URSAM.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "URSAM", module)

@@ -165,3 +165,14 @@ def test_a_slicer_build_installs_ursamlib_and_its_data_beside_the_module(tmp_pat
             "for n in t.region_names()); assert t.localizer_weights().is_file()")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
                    env={**os.environ, "PYTHONPATH": str(installed)})
+
+
+MODULE_LINE_LIMIT = 400
+"""A module a maintainer can hold in their head: URSAM.py and each URSAMSlicerLib module stay under this."""
+
+
+def test_no_python_file_of_the_slicer_module_is_over_about_400_lines():
+    sizes = {path.relative_to(ROOT).as_posix(): len(path.read_text().splitlines())
+             for path in (ROOT / "URSAM").rglob("*.py")}
+    assert len(sizes) >= 10 and sizes["URSAM/URSAM.py"] < 150  # the module's declaration and re-exports
+    assert {path: lines for path, lines in sizes.items() if lines > MODULE_LINE_LIMIT} == {}

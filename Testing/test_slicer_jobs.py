@@ -1,4 +1,4 @@
-"""URSAMSlicerLib.jobs: the module's run in this process or a background process, and its files."""
+"""URSAMSlicerLib.jobs and .running: the module's run in this process or a background process, and its files."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +12,8 @@ import pytest
 
 from conftest import MODULE_DIR
 from URSAMLib.pipeline import Settings
-from URSAMLib.prompts import OrganPrompt
-from URSAMSlicerLib import jobs, processes
+from URSAMLib.prompts import BoxMargin, OrganPrompt
+from URSAMSlicerLib import jobs, processes, running
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box
 
 pytestmark = pytest.mark.slicer
@@ -27,7 +27,16 @@ def small_job(**settings) -> jobs.Job:
     hu[2:6, 15:25, 20:35] = 100
     prompts = [OrganPrompt("a", 1, {z: np.array([4.0, 4.0, 15.0, 12.0]) for z in (1, 2, 3)}),
                OrganPrompt("b", 7, {z: np.array([19.0, 14.0, 35.0, 25.0]) for z in (2, 3, 4, 5)})]
-    return jobs.Job(hu, prompts, Settings(**{"num_aug": 4, "ratio": 0.1, "seed": 3, **settings}), "bright")
+    return jobs.Job(hu, prompts, options(settings=Settings(**{"num_aug": 4, "ratio": 0.1, "seed": 3, **settings})))
+
+
+def options(**fields):
+    return jobs.scene_options("test CT", **{"backbone": "bright", **fields})
+
+
+def with_options(job, **fields):
+    """``job`` with some of its options replaced."""
+    return dataclasses.replace(job, options=dataclasses.replace(job.options, **fields))
 
 
 def assert_same_result(a, b):
@@ -49,13 +58,13 @@ def test_job_files_round_trip(tmp_path):
     assert np.array_equal(again.hu, job.hu) and again.settings == job.settings
     assert [(p.name, p.label) for p in again.prompts] == [("a", 1), ("b", 7)]
     assert all(np.array_equal(a.boxes[z], b.boxes[z]) for a, b in zip(again.prompts, job.prompts) for z in a.boxes)
-    assert (again.backbone, again.checkpoint, again.device) == ("bright", None, "auto")
+    assert again.options == job.options and (again.options.backbone, again.options.device) == ("bright", "auto")
 
 
 def test_a_saved_result_is_the_same_result_and_rerectifies_the_same(tmp_path):
     result = jobs.compute(small_job(), loader=bright_in_box)
-    jobs.save_result(result, tmp_path / "result.npz")
-    loaded = jobs.load_result(tmp_path / "result.npz")
+    running.save_result(result, tmp_path / "result.npz")
+    loaded = running.load_result(tmp_path / "result.npz")
     assert_same_result(loaded, result)
     for changes in ({"alpha_h": 1.0}, {"method": "fixed"}, {"method": "unc-fpc"}):
         result.rerectify(**changes)
@@ -64,7 +73,7 @@ def test_a_saved_result_is_the_same_result_and_rerectifies_the_same(tmp_path):
 
 
 def test_the_in_process_job_reports_progress_and_its_result():
-    job = jobs.InProcessJob(small_job(), bright_in_box)
+    job = running.InProcessJob(small_job(), bright_in_box)
     job.start()
     status = job.poll()
     assert status.state == "done" and status.fraction == 1.0 and status.finished
@@ -73,7 +82,7 @@ def test_the_in_process_job_reports_progress_and_its_result():
 
 @pytest.mark.subprocess
 def test_the_background_job_computes_the_same_result_in_another_process():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
     assert job.job is None  # the volume went to the worker, no second copy is kept
     status = job.wait(timeout=120)
@@ -84,7 +93,7 @@ def test_the_background_job_computes_the_same_result_in_another_process():
 
 @pytest.mark.subprocess
 def test_the_background_job_reports_progress_while_it_runs(tmp_path):
-    job = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     job.start()
     seen = set()
     while not job.poll().finished:
@@ -96,7 +105,7 @@ def test_the_background_job_reports_progress_while_it_runs(tmp_path):
 
 @pytest.mark.subprocess
 def test_a_user_error_in_the_worker_becomes_one_line_for_a_dialog():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
+    job = running.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
                                                            "URSAMSlicerLib.testing:failing_loader"))
     job.start()
     status = job.wait(timeout=120)
@@ -106,7 +115,7 @@ def test_a_user_error_in_the_worker_becomes_one_line_for_a_dialog():
 
 @pytest.mark.subprocess
 def test_a_crash_in_the_worker_is_reported_with_its_traceback():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:no_such"))
+    job = running.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:no_such"))
     job.start()
     status = job.wait(timeout=120)
     assert status.state == "failed" and "stopped unexpectedly" in status.error
@@ -115,7 +124,8 @@ def test_a_crash_in_the_worker_is_reported_with_its_traceback():
 
 @pytest.mark.subprocess
 def test_cancel_stops_the_worker_at_once_and_removes_its_files():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"))
+    job = running.BackgroundJob(small_job(),
+                                extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"))
     job.start()
     time.sleep(0.5)
     process = job._process
@@ -126,6 +136,54 @@ def test_cancel_stops_the_worker_at_once_and_removes_its_files():
     assert job.poll().state == "cancelled" and not job.folder.exists()
     with pytest.raises(RuntimeError):
         job.result()
+
+
+def test_start_returns_at_once_and_the_job_is_written_off_the_calling_thread(monkeypatch):
+    """Writing the CT for the worker (150 MB for a 512 x 512 x 141 scan) must not freeze Slicer's GUI."""
+    import threading
+
+    release, writers = threading.Event(), []
+    save_job = jobs.save_job
+
+    def slow_save(job, folder):
+        writers.append(threading.current_thread())
+        release.wait(30)
+        save_job(job, folder)
+
+    monkeypatch.setattr(running, "save_job", slow_save)
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    started = time.monotonic()
+    job.start()
+    assert time.monotonic() - started < 5 and job.poll().state == "running"
+    assert job.poll().message == "Handing the CT to the segmentation process" and job._process is None
+    assert writers and writers[0] is not threading.main_thread()
+    release.set()
+    assert job.wait(timeout=120).state == "done"
+
+
+def test_cancel_while_the_job_is_written_starts_no_worker(monkeypatch):
+    import threading
+
+    release = threading.Event()
+    save_job = jobs.save_job
+    monkeypatch.setattr(running, "save_job", lambda job, folder: release.wait(30) and save_job(job, folder))
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job.start()
+    threading.Timer(0.3, release.set).start()  # the write ends while cancel waits for it
+    job.cancel()
+    assert job.poll().state == "cancelled" and job._process is None and not job.folder.exists()
+
+
+def test_a_job_that_cannot_be_written_fails_with_the_reason_and_details(monkeypatch):
+    def full_disk(job, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(running, "save_job", full_disk)
+    job = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    job.start()
+    status = job.wait(timeout=30)
+    assert status.state == "failed" and "No space left on device" in status.error and "\n" not in status.error
+    assert "Traceback" in status.details and not job.folder.exists()
 
 
 LAUNCHER = """\
@@ -153,7 +211,7 @@ def test_cancel_ends_the_launcher_and_the_interpreter_it_started(tmp_path):
     launcher.write_text(f"#!{sys.executable}\n" + LAUNCHER)
     launcher.chmod(0o755)
     pid_file = tmp_path / "child.pid"
-    job = jobs.BackgroundJob(small_job(), python=str(launcher),
+    job = running.BackgroundJob(small_job(), python=str(launcher),
                              extra_arguments=("--backbone-factory", "URSAMSlicerLib.testing:slow_loader"),
                              environment={**os.environ, "URSAM_TEST_CHILD_PID": str(pid_file)})
     job.start()
@@ -179,7 +237,7 @@ def test_cancel_ends_the_launcher_and_the_interpreter_it_started(tmp_path):
 
 def test_the_in_process_job_stops_between_slices_when_cancelled():
     backbone = BrightInBox()
-    job = jobs.InProcessJob(small_job(), lambda *args: backbone)
+    job = running.InProcessJob(small_job(), lambda *args: backbone)
     job._cancelled = True  # as if Cancel was pressed before the first slice
     job.start()
     assert job.poll().state == "cancelled" and backbone.embedded == []
@@ -200,19 +258,22 @@ def test_the_backbone_is_loaded_once_per_process():
 @pytest.mark.subprocess
 def test_the_worker_imports_without_slicer_or_qt(tmp_path):
     """The worker runs in a plain Python (PythonSlicer): it must need neither slicer nor qt."""
-    code = ("import sys, URSAMSlicerLib.jobs, URSAMSlicerLib.regions, URSAMSlicerLib.catalogue; "
+    code = ("import sys, URSAMSlicerLib.jobs, URSAMSlicerLib.running, URSAMSlicerLib.regions, "
+            "URSAMSlicerLib.catalogue; "
             "assert 'slicer' not in sys.modules and 'qt' not in sys.modules and 'torch' not in sys.modules")
-    environment = {**os.environ, "PYTHONPATH": jobs.worker_pythonpath()}
+    environment = {**os.environ, "PYTHONPATH": running.worker_pythonpath()}
     subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd=tmp_path)
-    assert str(MODULE_DIR) in jobs.worker_pythonpath().split(os.pathsep)
+    assert str(MODULE_DIR) in running.worker_pythonpath().split(os.pathsep)
 
 
 def test_settings_survive_the_trip_whatever_their_values(tmp_path):
     settings = Settings(num_aug=7, ratio=0.123, seed=99, method="fixed", alpha_h=2.5, lower_bound="paper")
-    job = dataclasses.replace(small_job(), settings=settings, checkpoint="/w.pth", device="cuda:1")
+    job = with_options(small_job(), settings=settings, checkpoint="/w.pth", device="cuda:1", prompt_mode="box3d",
+                       box_margin=BoxMargin((1.0, 2.0, 3.0), "voxel"), runtime="torch", embedding_cache=False)
     jobs.save_job(job, tmp_path)
     again = jobs.load_job(tmp_path)
-    assert again.settings == settings and (again.checkpoint, again.device) == ("/w.pth", "cuda:1")
+    assert again.settings == settings and again.options == job.options
+    assert again.options.box_margin == BoxMargin((1.0, 2.0, 3.0), "voxel")
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,7 +306,7 @@ def localizing_job(template_folder, temporary=False) -> jobs.Job:
     hu, _ = io.axial_array(ct)
     localization = jobs.TemplateLocalization(str(template_folder), {"liver": "Liver", "spleen": "Spleen"},
                                              jobs.ImageGeometry.of(ct), temporary=temporary)
-    return jobs.Job(hu, [], Settings(num_aug=2, ratio=0.0), "bright", localization=localization)
+    return jobs.Job(hu, [], options(settings=Settings(num_aug=2, ratio=0.0)), localization=localization)
 
 
 def fake_localizer(found_box):
@@ -336,7 +397,7 @@ def test_a_job_localizes_reports_the_organs_not_found_and_deletes_its_temporary_
     segmenting = [f for f, m in messages if not m.startswith(("Loading", "Localizing"))]
     assert segmenting and min(segmenting) >= jobs.LOCALIZATION_SHARE
 
-    job = jobs.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
+    job = running.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
     job.start()
     assert job.poll().state == "done" and job.not_found == {"Spleen": "outside the image"}
     assert not template.folder.exists()
@@ -348,7 +409,7 @@ def test_cancel_during_localization_stops_before_sam(tmp_path, monkeypatch):
 
     template = tiny_template(tmp_path)
     backbone = BrightInBox()
-    job = jobs.InProcessJob(localizing_job(template.folder), lambda *args: backbone)
+    job = running.InProcessJob(localizing_job(template.folder), lambda *args: backbone)
     localizer = fake_localizer(Box3D(1, 4, 10, 24, 12, 29))
 
     def cancelled_while_registering(ct, template, organs, progress=None):
@@ -371,7 +432,7 @@ def test_a_job_that_finds_no_organ_fails_with_the_reasons(tmp_path, monkeypatch)
         return {o: Localization(o, template.organs[o], np.zeros((6, 3)), reason="outside the image") for o in organs}
 
     monkeypatch.setitem(localize.LOCALIZERS, "registration", finds_nothing)
-    job = jobs.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
+    job = running.InProcessJob(localizing_job(template.folder, temporary=True), bright_in_box)
     job.start()
     status = job.poll()
     assert status.state == "failed" and "Liver: outside the image; Spleen: outside the image" in status.error
@@ -383,13 +444,13 @@ def test_a_job_that_finds_no_organ_fails_with_the_reasons(tmp_path, monkeypatch)
 
 def test_the_progress_reader_tolerates_a_missing_partial_or_locked_file(tmp_path, monkeypatch):
     path = tmp_path / "progress.json"
-    assert jobs.read_progress(path) is None  # not written yet
+    assert running.read_progress(path) is None  # not written yet
     path.write_text('{"fraction": 0.5, "mess')  # a partial file (a writer without atomic replace)
-    assert jobs.read_progress(path) is None
+    assert running.read_progress(path) is None
     path.write_text('{"fraction": 0.5}')
-    assert jobs.read_progress(path) is None
-    jobs._write_atomically(path, '{"fraction": 0.25, "message": "Slice 1 of 4"}')
-    assert jobs.read_progress(path) == (0.25, "Slice 1 of 4")
+    assert running.read_progress(path) is None
+    running._write_atomically(path, '{"fraction": 0.25, "message": "Slice 1 of 4"}')
+    assert running.read_progress(path) == (0.25, "Slice 1 of 4")
 
     original = type(path).read_text
 
@@ -397,7 +458,7 @@ def test_the_progress_reader_tolerates_a_missing_partial_or_locked_file(tmp_path
         raise PermissionError(13, "The process cannot access the file")
 
     monkeypatch.setattr(type(path), "read_text", locked)
-    assert jobs.read_progress(path) is None
+    assert running.read_progress(path) is None
     monkeypatch.setattr(type(path), "read_text", original)
 
 
@@ -412,24 +473,24 @@ def test_the_writer_retries_a_replace_refused_while_the_reader_holds_the_file(tm
             raise PermissionError(13, "Access is denied")
         real_replace(source, target)
 
-    monkeypatch.setattr(jobs, "REPLACE_RETRY_SECONDS", 0.0)
-    monkeypatch.setattr(jobs.os, "replace", replace)
-    jobs._write_atomically(path, '{"fraction": 1.0, "message": "Done"}')
-    assert len(refusals) == 3 and jobs.read_progress(path) == (1.0, "Done")
+    monkeypatch.setattr(running, "REPLACE_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(running.os, "replace", replace)
+    running._write_atomically(path, '{"fraction": 1.0, "message": "Done"}')
+    assert len(refusals) == 3 and running.read_progress(path) == (1.0, "Done")
 
-    monkeypatch.setattr(jobs.os, "replace", lambda source, target: (_ for _ in ()).throw(PermissionError(13, "x")))
+    monkeypatch.setattr(running.os, "replace", lambda source, target: (_ for _ in ()).throw(PermissionError(13, "x")))
     with pytest.raises(PermissionError):  # held for good: the caller decides (progress skips one report)
-        jobs._write_atomically(path, "{}")
+        running._write_atomically(path, "{}")
 
 
 # ---------------------------------------------------------------------------------------
 # The model choices `ursam segment` has: checkpoint pin, precision, window, unverified weights
 
 def test_the_pin_precision_and_window_survive_the_trip(tmp_path):
-    job = dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="ab" * 32, precision="bfloat16",
-                              window=(-100.0, 300.0))
+    job = with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="ab" * 32, precision="bfloat16",
+                       window=(-100.0, 300.0))
     jobs.save_job(job, tmp_path)
-    again = jobs.load_job(tmp_path)
+    again = jobs.load_job(tmp_path).options
     assert (again.checkpoint_sha256, again.precision, again.window) == ("ab" * 32, "bfloat16", (-100.0, 300.0))
 
 
@@ -438,8 +499,9 @@ def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(mon
 
     calls = []
 
-    def load_backbone(name, checkpoint=None, device="auto", vit_config=None, checkpoint_sha256=None):
-        calls.append((name, checkpoint, checkpoint_sha256))
+    def load_backbone(name, checkpoint=None, device="auto", vit_config=None, checkpoint_sha256=None,
+                      runtime="auto", warn=None):
+        calls.append((name, checkpoint, checkpoint_sha256, runtime))
         return BrightInBox()
 
     monkeypatch.setattr(backbones, "load_backbone", load_backbone)
@@ -452,20 +514,23 @@ def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(mon
         return original(hu, prompts, backbone, settings, **kwargs)
 
     monkeypatch.setattr(jobs, "segment", segment)
-    jobs.compute(dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32,
-                                     precision="bfloat16", window=(-50.0, 150.0)))
-    jobs.compute(dataclasses.replace(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32))
-    assert calls == [("bright", "/w.pth", "cd" * 32)]  # loaded once, with the pin
-    assert seen == [((-50.0, 150.0), "bfloat16"), (BrightInBox.window, "float32")]  # the next job: its own again
+    jobs.compute(with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32,
+                              window=(-50.0, 150.0)))
+    jobs.compute(with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32))
+    jobs.compute(with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32, precision="bfloat16"))
+    # through URSAMLib.job, as `ursam segment` loads it: with the pin, and the faster CPU runtime only at float32
+    assert calls == [("bright", "/w.pth", "cd" * 32, "auto"), ("bright", "/w.pth", "cd" * 32, "torch")]
+    # the next job on the kept model: the model's own window again
+    assert seen == [((-50.0, 150.0), "float32"), (BrightInBox.window, "float32"), (BrightInBox.window, "bfloat16")]
 
 
 def test_unverified_weights_reach_the_user_as_a_warning_from_the_worker():
-    job = jobs.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
+    job = running.BackgroundJob(small_job(), extra_arguments=("--backbone-factory",
                                                            "URSAMSlicerLib.testing:unverified_loader"))
     job.start()
     assert job.wait(timeout=120).state == "done"
     assert len(job.warnings) == 1 and "is not a checkpoint URSAM can verify" in job.warnings[0]
     assert "ab" * 32 in job.warnings[0] and "Warning:" in job.log()
-    verified = jobs.BackgroundJob(small_job(), extra_arguments=STAND_IN)
+    verified = running.BackgroundJob(small_job(), extra_arguments=STAND_IN)
     verified.start()
     assert verified.wait(timeout=120).state == "done" and verified.warnings == []

@@ -14,10 +14,12 @@ import pytest
 import fake_slicer_gui as fake
 from conftest import ROOT, damaged_resources
 from slicer_scene import add_slice_views, build_oblique_case, require, scene_snapshot
+from URSAMLib.job import SegmentJob
 from URSAMLib.pipeline import Settings
+from URSAMLib.prompts import DEFAULT_BOX_MARGIN
 
 require("slicer")
-from URSAMSlicerLib import catalogue, mrml  # noqa: E402
+from URSAMSlicerLib import catalogue, mrml, mrml_outputs  # noqa: E402
 from URSAMSlicerLib.testing import BrightInBox  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -276,6 +278,7 @@ def test_supports_in_the_scene_make_a_template_for_the_logic(env, monkeypatch):
     assert localization.build.classes == {1: "liver", 2: "gallbladder"}  # exported here; the job builds it so:
     from URSAMLib.template import build_template
 
+    module.jobs.write_exports(started[0].job)  # as the job does, off the GUI thread
     build_template(localization.build.images, localization.build.labels, localization.build.classes,
                    localization.folder)
     template = Template.load(localization.folder)  # built from the support, in a folder of its own
@@ -326,7 +329,8 @@ def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypat
     ui.applyButton.click()
     job = started[0].job
     assert job.settings == Settings(num_aug=7, ratio=0.05, method="fixed", alpha_h=1.6)
-    assert (job.backbone, job.checkpoint, job.device) == ("sam-vit-b", str(weights), "cpu")
+    assert (job.options.backbone, job.options.checkpoint, job.options.device) == ("sam-vit-b", str(weights), "cpu")
+    assert job.options.prompt_mode == "box3d" and job.options.box_margin == DEFAULT_BOX_MARGIN
     assert [p.name for p in job.prompts] == ["Liver"] and started[0].request.promptMode == "box3d"
     assert len(job.prompts[0].boxes) == 6  # 3-D box mode: the 4 prompted slices + 2 margin slices (clipped)
     assert ui.applyButton.text == "Cancel" and widget.timer.active and not ui.inputsCollapsibleButton.enabled
@@ -385,7 +389,7 @@ def test_a_full_run_through_the_widget(env):
 
     # α_h and the threshold mode re-rectify the kept result: no SAM, URSAM's segments updated
     calls = list(backbone.embedded)
-    liver = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    liver = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
     ui.thresholdModeComboBox.currentIndex = 1
     ui.alphaHSliderWidget.value = 1.05
     assert backbone.embedded == calls
@@ -534,7 +538,7 @@ def test_a_run_on_a_second_ct_never_writes_into_the_first_cts_outputs(env, tmp_p
     ui.applyButton.click()
     first = widget.outputs
     assert ui.outputSegmentationSelector.currentNode() is first.segmentation
-    liver = mrml.ursam_segments(first.segmentation, "rectified")["liver"]
+    liver = mrml_outputs.ursam_segments(first.segmentation, "rectified")["liver"]
     first_mask = mrml.segment_mask(first.segmentation, liver, ct_node)
     first_heat = mrml.voxel_array(first.uncertainty).copy()
     (tmp_path / "second").mkdir()
@@ -689,6 +693,31 @@ def test_the_3d_box_margin_shown_is_the_one_applied(env):
     assert widget.ui.promptModeComboBox.itemText(1) == f"3-D box (+{margin} mm margin)"
 
 
+def test_the_panel_shows_urSAMLibs_defaults_whatever_the_ui_was_written_with(monkeypatch, tmp_path):
+    """n, ratio, α_h, the rectification method and the box margin are defined once, in URSAMLib:
+    change them there and the panel shows the new ones."""
+    import functools
+
+    from URSAMLib.prompts import BoxMargin
+
+    slicer, dialogs = fake.install(monkeypatch)
+    module = fake.import_module(monkeypatch)
+    panel, settings = sys.modules["URSAMSlicerLib.widget"], sys.modules["URSAMSlicerLib.widget_settings"]
+    monkeypatch.setattr(panel, "Settings", functools.partial(Settings, num_aug=5, ratio=0.02, alpha_h=1.5,
+                                                             method="fixed"))
+    monkeypatch.setattr(settings, "DEFAULT_BOX_MARGIN", BoxMargin((3.0, 7.5, 7.5), "mm"))
+    widget = module.URSAMWidget()
+    widget.setup()
+    ui = widget.ui
+    assert (ui.numAugSliderWidget.value, ui.ratioSliderWidget.value, ui.alphaHSliderWidget.value) == (5, 0.02, 1.5)
+    assert ui.thresholdModeComboBox.currentIndex == module.THRESHOLD_MODES.index("fixed")
+    assert ui.promptModeComboBox.itemText(1) == "3-D box (+3/7.5/7.5 mm margin)"
+    assert "enlarged by 3/7.5/7.5 mm" in ui.promptModeComboBox.toolTip
+    assert "3/7.5/7.5 mm larger" in ui.templateNoteLabel.text and "5/10/10" not in ui.templateNoteLabel.text
+    assert slicer.mrmlScene is not None and widget.logic.getParameterNode().GetParameter("NumAug") == "5.0"
+    widget.cleanup()
+
+
 def test_re_rectifying_over_the_users_edits_asks_first(env):
     import slicer
 
@@ -700,10 +729,10 @@ def test_re_rectifying_over_the_users_edits_asks_first(env):
     widget.ui.alphaHSliderWidget.value = 1.5  # no edits yet: no question
     assert dialogs.confirmations == [] and outputs.result.settings.alpha_h == pytest.approx(1.5)
 
-    liver = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    liver = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
     edited = mrml.segment_mask(outputs.segmentation, liver, ct_node)
     edited[0, :3, :3] = True  # the user paints into URSAM's liver segment
-    image, extent = mrml._mask_image(edited, mrml.ijk_to_ras(ct_node))
+    image, extent = mrml_outputs._mask_image(edited, mrml.ijk_to_ras(ct_node))
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic.SetBinaryLabelmapToSegment(image, outputs.segmentation, liver, logic.MODE_REPLACE, extent)
     dialogs.confirm_answer = False
@@ -780,7 +809,9 @@ def test_the_pin_precision_and_window_reach_the_job_and_bad_ones_are_one_line_er
 
     ui.applyButton.click()
     job = started[0].job
-    assert (job.checkpoint, job.checkpoint_sha256, job.precision, job.window) == \
+    options = job.options  # the job model of `ursam segment`, checked by its checks
+    assert isinstance(options, SegmentJob) and options.ct == "Oblique"
+    assert (options.checkpoint, options.checkpoint_sha256, options.precision, options.window) == \
         (str(weights), "ab" * 32, "bfloat16", (-100.0, 300.0))
     installs = []
     monkeypatch.setattr(widget.logic, "ensureDependencies", lambda ask=True: installs.append(ask))
@@ -822,7 +853,7 @@ def test_the_worker_starts_in_slicers_startup_environment(env, monkeypatch):
         def start(self):
             pass
 
-    monkeypatch.setattr(module.jobs, "BackgroundJob", Recorded)
+    monkeypatch.setattr(module.running, "BackgroundJob", Recorded)
     monkeypatch.setattr(module.slicer.util, "startupEnvironment", lambda: {"URSAM_STARTUP": "1", "PATH": "/bin"},
                         raising=False)
     widget.logic.start(widget.logic.prepare(widget.requestFromGUI()))

@@ -25,7 +25,7 @@ from URSAMLib.pipeline import Settings, segment
 from URSAMLib.prompts import prompts_from_labels
 
 require("slicer")
-from URSAMSlicerLib import mrml  # noqa: E402
+from URSAMSlicerLib import mrml, mrml_outputs  # noqa: E402
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -81,7 +81,7 @@ def volume_on_grid(volume_node, ct: sitk.Image) -> np.ndarray:
 def assert_segments_match(outputs, result, ct, organ_keys: dict[int, str]):
     for which, node in (("rectified", outputs.segmentation), ("ensemble", outputs.ensemble)):
         expected = sitk.GetArrayFromImage(io.image_from_axial(result.label_map(which), ct))
-        segments = mrml.ursam_segments(node, which)
+        segments = mrml_outputs.ursam_segments(node, which)
         assert set(segments) == set(organ_keys.values())
         for label, key in organ_keys.items():
             got = segment_on_grid(node, segments[key], ct)
@@ -138,7 +138,7 @@ def test_dicom_segments_ensemble_and_heatmap_land_on_ursamlib_voxels(ursam, dico
     assert outputs.segmentation.GetName() == "CT URSAM"
     assert outputs.ensemble.GetName() == "CT URSAM ensemble" and not outputs.ensemble.GetDisplayNode().GetVisibility()
     assert outputs.uncertainty.GetName() == "CT URSAM uncertainty"
-    liver_id = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    liver_id = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
     liver = outputs.segmentation.GetSegmentation().GetSegment(liver_id)
     assert liver.GetName() == "Liver" and np.allclose(liver.GetColor(), np.array([221, 130, 101]) / 255)
     assert "~SCT^123037004^Anatomical Structure~SCT^10200004^Liver~" in \
@@ -200,15 +200,15 @@ def test_rerun_and_rerectification_never_touch_the_users_segments(ursam, oblique
     user_masks["other"][0:2, 0:5, 0:5] = True
     for segment_id, mask in user_masks.items():
         segmentation.AddEmptySegment(segment_id, f"My {segment_id}", [0.1, 0.2, 0.3])
-        image, extent = mrml._mask_image(mask, mrml.ijk_to_ras(ct_node))
+        image, extent = mrml_outputs._mask_image(mask, mrml.ijk_to_ras(ct_node))
         logic_ = slicer.vtkSlicerSegmentationsModuleLogic
         assert logic_.SetBinaryLabelmapToSegment(image, outputs.segmentation, segment_id, logic_.MODE_REPLACE, extent)
-    ours = mrml.ursam_segments(outputs.segmentation, "rectified")
+    ours = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")
 
     again = logic.process(dataclasses.replace(request, outputSegmentation=outputs.segmentation))
     logic.rerectify(again, alpha_h=1.0, method="fixed")
     assert again.segmentation is outputs.segmentation and again.ensemble is outputs.ensemble
-    assert mrml.ursam_segments(again.segmentation, "rectified") == ours  # replaced in place, not duplicated
+    assert mrml_outputs.ursam_segments(again.segmentation, "rectified") == ours  # replaced in place, not duplicated
     assert segmentation.GetNumberOfSegments() == 4
     for segment_id, mask in user_masks.items():
         segment = segmentation.GetSegment(segment_id)
@@ -231,7 +231,7 @@ def test_rerectify_changes_only_the_rectified_segments_without_sam(ursam, obliqu
     logic.backboneLoader = lambda name, checkpoint, device: backbone
     outputs = logic.process(ursam.URSAMRequest(ct_node, promptNode=prompts, settings=Settings(num_aug=5, ratio=0.1)))
     calls = list(backbone.embedded)
-    liver = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    liver = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
     before = mrml.segment_mask(outputs.segmentation, liver, ct_node)
     ensemble_before = scene_snapshot(scene)[outputs.ensemble.GetID()]
     heat_before = mrml.voxel_array(outputs.uncertainty).copy()
@@ -433,22 +433,38 @@ def test_prompts_are_read_where_the_user_sees_them_through_parent_transforms(urs
     assert np.allclose(ras, (matrix @ np.append(ijk, 1))[:3] + 3 * matrix[:3, 0])
 
 
-def test_a_label_map_under_another_transform_is_refused_with_what_to_do(ursam, oblique_scene):
+def test_a_label_map_under_another_transform_prompts_where_the_user_sees_it(ursam, oblique_scene):
+    """As segments do: the labels are resampled onto the CT through both parent transforms."""
     import slicer
 
     scene, ct_node, prompts, _ = oblique_scene
     label_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "Labels")
-    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToLabelmapNode(prompts, label_node)
-    label_node.SetAndObserveTransformNodeID(translation_node(scene, (5.0, 0.0, 0.0)).GetID())
-    with pytest.raises(URSAMError, match="harden"):
-        in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptSource="labelmap", promptNode=label_node))
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(prompts, label_node, ct_node)
+    logic = in_process_logic(ursam)
+    request = ursam.URSAMRequest(ct_node, promptSource="labelmap", promptNode=label_node)
+    before = {p.name: p.boxes for p in logic.prepare(request).job.prompts}
+    matrix = mrml.ijk_to_ras(ct_node)
+    moved = translation_node(scene, 3 * matrix[:3, 0])  # three columns along i: x + 3 in the axial frame
+    label_node.SetAndObserveTransformNodeID(moved.GetID())
+    labels = mrml.label_map_on_volume(label_node, ct_node)
+    assert labels.dtype == np.uint16 and set(np.unique(labels)) == {0, 1, 2}
+    after = {p.name: p.boxes for p in logic.prepare(request).job.prompts}
+    assert before.keys() == after.keys() == {"Liver", "Gallbladder"}
+    for name in before:
+        assert before[name].keys() == after[name].keys()
+        for z, box in before[name].items():
+            shift = after[name][z] - box  # (x0, y0, x1, y1), columns are x; a flipped axis moves the other way
+            assert abs(shift[0]) == 3 and shift[0] == shift[2] and shift[1] == shift[3] == 0, (name, z, shift)
+    ct_node.SetAndObserveTransformNodeID(moved.GetID())  # both moved alike: read exactly as drawn
+    again = {p.name: p.boxes for p in logic.prepare(request).job.prompts}
+    assert all(np.array_equal(again[n][z], before[n][z]) for n in before for z in before[n])
 
 
 def test_the_ensemble_is_drawn_in_its_own_colours_as_outlines(ursam, oblique_scene):
     scene, ct_node, prompts, _ = oblique_scene
     outputs = in_process_logic(ursam).process(ursam.URSAMRequest(ct_node, promptNode=prompts))
-    rectified = mrml.ursam_segments(outputs.segmentation, "rectified")
-    ensemble = mrml.ursam_segments(outputs.ensemble, "ensemble")
+    rectified = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")
+    ensemble = mrml_outputs.ursam_segments(outputs.ensemble, "ensemble")
     assert rectified.keys() == ensemble.keys() == {"liver", "gallbladder"}
     colours = set()
     for key in rectified:

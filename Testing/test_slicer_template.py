@@ -24,7 +24,7 @@ from URSAMLib.prompts import Box3D
 from URSAMLib.template import build_template
 
 require("slicer")
-from URSAMSlicerLib import mrml  # noqa: E402
+from URSAMSlicerLib import mrml, mrml_outputs  # noqa: E402
 from URSAMSlicerLib.testing import bright_in_box  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -108,7 +108,7 @@ def test_a_template_built_from_a_labelled_ct_in_the_scene_prompts_the_organ_wher
     z0, z1 = min(boxes), max(boxes)
     x0, y0, x1, y1 = np.array(list(boxes.values())).astype(int)[0]
     assert box_iou(Box3D(z0, z1, y0, y1, x0, x1), Box3D.from_mask(reference)) > 0.75  # ... and little more
-    segment = mrml.ursam_segments(outputs.segmentation, "rectified")["liver"]
+    segment = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
     assert outputs.segmentation.GetSegmentation().GetSegment(segment).GetName() == "Liver"
     assert mrml.segment_mask(outputs.segmentation, segment, query).any()
     folder, build = built[0]
@@ -149,7 +149,7 @@ def test_an_organ_outside_the_ct_is_reported_and_the_other_segmented_in_the_back
     outputs = logic.process(request)
     assert [o.key for o in outputs.organs] == ["liver"]
     assert list(outputs.missing) == ["Gallbladder"] and "outside the image" in outputs.missing["Gallbladder"]
-    assert list(mrml.ursam_segments(outputs.segmentation, "rectified")) == ["liver"]
+    assert list(mrml_outputs.ursam_segments(outputs.segmentation, "rectified")) == ["liver"]
     assert (template_folder / "template.json").exists()  # the user's template is kept
 
 
@@ -227,7 +227,9 @@ def test_preparing_a_scene_template_only_exports_the_supports_the_job_builds_it(
     task = prepared.job.localization
     assert task.temporary and task.build is not None
     assert not (Path(task.folder) / "template.json").exists()  # not built yet
-    assert all(Path(p).exists() for p in task.build.images + task.build.labels)
+    # read from the scene here, written by the job: not on the GUI thread
+    assert set(task.build.exports) == set(task.build.images + task.build.labels)
+    assert not any(Path(p).exists() for p in task.build.images + task.build.labels)
     job = logic.start(prepared)
     assert job.poll().state == "done" and not Path(task.folder).exists()
 
@@ -237,6 +239,8 @@ MANDIBLE_DICE_FLOOR = 0.25
 localizer); a box placed away from the mandible scores near 0."""
 
 
+@pytest.mark.model
+@pytest.mark.subprocess
 def test_the_built_in_template_segments_a_ct_nobody_labelled_in_the_background(ursam, head_neck, monkeypatch):
     """Only the CT: the default prompt source, the head-and-neck built-in template, one organ ticked;
     the background job localizes it (the shipped defaults) and segments it with the real LiteMedSAM."""
@@ -272,7 +276,7 @@ def test_the_built_in_template_segments_a_ct_nobody_labelled_in_the_background(u
     outputs = widget.outputs
     assert ui.statusLabel.text.startswith("Segmented 1 organ in"), ui.statusLabel.text
     assert [o.key for o in outputs.organs] == ["mandible"]
-    segment = mrml.ursam_segments(outputs.segmentation, "rectified")["mandible"]
+    segment = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["mandible"]
     assert outputs.segmentation.GetSegmentation().GetSegment(segment).GetName() == "Mandible"
     labels = load_volume(slicer.mrmlScene, Path(labels_path), "pt_201 labels", labelmap=True)
     reference = mrml.voxel_array(labels) == 7  # Mandible in hn-openkbp/classes.json

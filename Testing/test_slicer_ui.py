@@ -16,23 +16,28 @@ import pytest
 
 from conftest import MODULE_DIR, ROOT
 from slicer_scene import require
+from URSAMLib.pipeline import Settings
+from URSAMLib.prompts import DEFAULT_BOX_MARGIN
 
 pytestmark = pytest.mark.slicer
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 UI = MODULE_DIR / "Resources" / "UI" / "URSAM.ui"
 
+MARGIN = "/".join(f"{v:g}" for v in DEFAULT_BOX_MARGIN.zyx)
+DEFAULTS = Settings()
+"""URSAMLib's defaults: the .ui shows them (and the widget sets them again, from URSAMLib)."""
 SLIDERS = {  # name: (minimum, maximum, singleStep, decimals, default)
-    "numAugSliderWidget": (1, 10, 1, 0, 3),
-    "ratioSliderWidget": (0.0, 0.2, 0.005, 3, 0.01),
-    "alphaHSliderWidget": (1.0, 3.0, 0.05, 2, 1.2),
+    "numAugSliderWidget": (1, 10, 1, 0, DEFAULTS.num_aug),
+    "ratioSliderWidget": (0.0, 0.2, 0.005, 3, DEFAULTS.ratio),
+    "alphaHSliderWidget": (1.0, 3.0, 0.05, 2, DEFAULTS.alpha_h),
     "heatmapOpacitySliderWidget": (0.0, 1.0, 0.05, 2, 0.5),
 }
 COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
     "promptSourceComboBox": ["Built-in template (only the CT needed)", "Segments in the scene",
                              "Label map in the scene",
                              "Template folder (automatic localization)", "Template from labelled CTs in the scene"],
-    "promptModeComboBox": ["Per-slice boxes", "3-D box (+5/10/10 mm margin)"],
+    "promptModeComboBox": ["Per-slice boxes", f"3-D box (+{MARGIN} mm margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
     "precisionComboBox": ["float32", "bfloat16 (GPU)"],
     "thresholdModeComboBox": ["Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
@@ -171,7 +176,8 @@ def test_buttons_table_progress_and_sections(ui):
 
 
 def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders():
-    source = (MODULE_DIR / "URSAM.py").read_text()
+    source = "\n".join(path.read_text() for path in [MODULE_DIR / "URSAM.py",
+                                                    *sorted((MODULE_DIR / "URSAMSlicerLib").glob("*.py"))])
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     source_controls = ast.literal_eval(re.search(r"^SOURCE_CONTROLS = (\{.*?\n\})", source, re.M | re.S).group(1))
     used |= set().union(*source_controls.values())
@@ -216,13 +222,20 @@ def test_the_documented_workflow_names_only_controls_that_exist():
 
 
 def test_the_box_margin_the_ui_names_is_the_one_the_code_applies(ui):
-    from URSAMLib.prompts import DEFAULT_BOX_MARGIN
-
     assert DEFAULT_BOX_MARGIN.unit == "mm"
     margin = "/".join(f"{v:g}" for v in DEFAULT_BOX_MARGIN.zyx)
     combo = child(ui, "promptModeComboBox")
     assert combo.itemText(1) == f"3-D box (+{margin} mm margin)"
     assert f"enlarged by {margin} mm" in combo.toolTip()
+    assert f"{margin} mm larger" in child(ui, "templateNoteLabel").text()
+    # every margin the .ui writes is the one applied (the widget replaces each with URSAMLib's)
+    pattern = re.compile(r"\d+(?:\.\d+)?/\d+(?:\.\d+)?/\d+(?:\.\d+)? (?:mm|voxels?)")
+    written = pattern.findall(UI.read_text())
+    assert len(written) >= 3 and set(written) == {f"{margin} mm"}
+
+
+def test_the_default_rectification_method_is_urSAMLibs(ui):
+    assert child(ui, "thresholdModeComboBox").currentIndex() == ("ursam", "fixed").index(DEFAULTS.method)
 
 
 def test_the_log_is_read_only_and_folded_away(ui):

@@ -183,7 +183,7 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
                             "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
 
 
-def _check_model_choice(job: SegmentJob) -> None:
+def check_model_choice(job: SegmentJob) -> None:
     """The model options a user can get wrong, checked before anything is read or loaded (torch alone
     takes seconds to import): the backbone's name, the device's name, the checkpoint's path and pin."""
     from .backbones import catalogue, check_device_name
@@ -199,6 +199,32 @@ def _check_model_choice(job: SegmentJob) -> None:
         raise URSAMError(f"Checkpoint {job.checkpoint} does not exist; check the checkpoint path (--checkpoint).")
     if job.checkpoint_sha256:
         parse_sha256(job.checkpoint_sha256)
+
+
+PIN_HINT = "--checkpoint-sha256 {sha256}"
+"""How a user pins a checkpoint, in the unverified-weights warning (the Slicer module names its field)."""
+
+
+def load_job_backbone(job: SegmentJob, warn: Warn = _no_warn):
+    """The job's backbone: its checkpoint (checked against the pin), device, and runtime (the
+    faster CPU runtimes run float32 only, so another precision runs in PyTorch)."""
+    from .backbones import load_backbone
+
+    return load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256,
+                         runtime=job.runtime if job.precision == "float32" else "torch", warn=warn)
+
+
+def set_up_backbone(job: SegmentJob, backbone, warn: Warn = _no_warn, pin_hint: str = PIN_HINT) -> None:
+    """Give a loaded backbone (this job's, or one reused across jobs) the job's window (None: keep
+    the backbone's), precision and embedding cache, and warn about weights nothing vouches for."""
+    if getattr(backbone, "weights_verified", True) is False:  # also for a model loaded by the caller
+        warn(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
+             "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
+             f"this file checked on every run, pin it: {pin_hint.format(sha256=backbone.weights_sha256)}")
+    if job.window:
+        backbone.window = tuple(job.window)
+    backbone.precision = job.precision
+    embedding_cache.attach(backbone, job.embedding_cache)
 
 
 PROMPT_SOURCES = ("--prompt-labels LABELS (with --classes)", "--region REGION (a built-in template: "
@@ -223,7 +249,6 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     backbone: an already loaded ``load_backbone(job.backbone, job.checkpoint, job.device)`` to
     reuse across jobs (``ursam batch``); the job sets its window and precision.
     """
-    from .backbones import load_backbone
     from .overview import save_overview
     from .pipeline import segment
 
@@ -235,7 +260,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
                                                    job.checkpoint, job.template, job.localizer_weights])
     check_prompt_source(job)
     settings = job.settings.validate()
-    _check_model_choice(job)
+    check_model_choice(job)
     dicom_out.check_request(job.ct, job.dicom_out)
     ct_image = io.read_ct(job.ct)
     hu, frame = io.axial_array(ct_image)
@@ -258,16 +283,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
         prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
         prompting.reference_key = "dice_vs_reference"
     if backbone is None:
-        backbone = load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256,
-                                 runtime=job.runtime if job.precision == "float32" else "torch", warn=note)
-    if getattr(backbone, "weights_verified", True) is False:  # also for a model loaded by the caller
-        note(f"{job.checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as "
-             "weights only, so it cannot run code, but nothing vouches for where it came from. To have exactly "
-             f"this file checked on every run, pin it: --checkpoint-sha256 {backbone.weights_sha256}")
-    if job.window:
-        backbone.window = job.window
-    backbone.precision = job.precision
-    embedding_cache.attach(backbone, job.embedding_cache)
+        backbone = load_job_backbone(job, note)
+    set_up_backbone(job, backbone, note)
     loaded = time.perf_counter()
 
     result = progress_bar("UR-SAM", lambda progress: segment(

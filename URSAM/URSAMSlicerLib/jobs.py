@@ -5,16 +5,20 @@ not release it), so a Python thread computing SAM there would crawl. The module 
 the heavy part — loading the backbone and :func:`URSAMLib.pipeline.segment` — in a separate
 Python process (:class:`BackgroundJob`) that shares nothing with the scene:
 
-* the job (axial HU volume, prompt boxes or the template to localize them with, settings,
-  backbone) is written to a private folder;
-* the worker (``python -m URSAMSlicerLib.jobs FOLDER``) writes its progress to a file that the
+* the job (axial HU volume, prompt boxes or the template to localize them with, and the run's
+  options as a :class:`URSAMLib.job.SegmentJob` — the one job model of ``ursam segment``, so the
+  module runs with the same checkpoint pin, precision, window, runtime and unverified-weights
+  warning) is written to a private folder;
+* the worker (``python -m URSAMSlicerLib.running FOLDER``) writes its progress to a file that the
   GUI polls with a timer, and the result (each organ's crops: ensemble, plain SAM, intensity,
   uncertainty, box region) to ``result.npz`` and the organs it could not localize to
   ``not_found.json``;
 * a user mistake ends the worker with ``error.json`` (one line for a dialog); cancelling
   terminates it. Either way nothing reaches the scene, and the folder is deleted.
 
-:class:`InProcessJob` runs the same computation synchronously (scripts, tests, the in-Slicer
+This module holds the job and its computation; :mod:`URSAMSlicerLib.running` runs it (the
+background process, :class:`~URSAMSlicerLib.running.BackgroundJob`, and the worker's entry point).
+:class:`~URSAMSlicerLib.running.InProcessJob` runs the same computation synchronously (scripts, tests, the in-Slicer
 self-test). Both hand back a complete :class:`~URSAMLib.pipeline.SegmentationResult`, so
 re-rectifying later needs no SAM recomputation.
 
@@ -22,26 +26,20 @@ Plain Python: no Slicer, no Qt.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from URSAMLib.errors import Cancelled, URSAMError
-from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings, segment
+from URSAMLib.errors import Cancelled
+from URSAMLib.job import SegmentJob, load_job_backbone, set_up_backbone
+from URSAMLib.pipeline import SegmentationResult, Settings, segment
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt
-from URSAMSlicerLib import processes
 
 BackboneLoader = Callable[[str, "str | None", str], object]
 """``(name, checkpoint, device) -> backbone``; :func:`URSAMLib.backbones.load_backbone` by default."""
@@ -90,6 +88,9 @@ class TemplateBuild:
     """Label maps on the grids of ``images``, pairwise."""
     classes: dict[int, str]
     """Label value → template organ name."""
+    exports: dict[str, object] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    """Path → SimpleITK image still to write there (by :func:`write_exports`, off Slicer's GUI thread);
+    empty once written."""
 
 
 @dataclass
@@ -111,6 +112,19 @@ class TemplateLocalization:
     """Build the template into ``folder`` first, from these exported supports (then deleted)."""
 
 
+PIN_HINT = "enter its SHA-256 {sha256} under Checkpoint SHA-256."
+"""How a Slicer user pins a checkpoint (the unverified-weights warning of :func:`URSAMLib.job.set_up_backbone`)."""
+
+
+def scene_options(ct_name: str = "the input CT", **options) -> SegmentJob:
+    """The options of a run on a CT in the scene, as the :class:`~URSAMLib.job.SegmentJob` that
+    ``ursam segment`` runs: ``backbone``, ``checkpoint``, ``checkpoint_sha256``, ``window``,
+    ``precision``, ``device``, ``runtime``, ``settings``, ``box_margin``, ``prompt_mode``... The CT
+    and the prompts come from the scene (``ct`` only names the CT in messages) and the result goes
+    back into it (no ``output`` folder)."""
+    return SegmentJob(ct=ct_name, output="", **options)
+
+
 @dataclass
 class Job:
     """Everything a run needs, without any MRML."""
@@ -119,21 +133,17 @@ class Job:
     """The CT, axial ``[z, y, x]``, float32 HU."""
     prompts: list[OrganPrompt]
     """Empty when ``localization`` finds them."""
-    settings: Settings
-    backbone: str = "litemedsam"
-    checkpoint: str | None = None
-    device: str = "auto"
+    options: SegmentJob
+    """The model and UR-SAM options (:func:`scene_options`), checked as ``ursam segment`` checks them."""
     localization: TemplateLocalization | None = None
-    checkpoint_sha256: str | None = None
-    """The SHA-256 the checkpoint must have (pinned by the user), as ``ursam segment --checkpoint-sha256``."""
-    precision: str = "float32"
-    """``float32`` or ``bfloat16`` (autocast on the GPU), as ``ursam segment --precision``."""
-    window: tuple[float, float] | None = None
-    """CT window in HU ``(low, high)``; None: the backbone's own, as ``ursam segment --window``."""
     not_found: dict[str, str] = dataclasses.field(default_factory=dict)
     """Filled by :func:`compute`: organ → why localization did not find it."""
     warnings: list[str] = dataclasses.field(default_factory=list)
     """Filled by :func:`compute`: doubts for the user that did not stop the run (unverified weights)."""
+
+    @property
+    def settings(self) -> Settings:
+        return self.options.settings
 
 
 @dataclass
@@ -155,41 +165,31 @@ class JobStatus:
 # ---------------------------------------------------------------------------------------
 # Computing
 
-_BACKBONES: dict[tuple, object] = {}
+_BACKBONES: dict[tuple, tuple] = {}
 
 
-def cached_backbone(name: str, checkpoint: str | None, device: str, loader: BackboneLoader | None = None,
-                    checkpoint_sha256: str | None = None):
-    """Load a backbone once per process and keep it: loading weights costs seconds.
+def cached_backbone(options: SegmentJob, loader: BackboneLoader | None = None,
+                    warn: Callable[[str], None] | None = None):
+    """The backbone of ``options``, loaded once per process and kept (loading weights costs seconds),
+    then set up for this run by :func:`URSAMLib.job.set_up_backbone`: the run's window (or the
+    model's own), precision and embedding cache; weights nothing vouches for go to ``warn``.
 
-    checkpoint_sha256: the pin the checkpoint must match (URSAMLib's loader checks it; a test
-    loader given as ``loader`` is not asked)."""
-    key = (name, checkpoint, device, loader, checkpoint_sha256)
+    loader: a test's ``(name, checkpoint, device) -> backbone`` instead of URSAMLib's loader (which
+    checks the checkpoint's pin and attaches the runtime)."""
+    note = warn or (lambda message: None)
+    key = (options.backbone, options.checkpoint, options.device, options.checkpoint_sha256,
+           options.runtime if options.precision == "float32" else "torch", loader)
     if key not in _BACKBONES:
         _BACKBONES.clear()  # keep one model in memory, not one per setting tried
         if loader is None:
-            from URSAMLib.backbones import load_backbone
-
-            backbone = load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256)
+            backbone = load_job_backbone(options, note)
         else:
-            backbone = loader(name, checkpoint, device)
+            backbone = loader(options.backbone, options.checkpoint, options.device)
         _BACKBONES[key] = (backbone, tuple(backbone.window))
-    return _BACKBONES[key][0]
-
-
-def _default_window(backbone) -> tuple[float, float]:
-    """The window a cached backbone came with (a job may have set another since)."""
-    return next(window for cached, window in _BACKBONES.values() if cached is backbone)
-
-
-def weights_warning(backbone, checkpoint: str | None) -> str | None:
-    """What to tell the user when the loaded weights could not be verified, as ``ursam segment``
-    does: no published SHA-256 vouches for them, and how to pin exactly this file."""
-    if getattr(backbone, "weights_verified", True) is not False:
-        return None
-    return (f"{checkpoint} is not a checkpoint URSAM can verify (no published SHA-256); it was loaded as weights "
-            "only, so it cannot run code, but nothing vouches for where it came from. To have exactly this file "
-            f"checked on every run, pin it: enter its SHA-256 {backbone.weights_sha256} under Checkpoint SHA-256.")
+    backbone, window = _BACKBONES[key]
+    backbone.window = window  # the model's own, unless this run sets another (a previous run may have)
+    set_up_backbone(options, backbone, note, PIN_HINT)
+    return backbone
 
 
 def _scaled(progress: Callable[[float, str], None] | None, start: float, share: float):
@@ -237,13 +237,13 @@ def compute(job: Job, progress: Callable[[float, str], None] | None = None,
     """Load the backbone, localize the organs if the job says so, and run UR-SAM on the job
     (raises URSAMError, Cancelled)."""
     if progress is not None:
-        progress(0.0, f"Loading {job.backbone}")
-    backbone = cached_backbone(job.backbone, job.checkpoint, job.device, loader, job.checkpoint_sha256)
-    backbone.window = tuple(job.window) if job.window else _default_window(backbone)
-    backbone.precision = job.precision
-    warning = weights_warning(backbone, job.checkpoint)
-    if warning and warning not in job.warnings:
-        job.warnings.append(warning)
+        progress(0.0, f"Loading {job.options.backbone}")
+
+    def warn(message: str) -> None:
+        if message not in job.warnings:
+            job.warnings.append(message)
+
+    backbone = cached_backbone(job.options, loader, warn)
     if cancel is not None and cancel():
         raise Cancelled()
     if job.localization is not None:
@@ -267,7 +267,9 @@ def _remove(folder: str | os.PathLike | None) -> None:
 # Files
 
 def save_job(job: Job, folder: Path) -> None:
-    """Write a job into ``folder``: ``hu.npy``, ``boxes.npz`` and ``job.json``."""
+    """Write a job into ``folder``: ``hu.npy``, ``boxes.npz`` and ``job.json`` (and the template's
+    exported scans where they belong)."""
+    write_exports(job)
     np.save(folder / "hu.npy", np.ascontiguousarray(job.hu, dtype=np.float32))
     boxes = {}
     organs = []
@@ -278,15 +280,38 @@ def save_job(job: Job, folder: Path) -> None:
         organs.append({"name": prompt.name, "label": prompt.label})
     np.savez(folder / "boxes.npz", **boxes)
     (folder / "job.json").write_text(json.dumps({
-        "organs": organs, "settings": dataclasses.asdict(job.settings), "backbone": job.backbone,
-        "checkpoint": job.checkpoint, "device": job.device, "localization": _localization_json(job.localization),
-        "checkpoint_sha256": job.checkpoint_sha256, "precision": job.precision,
-        "window": list(job.window) if job.window else None}))
+        "organs": organs, "options": _options_json(job.options),
+        "localization": _localization_json(job.localization)}))
+
+
+def _options_json(options: SegmentJob) -> dict:
+    return {**dataclasses.asdict(options), "box_margin": str(options.box_margin)}
+
+
+def _options_from_json(entry: dict) -> SegmentJob:
+    return SegmentJob(**{**entry, "settings": Settings(**entry["settings"]),
+                         "box_margin": BoxMargin.parse(entry["box_margin"]),
+                         "window": tuple(entry["window"]) if entry.get("window") else None,
+                         "dicom_out": tuple(entry.get("dicom_out", ()))})
+
+
+def write_exports(job: Job) -> None:
+    """Write the images exported from the scene that the job's template is built from (slow for
+    large CTs, so it happens where the job runs, not on Slicer's GUI thread)."""
+    import SimpleITK as sitk
+
+    build = job.localization.build if job.localization is not None else None
+    if build is not None:
+        while build.exports:
+            path, image = build.exports.popitem()
+            sitk.WriteImage(image, path, False)
 
 
 def _localization_json(task: TemplateLocalization | None) -> dict | None:
     if task is None:
         return None
+    if task.build is not None:
+        task = dataclasses.replace(task, build=dataclasses.replace(task.build, exports={}))  # written by now
     return {**dataclasses.asdict(task), "margin": str(task.margin)}
 
 
@@ -307,294 +332,5 @@ def load_job(folder: Path) -> Job:
         prompts = [OrganPrompt(organ["name"], int(organ["label"]),
                                {int(z): box for z, box in zip(boxes[f"z{i}"], boxes[f"b{i}"])})
                    for i, organ in enumerate(meta["organs"])]
-    return Job(np.load(folder / "hu.npy"), prompts, Settings(**meta["settings"]), meta["backbone"],
-               meta["checkpoint"], meta["device"], _localization_from_json(meta.get("localization")),
-               meta.get("checkpoint_sha256"), meta.get("precision", "float32"),
-               tuple(meta["window"]) if meta.get("window") else None)
-
-
-_ORGAN_ARRAYS = ("box_region", "intensity", "ensemble", "uncertainty", "plain")
-
-
-def save_result(result: SegmentationResult, path: Path) -> None:
-    """Write a result with every organ's crops, so that it can be re-rectified after loading."""
-    arrays = {}
-    organs = []
-    for index, organ in enumerate(result.organs):
-        for name in _ORGAN_ARRAYS:
-            arrays[f"{name}{index}"] = getattr(organ, name)
-        zs = sorted(organ.boxes)
-        arrays[f"boxz{index}"] = np.array(zs, dtype=np.int64)
-        arrays[f"boxes{index}"] = np.array([organ.boxes[z] for z in zs], dtype=np.float64).reshape(-1, 4)
-        organs.append({"name": organ.name, "label": organ.label,
-                       "region": [[s.start, s.stop] for s in organ.region]})
-    meta = {"organs": organs, "shape": list(result.shape), "settings": dataclasses.asdict(result.settings),
-            "timings": result.timings}
-    arrays["meta"] = np.array(json.dumps(meta))
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)
-
-
-def load_result(path: Path) -> SegmentationResult:
-    """Read a result written by :func:`save_result`; rectification is recomputed from the crops."""
-    with np.load(path) as data:
-        meta = json.loads(str(data["meta"]))
-        settings = Settings(**meta["settings"])
-        organs = []
-        for index, organ in enumerate(meta["organs"]):
-            boxes = {int(z): box for z, box in zip(data[f"boxz{index}"], data[f"boxes{index}"])}
-            result_organ = OrganResult(organ["name"], int(organ["label"]),
-                                       tuple(slice(a, b) for a, b in organ["region"]), boxes,
-                                       *(data[f"{name}{index}"] for name in _ORGAN_ARRAYS))
-            result_organ.rectify(settings)
-            organs.append(result_organ)
-    return SegmentationResult(organs, tuple(meta["shape"]), settings, meta["timings"])
-
-
-REPLACE_ATTEMPTS = 20
-REPLACE_RETRY_SECONDS = 0.05
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old or the new file, never a part.
-
-    On Windows replacing a file fails with PermissionError while another process (the GUI
-    polling it) has it open, so the replace is retried for up to a second.
-    """
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    for attempt in range(REPLACE_ATTEMPTS):
-        try:
-            os.replace(partial, path)
-            return
-        except PermissionError:
-            if attempt == REPLACE_ATTEMPTS - 1:
-                raise
-            time.sleep(REPLACE_RETRY_SECONDS)
-
-
-def read_progress(path: Path) -> tuple[float, str] | None:
-    """The worker's last progress report ``(fraction, message)``, or None while there is none to read:
-    not written yet, being replaced (PermissionError on Windows), or unreadable."""
-    try:
-        update = json.loads(path.read_text())
-        return float(update["fraction"]), str(update["message"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------
-# Running
-
-class InProcessJob:
-    """Runs the job synchronously in :meth:`start`; :meth:`poll` then reports the outcome."""
-
-    def __init__(self, job: Job, loader: BackboneLoader | None = None):
-        self.job, self.loader = job, loader
-        self._status = JobStatus("running")
-        self._result: SegmentationResult | None = None
-        self._cancelled = False
-        self._log: list[str] = []
-        self.not_found: dict[str, str] = {}
-        """Organ → why localization did not find it (known once the job is done)."""
-        self.warnings: list[str] = []
-        """Doubts about the run for the user (known once the job is done)."""
-
-    def log(self) -> str:
-        """The progress messages so far, one per line."""
-        return "\n".join(self._log)
-
-    def start(self) -> None:
-        def progress(fraction: float, message: str) -> None:
-            self._status = JobStatus("running", fraction, message)
-            self._log.append(f"{100 * fraction:5.1f}% {message}")
-
-        try:
-            self._result = compute(self.job, progress, lambda: self._cancelled, self.loader)
-            self.not_found = dict(self.job.not_found)
-            self.warnings = list(self.job.warnings)
-            self._status = JobStatus("done", 1.0, "Done")
-        except Cancelled:
-            self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
-        except URSAMError as error:
-            self._status = JobStatus("failed", self._status.fraction, "Failed", str(error))
-        finally:
-            _remove(temporary_template(self.job))
-
-    def poll(self) -> JobStatus:
-        return self._status
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        if not self._status.finished:
-            self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
-
-    def wait(self, timeout: float = 0.0) -> JobStatus:
-        return self._status
-
-    def result(self) -> SegmentationResult:
-        if self._result is None:
-            raise RuntimeError("the job has no result")
-        return self._result
-
-    def cleanup(self) -> None:
-        pass
-
-
-def worker_pythonpath() -> str:
-    """PYTHONPATH for the worker: the folders holding URSAMLib and URSAMSlicerLib."""
-    import URSAMLib
-
-    folders = [str(Path(URSAMLib.__file__).resolve().parent.parent), str(Path(__file__).resolve().parent.parent)]
-    existing = os.environ.get("PYTHONPATH")
-    return os.pathsep.join(dict.fromkeys(folders + ([existing] if existing else [])))
-
-
-class BackgroundJob:
-    """Runs the job in another Python process; poll it from a GUI timer."""
-
-    def __init__(self, job: Job, python: str | None = None, extra_arguments: tuple[str, ...] = (),
-                 environment: dict[str, str] | None = None):
-        self.job = job
-        self.python = python or sys.executable
-        self.extra_arguments = tuple(extra_arguments)
-        self.environment = environment
-        self.folder: Path | None = None
-        self._process: subprocess.Popen | None = None
-        self._status = JobStatus("running", 0.0, "Starting")
-        self._result: SegmentationResult | None = None
-        self._log = None
-        self._last_log = ""
-        self.not_found: dict[str, str] = {}
-        """Organ → why localization did not find it (known once the job is done)."""
-        self.warnings: list[str] = []
-        """Doubts about the run for the user (known once the job is done)."""
-        self._temporary_template = temporary_template(job)
-
-    def start(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="ursam-job-"))
-        save_job(self.job, self.folder)
-        self.job = None  # the worker has it; do not hold a second copy of the volume
-        environment = dict(os.environ if self.environment is None else self.environment)
-        environment["PYTHONPATH"] = worker_pythonpath()
-        self._log = open(self.folder / "worker.log", "w")
-        self._process = subprocess.Popen(
-            [self.python, "-m", "URSAMSlicerLib.jobs", str(self.folder), *self.extra_arguments],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
-            **processes.hidden_process_options())
-
-    def poll(self) -> JobStatus:
-        if self._status.finished or self._process is None:
-            return self._status
-        code = self._process.poll()
-        update = read_progress(self.folder / "progress.json")
-        if update is not None:  # else: nothing new readable now; the next poll reads it
-            self._status = JobStatus("running", *update)
-        if code is None:
-            return self._status
-        self._close_log()
-        if code == 0 and (self.folder / "result.npz").exists():
-            self._result = load_result(self.folder / "result.npz")
-            if (self.folder / "not_found.json").exists():
-                self.not_found = json.loads((self.folder / "not_found.json").read_text())
-            if (self.folder / "warnings.json").exists():
-                self.warnings = json.loads((self.folder / "warnings.json").read_text())
-            self._status = JobStatus("done", 1.0, "Done")
-        elif (self.folder / "error.json").exists():
-            message = json.loads((self.folder / "error.json").read_text())["message"]
-            self._status = JobStatus("failed", self._status.fraction, "Failed", message)
-        else:
-            self._status = JobStatus("failed", self._status.fraction, "Failed",
-                                     f"The segmentation process stopped unexpectedly (exit status {code}).",
-                                     self.log())
-        self.log()  # keep what the worker said: the folder goes now
-        self.cleanup()
-        return self._status
-
-    def wait(self, timeout: float = 600.0, interval: float = 0.1) -> JobStatus:
-        """Poll until the job finishes (for scripts and tests; the GUI polls from a timer)."""
-        deadline = time.monotonic() + timeout
-        while not self.poll().finished:
-            if time.monotonic() > deadline:
-                self.cancel()
-                raise TimeoutError("the segmentation process did not finish in time")
-            time.sleep(interval)
-        return self._status
-
-    def cancel(self) -> None:
-        """Stop the worker and every process it started (in Slicer the interpreter is the child
-        of the PythonSlicer launcher); its partial work is discarded."""
-        if self._process is not None and not self._status.finished:
-            processes.end_process_tree(self._process)
-        if not self._status.finished:
-            self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
-        self._close_log()
-        self.cleanup()
-
-    def result(self) -> SegmentationResult:
-        if self._result is None:
-            raise RuntimeError("the job has no result")
-        return self._result
-
-    def log(self) -> str:
-        """The last :data:`LOG_LIMIT` characters the worker printed (progress, warnings, a traceback),
-        read while it runs and kept once its folder is removed."""
-        if self.folder is not None and self.folder.exists():
-            try:
-                self._last_log = (self.folder / "worker.log").read_text(errors="replace")[-LOG_LIMIT:]
-            except OSError:
-                pass  # being written (Windows): the last text read stands
-        return self._last_log
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def cleanup(self) -> None:
-        _remove(self.folder)
-        _remove(self._temporary_template)
-
-
-# ---------------------------------------------------------------------------------------
-# The worker process
-
-def _factory(spec: str) -> BackboneLoader:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m URSAMSlicerLib.jobs",
-                                     description="Run one URSAM job folder (started by the Slicer module).")
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--backbone-factory", metavar="MODULE:FUNCTION",
-                        help="load the backbone with this function instead of URSAMLib's (tests)")
-    args = parser.parse_args(argv)
-    folder: Path = args.folder
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"{100 * fraction:5.1f}% {message}", flush=True)  # the worker's log, shown in the module
-        try:
-            _write_atomically(folder / "progress.json", json.dumps({"fraction": fraction, "message": message}))
-        except PermissionError:
-            pass  # the GUI held the file for a second: it shows the next report instead
-
-    try:
-        job = load_job(folder)
-        loader = _factory(args.backbone_factory) if args.backbone_factory else None
-        result = compute(job, progress, loader=loader)
-        _write_atomically(folder / "not_found.json", json.dumps(job.not_found))
-        _write_atomically(folder / "warnings.json", json.dumps(job.warnings))
-        for warning in job.warnings:
-            print(f"Warning: {warning}", flush=True)
-        save_result(result, folder / "result.npz")
-    except URSAMError as error:
-        _write_atomically(folder / "error.json", json.dumps({"message": str(error)}))
-        return EXIT_USER_ERROR
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Job(np.load(folder / "hu.npy"), prompts, _options_from_json(meta["options"]),
+               _localization_from_json(meta.get("localization")))
