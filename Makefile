@@ -65,7 +65,9 @@ test: install lint
 # virtual environment of only what they need, their versions as pyproject.toml declares them. torch is not
 # installed there: the glue must not import it (the real model tests, marked `model`, are left out).
 # Without python3.12 the check is skipped with a message (make test-slicer-py312 PY312=/path/to/python3.12).
-PY312 ?= python3.12
+# The first working Python 3.12: on PATH, else one pyenv installed (its python3.12 shim may be inactive).
+PY312 ?= $(firstword $(foreach p,python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12),\
+  $(if $(shell $(p) -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && echo ok),$(p))) python3.12)
 VENV312 ?= .venv-py312
 SLICER_GLUE = numpy scipy SimpleITK scikit-image pydicom slicer-core PySide6-Essentials pytest hypothesis cmake
 
