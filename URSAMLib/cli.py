@@ -492,9 +492,9 @@ def _run_train_localizer(args) -> int:
     from dataclasses import replace
 
     from .backbones import resolve_device
-    from .medlam import default_weights_path, read_payload
-    from .medlam_net import MedLAMConfig
-    from .medlam_train import TrainSettings, checkpoint_path, find_images, train
+    from .localize.medlam.infer import default_weights_path, read_payload
+    from .localize.medlam.net import MedLAMConfig
+    from .localize.medlam.train import TrainSettings, checkpoint_path, find_images, train
 
     output = Path(args.output) if args.output else default_weights_path()
     if output.exists() and not (args.resume or args.overwrite):

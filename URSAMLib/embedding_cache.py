@@ -113,7 +113,7 @@ class EmbeddingCache:
         self._remember(key, embedding)
         if not self.disk_bytes:
             return
-        from .medlam import atomic_torch_save
+        from .localize.medlam.infer import atomic_torch_save
 
         path = self._path(key)
         try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import io  # noqa: E402
-from URSAMLib.medlam import WEIGHTS_FORMAT, WEIGHTS_VERSION, atomic_torch_save, read_payload  # noqa: E402
+from URSAMLib.localize.medlam.infer import WEIGHTS_FORMAT, WEIGHTS_VERSION, atomic_torch_save, read_payload  # noqa: E402
 from URSAMLib.template import build_template  # noqa: E402
 from URSAMLib.weights import sha256_of  # noqa: E402
 
