@@ -1,4 +1,4 @@
-"""`ursam evaluate` (URSAMLib.evaluate, report, figures): finding cases, the variants of a patient,
+"""`ursam evaluate` (URSAMLib.evaluation): finding cases, the variants of a patient,
 scoring from crops, the cache, the report; and one small real run.
 
 The orchestration runs the deterministic stand-in backbone of test_pipeline.py (bright pixels
@@ -14,12 +14,12 @@ import pytest
 import SimpleITK as sitk
 from test_pipeline import BrightInBox
 
-from URSAMLib import evaluate as ev
+from URSAMLib import evaluation as ev
 from URSAMLib.cli import main
 from URSAMLib.metrics import HD95_DEFINITION, auroc, dice, hausdorff95
 from URSAMLib.pipeline import segment
 from URSAMLib.prompts import OrganPrompt
-from URSAMLib.report import CSV_COLUMNS, METHOD_TITLES
+from URSAMLib.evaluation.tables import CSV_COLUMNS, METHOD_TITLES
 
 SPACING = (1.5, 1.5, 3.0)  # SimpleITK (x, y, z)
 

@@ -271,8 +271,8 @@ def _add_evaluate(commands) -> None:
 def _run_evaluate(args) -> int:
     import shlex
 
-    from .evaluate import (EvalConfig, EvalRun, evaluate_command, find_cases, find_classes,
-                           manual_jitter, prepare_template)
+    from .evaluation import (EvalConfig, EvalRun, evaluate_command, find_cases, find_classes,
+                             manual_jitter, prepare_template)
     from .io import read_classes
     from .runtime import check_runtime_choice
 
