@@ -20,7 +20,7 @@ from ..template import Template, resample_isotropic
 from .common import Localization, axial_points, fuse_supports
 
 
-def _registration_image(ct: sitk.Image) -> sitk.Image:
+def registration_image(ct: sitk.Image) -> sitk.Image:
     """CT at 3 mm, HU clipped and shifted to be non-negative: air 0, water ~1000.
 
     Non-negative intensities make the moment-based initialisation weigh the body, not air.
@@ -91,13 +91,13 @@ def localize_by_registration(ct: sitk.Image, template: Template, organs: list[st
     if unknown:
         raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
     frame = AxialFrame.of(ct)
-    fixed = _registration_image(ct)
+    fixed = registration_image(ct)
     mapped: dict[str, list[np.ndarray]] = {o: [] for o in organs}
     for k, support in enumerate(template.supports):
         if progress:
             progress(k / len(template.supports), f"Registering support {support.name}")
         try:
-            transform = register_affine(fixed, _registration_image(support.read()))
+            transform = register_affine(fixed, registration_image(support.read()))
         except RuntimeError as error:  # ITK fails on fields of view too small for its pyramid
             size_mm = [round(n * d) for n, d in zip(ct.GetSize(), ct.GetSpacing())]
             raise URSAMError(f"Could not register the template's support {support.name} to this CT of "
