@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import resources
 from ..backbones import DEFAULT_BACKBONE, catalogue, resolve_device
 from ..builtin import describe
 from ..errors import URSAMError
 from ..io import read_classes
 from ..localize.medlam.infer import default_weights_path, read_payload
 from ..localize.medlam.train import TrainSettings, checkpoint_path, find_images, train
-from ..resources import load_json
 from ..template import build_template
 from ..weights import KnownFile, download
 from .options import non_negative_int, positive_int, with_progress_bar
@@ -149,7 +149,7 @@ def _run_train_localizer(args) -> int:
 
 
 def _run_sample_data(args) -> int:
-    sample = load_json("sample_data.json")["abdomen-ts"]
+    sample = resources.load_json("sample_data.json")["abdomen-ts"]
     folder = Path(args.output)
     for name, info in sample["files"].items():
         download(KnownFile(name, info["sha256"], info["size"], info["url"]), folder)
