@@ -19,6 +19,9 @@ from .errors import URSAMError
 from .pipeline import Settings
 from .prompts import DEFAULT_BOX_MARGIN, BoxMargin
 
+PROMPT_MODES = ("slice", "box3d")
+"""How boxes come from a label map: one per slice (manual prompting), or the 3-D box on every slice."""
+
 ProgressBar = Callable[[str, Callable], object]
 """``progress_bar(title, run)`` calls ``run(progress)`` with a progress callback and returns its result."""
 

@@ -13,16 +13,16 @@ from ..evaluation import (EvalConfig, EvalRun, evaluate_command, find_cases, fin
                           prepare_template)
 from ..io import read_classes
 from ..localize import LOCALIZERS
-from ..prompts import DEFAULT_BOX_MARGIN
-from ..rectify import DEFAULT_ALPHA_H
 from ..runtime import check_runtime_choice
-from .options import add_speed_options, box_margin, non_negative_int, warn, window, with_progress_bar
+from .options import non_negative_int, warn, with_progress_bar
+from .parents import augmentation_parent, model_parent
 
 
 def add_parser(commands) -> None:
     """Register ``ursam evaluate`` under ``commands`` (argparse subparsers)."""
     ev = commands.add_parser(
         "evaluate", help="score UR-SAM and the paper's comparison methods on labelled CTs, with a report",
+        parents=[augmentation_parent(), model_parent()],
         description="Run every method of the UR-SAM paper (auto prompting, ensemble, Unc-FPC/FNC/FPNC, fixed and "
         "class-specific threshold + rectification, manual prompting, slice-wise refinement) on labelled CTs, "
         "sharing slice embeddings, and write results.csv, report.md and figures/. Finished patients are cached "
@@ -38,19 +38,12 @@ def add_parser(commands) -> None:
     ev.add_argument("--support-images", nargs="+", metavar="CT", help="build a template from these CTs (into "
                     "REPORT_DIR/template) for automatic prompts")
     ev.add_argument("--support-labels", nargs="+", metavar="LABELS", help="the support CTs' label maps")
-    ev.add_argument("--localizer", default="registration", help="how the template localizes organs")
+    ev.add_argument("--localizer", default=EvalConfig.localizer, help="how the template localizes organs "
+                    f"(default {EvalConfig.localizer})")
     ev.add_argument("--localizer-weights", metavar="WEIGHTS", help="weights of a learned localizer")
-    ev.add_argument("--num-aug", type=int, default=3, help="augmented boxes of the main runs (default 3)")
-    ev.add_argument("--ratio", type=float, default=0.01, help="their perturbation ratio (default 0.01)")
-    ev.add_argument("--jitter", type=non_negative_int, default=20, metavar="PX",
+    ev.add_argument("--jitter", type=non_negative_int, default=EvalConfig.jitter, metavar="PX",
                     help="manual prompting: widen each box side by 0..PX pixels of a 512-pixel slice, scaled to "
-                    "the slice size (default 20, MedSAM's)")
-    ev.add_argument("--box-margin", type=box_margin, default=DEFAULT_BOX_MARGIN, metavar="Z,Y,X[mm]",
-                    help="extension of 3-D boxes: mm (default 5,10,10mm: the paper's [2, 10, 10] voxels in physical "
-                    "size) or voxels (2,10,10)")
-    ev.add_argument("--alpha-h", type=float, default=DEFAULT_ALPHA_H, help="upper intensity factor of Rec")
-    ev.add_argument("--lower-bound", choices=("midpoint", "paper"), default="midpoint",
-                    help="Rec lower bound: (I_t + I_b)/2 (default) or the paper's (I_t - I_b)/2")
+                    f"the slice size (default {EvalConfig.jitter}, MedSAM's)")
     ev.add_argument("--no-refine", action="store_true", help="leave out the slice-wise refinement runs")
     ev.add_argument("--sweep", action="store_true",
                     help="also the Table I sweep (n = 1, and 3/5/7 x ratio 0.005-0.1) on every patient")
@@ -58,14 +51,6 @@ def add_parser(commands) -> None:
                     help="the sweep on the first K patients only (implies --sweep)")
     ev.add_argument("--limit", type=int, metavar="N", help="only the first N patients")
     ev.add_argument("--title", help="report title (default: the first input's name)")
-    ev.add_argument("--backbone", default="litemedsam", help="litemedsam (default), sam-vit-b, medsam-vit-b")
-    ev.add_argument("--checkpoint", help="weights file for the backbone")
-    ev.add_argument("--window", type=window, metavar="LOW,HIGH", help="CT window in HU (default: the backbone's)")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    ev.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                    help="bfloat16: networks under autocast, about 2x faster encoding on recent CPUs")
-    add_speed_options(ev)
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's)")
     ev.add_argument("--box-batch", type=int, metavar="N",
                     help="boxes per decoder call (default 36 on CPU, 64 on a GPU); speed only: the maps agree "

@@ -14,9 +14,8 @@ import threading
 from contextlib import contextmanager
 
 from .. import __version__
-from ..batch import add_parser as add_batch_parser
 from ..errors import Cancelled, URSAMError
-from . import evaluate, segment, tools
+from . import batch, evaluate, segment, tools
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
@@ -73,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ursam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    seg = segment.add_parser(commands)
-    add_batch_parser(commands, seg)  # `ursam batch`: segment's options, for every CT of a folder
+    segment.add_parser(commands)
+    batch.add_parser(commands)
     tools.add_parsers(commands)
     evaluate.add_parser(commands)
     tools.add_sample_data_parser(commands)

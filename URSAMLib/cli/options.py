@@ -1,4 +1,5 @@
-"""What several subcommands share: argument types, the speed options, warnings and the progress bar."""
+"""What several subcommands share besides their options (:mod:`.parents`): argument types, warnings and
+the progress bar."""
 from __future__ import annotations
 
 import argparse
@@ -8,17 +9,6 @@ from tqdm import tqdm
 
 from ..dicom_out import parse_kinds
 from ..prompts import BoxMargin
-from ..runtime import CHOICES
-
-
-def add_speed_options(parser) -> None:
-    parser.add_argument("--runtime", choices=CHOICES, default="auto",
-                        help="what runs the networks: auto (default: on a CPU the fastest installed inference "
-                        "runtime that matches PyTorch, built and cached on first use; PyTorch on a GPU), torch, "
-                        "openvino, onnxruntime (docs/performance.md)")
-    parser.add_argument("--no-embedding-cache", dest="embedding_cache", action="store_false",
-                        help="do not keep slice embeddings in the URSAM cache folder (by default a later run on "
-                        "the same CT with other organs, n or ratio reuses them and runs only the decoder)")
 
 
 def non_negative_int(text: str) -> int:
