@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import dicom_out
+from .atomic import replacing
 from .errors import URSAMError
 from .formats import IMAGE_SUFFIXES
 
@@ -342,11 +343,9 @@ def summary_rows(outcome: CaseOutcome, folder: Path) -> list[dict]:
 def write_summary_csv(outdir: Path, outcomes: list[CaseOutcome]) -> Path:
     """Write ``outdir/summary.csv`` (columns :data:`CSV_COLUMNS`) atomically; returns its path."""
     path = outdir / "summary.csv"
-    temporary = outdir / ".summary.csv.tmp"
-    with open(temporary, "w", newline="") as handle:
+    with replacing(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, CSV_COLUMNS, restval="")
         writer.writeheader()
         for outcome in outcomes:
             writer.writerows(summary_rows(outcome, outdir / outcome.name))
-    os.replace(temporary, path)
     return path

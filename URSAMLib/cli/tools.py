@@ -2,13 +2,12 @@
 a template, training the learned localizer."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .. import resources
+from .. import atomic, resources
 from ..backbones import DEFAULT_BACKBONE, catalogue, resolve_device
 from ..builtin import describe
 from ..errors import URSAMError
@@ -155,9 +154,7 @@ def _run_sample_data(args) -> int:
         download(KnownFile(name, info["sha256"], info["size"], info["url"]), folder)
     classes = folder / "classes.json"
     if not classes.exists():
-        partial = classes.with_name(".classes.json.part")
-        partial.write_text(json.dumps(sample["classes"], indent=1) + "\n")
-        partial.replace(classes)  # never a half-written class map
+        atomic.write_json(classes, sample["classes"], indent=1)  # never a half-written class map
     print(f"Sample CT, labels and classes.json in {folder} (source: {sample['source']}).")
     return 0
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import io
 from ..errors import URSAMError
+from ..organs import select_by_name
 
 
 LABEL_SUFFIXES = ("oar", "labels", "label", "seg")
@@ -125,11 +126,4 @@ def load_case(case: Case, classes: dict[int, str], organs: tuple[str, ...]) -> L
 
 def select(classes: dict[int, str], organs: tuple[str, ...]) -> dict[int, str]:
     """The class-map entries named by ``organs`` (all when empty), in ``organs``' order."""
-    if not organs:
-        return dict(classes)
-    by_name = {n: v for v, n in classes.items()}
-    unknown = [o for o in organs if o not in by_name]
-    if unknown:
-        raise URSAMError(f"{', '.join(unknown)} not in the class map; it names: "
-                         f"{', '.join(list(by_name)[:30])}{' ...' if len(by_name) > 30 else ''}.")
-    return {by_name[o]: o for o in organs}
+    return select_by_name(classes, organs) if organs else dict(classes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import io
+from .. import atomic, io
 from ..errors import URSAMError
 from ..progress import Progress
 from ..template import Template, build_template
@@ -30,9 +29,7 @@ CASES_DIR, CACHE_DIR = "cases", "cache"
 
 def _write_json(path: Path, data: dict) -> None:
     """Atomic: a reader (a report written while the run goes on) never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
-    os.replace(temporary, path)
+    atomic.write_json(path, data, indent=1, default=_json_default)
 
 
 def _json_default(value):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..backbones import window_ct
 from ..localize import box_iou, prompts_from_template
-from ..metrics import auroc, hausdorff95
+from ..metrics import auroc, dice, hausdorff95
 from ..pipeline import OrganResult, SegmentationResult, segment_variants
 from ..progress import Progress
 from ..prompts import Box3D, OrganPrompt, prompts_from_labels
@@ -146,19 +146,14 @@ def panel_candidates(result: SegmentationResult, loaded: LoadedCase, window: tup
         reference = loaded.labels[z][organ.region[1:]] == organ.label
         ensemble, rectified = organ.ensemble_mask[dz], organ.mask[dz]
         entries.append({"organ": organ.name, "z": z, "changed_voxels": changed,
-                        "slice_dsc_ensemble": _dice(ensemble, reference),
-                        "slice_dsc_ursam": _dice(rectified, reference),
+                        "slice_dsc_ensemble": dice(ensemble, reference),
+                        "slice_dsc_ursam": dice(rectified, reference),
                         "pixel_aspect": loaded.spacing[1] / loaded.spacing[2]})
         for what, array in (("ct", window_ct(loaded.hu[z][organ.region[1:]], window)), ("reference", reference),
                             ("ensemble", organ.ensemble[dz]), ("uncertainty", organ.uncertainty[dz]),
                             ("rectified", rectified), ("box_region", organ.box_region[dz])):
             arrays[f"{organ.name}/{what}"] = np.asarray(array, np.float16 if array.dtype.kind == "f" else bool)
     return entries, arrays
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int(np.count_nonzero(a & b)) / total if total else 1.0
 
 
 def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=None, sweep: bool = False,

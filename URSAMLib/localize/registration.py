@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import URSAMError
+from ..organs import check_known
 from ..io import AIR_VALUE_HU, AxialFrame
 from ..progress import Progress
 from ..template import Template, resample_isotropic
@@ -87,9 +88,7 @@ def localize_by_registration(ct: sitk.Image, template: Template, organs: list[st
     if options:
         raise URSAMError(f"The registration localizer takes no {', '.join(options)}.")
     organs = list(template.organs) if organs is None else organs
-    unknown = [o for o in organs if o not in template.organs]
-    if unknown:
-        raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
+    check_known(organs, template.organs, "the template")
     frame = AxialFrame.of(ct)
     fixed = registration_image(ct)
     mapped: dict[str, list[np.ndarray]] = {o: [] for o in organs}

@@ -23,14 +23,15 @@ torch is imported only when the localizer runs.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
+from ...atomic import torch_save
 from ...errors import URSAMError
+from ...organs import check_known
 from ...io import AIR_THRESHOLD_HU, AxialFrame, axial_array
 from ..common import Localization, axial_points, fuse_supports
 from ...progress import Progress
@@ -102,23 +103,7 @@ def save_weights(path: str | os.PathLike, model: "MedLAMNet", info: dict | None 
     payload = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": model.config.as_dict(),
                "info": dict(info or {}), "model": {k: v.detach().cpu().contiguous() for k, v in
                                                    model.state_dict().items()}}
-    atomic_torch_save(payload, path)
-
-
-def atomic_torch_save(payload: dict, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".ursam-", suffix=".pth", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    torch_save(payload, path)
 
 
 def read_payload(path: str | os.PathLike, what: str = "MedLAM weights") -> dict:
@@ -288,9 +273,7 @@ def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | N
     from ...backbones import resolve_device
 
     organs = list(template.organs) if organs is None else organs
-    unknown = [o for o in organs if o not in template.organs]
-    if unknown:
-        raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
+    check_known(organs, template.organs, "the template")
     if weights is None:
         from ...builtin import localizer_weights
 

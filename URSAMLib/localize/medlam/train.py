@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from ...atomic import torch_save
 from ...errors import URSAMError
 from ...formats import IMAGE_SUFFIXES
 from ...io import AIR_THRESHOLD_HU, AIR_VALUE_HU, read_ct
-from .infer import (WEIGHTS_FORMAT, WEIGHTS_VERSION, atomic_torch_save, normalize_hu, read_payload,
+from .infer import (WEIGHTS_FORMAT, WEIGHTS_VERSION, normalize_hu, read_payload,
                      save_weights, volume_at_3mm)
 from ...progress import Progress
 
@@ -365,7 +366,7 @@ def train(images: list[Path], output: str | os.PathLike, settings: TrainSettings
             optimizer.step()
             history.append((step + 1, loss.item(), rdr, mss))
             if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-                atomic_torch_save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": config.as_dict(),
+                torch_save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": config.as_dict(),
                                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "step": step + 1, "settings": asdict(settings), "images": names},
                                   checkpoint_path(output))
