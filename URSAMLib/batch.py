@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import dicom_out
 from .atomic import replacing
+from .cases import Case
 from .errors import URSAMError
 from .formats import IMAGE_SUFFIXES
 
@@ -47,16 +48,6 @@ if TYPE_CHECKING:  # job imports the pipeline; `ursam --help` should not
 EXIT_CASES_FAILED = 1
 CSV_COLUMNS = ("case", "organ", "label", "status", "volume_ml", "volume_ml_ensemble", "mean_uncertainty",
                "dsc_rectified", "dsc_ensemble", "dsc_against", "seconds", "message")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One CT of the cohort and the files that go with it."""
-
-    name: str
-    ct: Path
-    prompt_labels: Path | None = None
-    reference: Path | None = None
 
 
 @dataclass(frozen=True)

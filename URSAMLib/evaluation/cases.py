@@ -7,20 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
+from ..cases import Case
 from ..errors import URSAMError
 from ..organs import select_by_name
 
 
 LABEL_SUFFIXES = ("oar", "labels", "label", "seg")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One labelled CT: ``name`` (unique in a report), the CT and its reference label map."""
-
-    name: str
-    ct: Path
-    labels: Path
 
 
 def label_path_for(ct: Path) -> Path | None:
@@ -67,13 +59,13 @@ def find_cases(inputs: list[str], labels: list[str] | None = None) -> list[Case]
             if not found:
                 raise URSAMError(f"{path} holds no CT with a label map beside it (pt_1_ct.nii.gz with "
                                  "pt_1_oar.nii.gz, or ct.nii.gz with labels.nii.gz).")
-            cases += [Case(case_name(ct), ct, lab) for ct, lab in found]
+            cases += [Case(case_name(ct), ct, reference=lab) for ct, lab in found]
         elif path.is_file():
             label = Path(labels[k]) if labels else label_path_for(path)
             if label is None or not label.is_file():
                 raise URSAMError(f"No label map for {path}: give it with --labels, or name it like the CT "
                                  "with 'ct' replaced by 'labels' or 'oar'.")
-            cases.append(Case(case_name(path), path, label))
+            cases.append(Case(case_name(path), path, reference=label))
         else:
             raise URSAMError(f"{path} does not exist; give CT files or folders of labelled CTs.")
     names = [c.name for c in cases]
@@ -116,7 +108,7 @@ class LoadedCase:
 def load_case(case: Case, classes: dict[int, str], organs: tuple[str, ...]) -> LoadedCase:
     image = io.read_ct(case.ct)
     hu, frame = io.axial_array(image)
-    labels, _ = io.axial_array(io.read_label_map(case.labels, image), np.uint16)
+    labels, _ = io.axial_array(io.read_label_map(case.reference, image), np.uint16)
     wanted = select(classes, organs)
     present = set(np.unique(labels).tolist())
     chosen = {v: n for v, n in wanted.items() if v in present}

@@ -120,7 +120,7 @@ def run_cases(cases: list[Case], config: EvalConfig, run: EvalRun, progress: Pro
 def _announce_estimate(todo, config: EvalConfig, run: EvalRun, log: Log) -> None:
     slices = boxes = 0
     for case, sweep, _ in todo:
-        image = io.read_image(case.labels)
+        image = io.read_image(case.reference)
         labels, frame = io.axial_array(image, np.uint16)
         organs = {v: n for v, n in select(run.classes, config.organs).items()}
         s, b = estimate_work(labels, organs, config, run.template is not None, sweep, frame.spacing)

@@ -195,7 +195,7 @@ def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=Non
     timings = {k: round(float(v), 3) for k, v in results[main].timings.items()}
     timings.update(localize_s=round(localized - started, 3), segment_s=round(segmented - localized, 3),
                    score_s=round(time.perf_counter() - segmented, 3), total_s=round(time.perf_counter() - started, 3))
-    record = {"patient": loaded.case.name, "ct": str(loaded.case.ct), "labels": str(loaded.case.labels),
+    record = {"patient": loaded.case.name, "ct": str(loaded.case.ct), "labels": str(loaded.case.reference),
               "shape_zyx": list(loaded.hu.shape), "spacing_zyx_mm": [round(s, 4) for s in loaded.spacing],
               "organs": list(loaded.organs.values()), "absent": loaded.absent, "main_variant": main,
               "variants": [v.key for v in variants], "localization": localization, "panels": panels,
