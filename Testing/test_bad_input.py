@@ -199,9 +199,9 @@ def template_for_the_abdomen(folder: Path) -> list[str]:
 def map_every_support_one_metre_up(monkeypatch, folder):
     """As if registration had placed the template far from the CT: what a template of another body
     region would give if the supports could not be overlapped with the CT."""
-    from URSAMLib import localize
+    from URSAMLib.localize import registration
 
-    monkeypatch.setattr(localize, "register_affine",
+    monkeypatch.setattr(registration, "register_affine",
                         lambda fixed, moving, seed=0: sitk.TranslationTransform(3, (0.0, 0.0, -1000.0)))
 
 

@@ -359,3 +359,45 @@ def test_same_input_parameters_and_seed_give_bitwise_identical_outputs_without_n
                            *map(str, argv(tmp_path / "b", 7))], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert run_outputs(tmp_path / "b") == first
+
+
+# --- one option model ----------------------------------------------------------------------------
+def test_segment_batch_and_evaluate_take_their_defaults_from_the_code():
+    from dataclasses import fields
+
+    from URSAMLib.cli import build_parser
+    from URSAMLib.cli.batch import PER_CASE
+    from URSAMLib.evaluation import EvalConfig
+    from URSAMLib.job import SegmentJob
+    from URSAMLib.pipeline import Settings
+
+    parser = build_parser()
+    segment = vars(parser.parse_args(["segment", "CT", "-o", "OUT"]))
+    batch = vars(parser.parse_args(["batch", "IN", "-o", "OUT"]))
+    evaluate = vars(parser.parse_args(["evaluate", "IN", "-o", "OUT"]))
+    settings, job, config = Settings(), SegmentJob(ct="", output=""), EvalConfig()
+    in_settings = [f.name for f in fields(Settings) if f.name in segment]
+    assert {"num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound"} <= set(in_settings)
+    for name in in_settings:
+        assert segment[name] == getattr(settings, name), name
+    in_job = [f.name for f in fields(SegmentJob) if f.name in segment and f.name not in ("ct", "output")]
+    assert {"box_margin", "backbone", "precision", "device", "runtime", "prompt_mode", "dicom_out"} <= set(in_job)
+    for name in in_job:
+        assert segment[name] == getattr(job, name), name
+    # batch: every option of segment but one case's files, with the same defaults
+    per_case = PER_CASE | {"quiet", "handler", "command"}
+    assert {k: v for k, v in segment.items() if k not in per_case} == \
+        {k: v for k, v in batch.items() if k in segment and k not in per_case}
+    assert set(segment) - per_case <= set(batch)
+    for name in (f.name for f in fields(EvalConfig)):
+        if name in evaluate and name != "organs":  # --organs is a comma-separated list, parsed later
+            assert evaluate[name] == getattr(config, name), name
+    assert evaluate["box_margin"] == config.margin and evaluate["jitter"] == config.jitter
+
+
+def test_no_argparse_private_api_in_the_command_line():
+    from conftest import ROOT
+
+    for path in (ROOT / "URSAMLib").rglob("*.py"):
+        text = path.read_text()
+        assert "._actions" not in text and "._add_action(" not in text, path

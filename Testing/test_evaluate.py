@@ -1,4 +1,4 @@
-"""`ursam evaluate` (URSAMLib.evaluate, report, figures): finding cases, the variants of a patient,
+"""`ursam evaluate` (URSAMLib.evaluation): finding cases, the variants of a patient,
 scoring from crops, the cache, the report; and one small real run.
 
 The orchestration runs the deterministic stand-in backbone of test_pipeline.py (bright pixels
@@ -14,12 +14,12 @@ import pytest
 import SimpleITK as sitk
 from test_pipeline import BrightInBox
 
-from URSAMLib import evaluate as ev
+from URSAMLib import evaluation as ev
 from URSAMLib.cli import main
 from URSAMLib.metrics import HD95_DEFINITION, auroc, dice, hausdorff95
 from URSAMLib.pipeline import segment
 from URSAMLib.prompts import OrganPrompt
-from URSAMLib.report import CSV_COLUMNS, METHOD_TITLES
+from URSAMLib.evaluation.tables import CSV_COLUMNS, METHOD_TITLES
 
 SPACING = (1.5, 1.5, 3.0)  # SimpleITK (x, y, z)
 
@@ -81,7 +81,7 @@ def read_csv(path):
 def test_cases_are_paired_by_name_in_natural_order(dataset, tmp_path):
     cases = ev.find_cases([str(dataset)])
     assert [c.name for c in cases] == ["pt_1", "pt_2", "pt_10"]
-    assert cases[2].labels.name == "pt_10_oar.nii.gz"
+    assert cases[2].reference.name == "pt_10_oar.nii.gz"
     assert ev.find_classes([str(dataset)], None) == tmp_path / "classes.json"
     (tmp_path / "ct_small.nii.gz").write_bytes(b"")
     (tmp_path / "labels_small.nii.gz").write_bytes(b"")

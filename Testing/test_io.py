@@ -223,7 +223,7 @@ def no_voxel_reading(monkeypatch):
     def refuse(header):
         raise AssertionError(f"voxels of {header.path} were read")
 
-    monkeypatch.setattr(io, "_read_voxels", refuse)
+    monkeypatch.setattr(io.reading, "_read_voxels", refuse)
 
 
 def test_a_4d_image_is_refused_from_its_header(tmp_path, no_voxel_reading):

@@ -6,7 +6,8 @@ import SimpleITK as sitk
 from conftest import hn_pair
 from URSAMLib import io
 from URSAMLib.errors import URSAMError
-from URSAMLib.localize import _clipped_box, box_iou, localize_by_registration
+from URSAMLib.localize import box_iou, localize_by_registration
+from URSAMLib.localize.common import clipped_box
 from URSAMLib.prompts import Box3D
 from URSAMLib.template import build_template
 
@@ -19,21 +20,22 @@ def test_box_iou_by_hand():
 
 def test_boxes_outside_or_collapsed_are_not_found_with_a_reason():
     shape = (10, 20, 20)
-    box, reason = _clipped_box(np.array([[2.2, 3.0, 4.0], [5.0, 8.6, 9.0]]), shape)
+    box, reason = clipped_box(np.array([[2.2, 3.0, 4.0], [5.0, 8.6, 9.0]]), shape)
     assert box == Box3D(2, 5, 3, 9, 4, 9) and reason is None
-    box, _ = _clipped_box(np.array([[-3.0, 3.0, 4.0], [5.0, 8.6, 25.0]]), shape)
+    box, _ = clipped_box(np.array([[-3.0, 3.0, 4.0], [5.0, 8.6, 25.0]]), shape)
     assert box == Box3D(0, 5, 3, 9, 4, 19)  # clipped to the image
-    box, reason = _clipped_box(np.array([[20.0, 3, 4], [25, 8, 9]]), shape)
+    box, reason = clipped_box(np.array([[20.0, 3, 4], [25, 8, 9]]), shape)
     assert box is None and "outside the image" in reason
-    box, reason = _clipped_box(np.array([[-5.0, 3, 4], [0, 8, 9]]), shape)
+    box, reason = clipped_box(np.array([[-5.0, 3, 4], [0, 8, 9]]), shape)
     assert box is None and "collapses" in reason
 
 
 def test_a_template_mapped_off_the_image_marks_every_organ_outside(head_neck, hn_template, monkeypatch):
     # As when the template is for another body region: every support maps 1 m above the query.
     from URSAMLib import localize
+    from URSAMLib.localize import registration
 
-    monkeypatch.setattr(localize, "register_affine",
+    monkeypatch.setattr(registration, "register_affine",
                         lambda fixed, moving, seed=0: sitk.TranslationTransform(3, (0.0, 0.0, -1000.0)))
     found = localize_by_registration(io.read_ct(hn_pair(head_neck, 201, "validation")[0]), hn_template)
     assert set(found) == set(hn_template.organs)

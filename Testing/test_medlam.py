@@ -1,4 +1,4 @@
-"""URSAMLib.medlam*: the learned MedLAM-style localizer.
+"""URSAMLib.localize.medlam: the learned MedLAM-style localizer.
 
 Geometry (sampler offsets, RDR steps, MSS matching) is checked on synthetic volumes with a
 stand-in network whose answers are exact, so a sign or unit error shows as a wrong point.
@@ -18,10 +18,10 @@ from URSAMLib import io
 from URSAMLib.cli import main
 from URSAMLib.errors import URSAMError
 from URSAMLib.localize import LOCALIZERS, Localization
-from URSAMLib.medlam import (PatchEncoder, extract_patches, load_weights, localize_points, normalize_hu,
+from URSAMLib.localize.medlam.infer import (PatchEncoder, extract_patches, load_weights, localize_points, normalize_hu,
                              read_payload)
-from URSAMLib.medlam_net import MedLAMConfig, build_network
-from URSAMLib.medlam_train import (PatchPairSampler, TrainSettings, checkpoint_path, find_images,
+from URSAMLib.localize.medlam.net import MedLAMConfig, build_network
+from URSAMLib.localize.medlam.train import (PatchPairSampler, TrainSettings, checkpoint_path, find_images,
                                    load_training_volume, train, training_loss, virtual_patch)
 from URSAMLib.template import build_template
 
@@ -298,7 +298,8 @@ def test_segment_with_medlam_and_missing_weights_stops_before_sam(head_neck, hn_
 
 
 def test_without_weights_medlam_uses_the_shipped_ones(head_neck, hn_template, monkeypatch):
-    from URSAMLib import builtin, medlam
+    from URSAMLib import builtin
+    from URSAMLib.localize.medlam import infer as medlam
 
     loaded = []
     monkeypatch.setattr(medlam, "load_weights", lambda path, device: loaded.append(path) or 1 / 0)

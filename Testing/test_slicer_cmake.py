@@ -103,8 +103,9 @@ def test_module_lists_every_python_file_and_resource():
     listed = set(re.findall(r"^\s+([\w/.${}_]+)$", MODULE, re.M))
     for path in (ROOT / "URSAM" / "URSAMSlicerLib").glob("*.py"):
         assert f"URSAMSlicerLib/{path.name}" in listed
-    for path in (ROOT / "URSAMLib").glob("*.py"):
-        assert path.name in listed, path.name
+    for path in (ROOT / "URSAMLib").rglob("*.py"):  # subpackages included, at their path in URSAMLib
+        name = path.relative_to(ROOT / "URSAMLib").as_posix()
+        assert name in listed, name
     for path in (ROOT / "URSAM" / "Resources").rglob("*"):
         if path.is_file():
             name = str(path.relative_to(ROOT / "URSAM")).replace("URSAM.", "${MODULE_NAME}.")
@@ -149,7 +150,8 @@ def test_a_slicer_build_installs_ursamlib_and_its_data_beside_the_module(tmp_pat
         p.startswith("localizers/") for p in packaged)
     for path in ["URSAM.py", "Resources/UI/URSAM.ui", "Resources/Icons/URSAM.png", "Resources/PROVENANCE.md",
                  *[f"URSAMSlicerLib/{p.name}" for p in (ROOT / "URSAM" / "URSAMSlicerLib").glob("*.py")],
-                 *[f"URSAMLib/{p.name}" for p in (ROOT / "URSAMLib").glob("*.py")],
+                 *[f"URSAMLib/{p.relative_to(ROOT / 'URSAMLib').as_posix()}"
+                   for p in (ROOT / "URSAMLib").rglob("*.py")],
                  *[f"Resources/{p.name}" for p in (ROOT / "Resources").glob("*.json")]]:
         assert (installed / path).is_file(), path
     for tree in (installed, build / SCRIPTED):  # the built-in templates and the localizer, at their paths

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 DEFAULT_BACKBONE = "litemedsam"
 DEFAULT_WINDOW = (-500.0, 1000.0)
+PRECISIONS = ("float32", "bfloat16")
+"""How the networks run: in float32, or under bfloat16 autocast."""
 
 
 def window_ct(hu: np.ndarray, window: tuple[float, float] = DEFAULT_WINDOW) -> np.ndarray:

@@ -25,19 +25,20 @@ same ``--threads`` the outputs are byte-identical to a sequential run.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import dicom_out
+from .atomic import replacing
+from .cases import Case
 from .errors import URSAMError
 from .formats import IMAGE_SUFFIXES
 
@@ -47,18 +48,6 @@ if TYPE_CHECKING:  # job imports the pipeline; `ursam --help` should not
 EXIT_CASES_FAILED = 1
 CSV_COLUMNS = ("case", "organ", "label", "status", "volume_ml", "volume_ml_ensemble", "mean_uncertainty",
                "dsc_rectified", "dsc_ensemble", "dsc_against", "seconds", "message")
-# `ursam segment` options that a batch replaces by per-case values (or does not need).
-_PER_CASE = {"help", "ct", "output", "prompt_labels", "reference", "overwrite", "quiet"}
-
-
-@dataclass(frozen=True)
-class Case:
-    """One CT of the cohort and the files that go with it."""
-
-    name: str
-    ct: Path
-    prompt_labels: Path | None = None
-    reference: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -71,58 +60,6 @@ class CaseOutcome:
     message: str = ""
     detail: str = ""
     """For failures that are bugs (not :class:`URSAMError`): the traceback."""
-
-
-# ---------------------------------------------------------------------------------------
-# The command line.
-
-def add_parser(commands, segment_parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Register ``ursam batch`` under ``commands`` (argparse subparsers).
-
-    It takes every option of ``segment_parser`` (shared action objects, as argparse's
-    ``parents`` does) except those that name one case's files, so both commands stay in step.
-    """
-    batch = commands.add_parser(
-        "batch", help="segment every CT in a folder (resumable; optionally on a dask cluster)",
-        description="Segment each CT of INPUT_DIR into OUTDIR/<case>/, skipping cases already complete, "
-        "and write OUTDIR/summary.csv. Case names and label files: see docs/cli.md.")
-    batch.add_argument("input_dir", metavar="INPUT_DIR", help="folder of CT files and/or DICOM series folders")
-    batch.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (one subfolder per case)")
-    batch.add_argument("--ct-pattern", default="*", metavar="GLOB",
-                       help="which entries are CTs; the '*' part (less the extension) names the case "
-                       "(default '*'; e.g. '*_ct.nii.gz' makes pt_1_ct.nii.gz case pt_1)")
-    batch.add_argument("--prompt-labels-pattern", metavar="GLOB",
-                       help="each case's prompt label map, relative to INPUT_DIR, '*' = case name "
-                       "(e.g. '*_oar.nii.gz'; needs --classes)")
-    batch.add_argument("--reference-pattern", metavar="GLOB",
-                       help="each case's label map to score against (DSC), '*' = case name")
-    batch.add_argument("--dask-scheduler", metavar="ADDRESS",
-                       help="run the cases on this dask.distributed scheduler (e.g. tcp://host:8786)")
-    batch.add_argument("--threads", type=int, default=0, metavar="N",
-                       help="PyTorch CPU threads per case, wherever it runs (default: this machine's "
-                       "PyTorch default); the same N gives byte-identical outputs")
-    for action in segment_parser._actions:  # noqa: SLF001 - argparse offers no public copy
-        if action.dest not in _PER_CASE:
-            batch._add_action(action)  # noqa: SLF001
-    batch.set_defaults(handler=run_from_args, cancelled_note="finished cases are kept in OUTDIR; "
-                       "run the same command again to resume.")
-    return batch
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """``ursam batch``'s handler: 0 when every case is complete, 1 when some failed."""
-    from .job import SegmentJob, check_prompt_source
-    from .pipeline import Settings
-
-    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
-    template = SegmentJob(ct="", output="", settings=settings, **{
-        f.name: getattr(args, f.name) for f in fields(SegmentJob)
-        if hasattr(args, f.name) and f.name not in _PER_CASE | {"settings"}})
-    check_prompt_source(template, labels_given=bool(args.prompt_labels_pattern))
-    outcomes = run_batch(args.input_dir, args.output, template, ct_pattern=args.ct_pattern,
-                         labels_pattern=args.prompt_labels_pattern, reference_pattern=args.reference_pattern,
-                         threads=args.threads, scheduler=args.dask_scheduler)
-    return EXIT_CASES_FAILED if any(o.status == "failed" for o in outcomes) else 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,11 +334,9 @@ def summary_rows(outcome: CaseOutcome, folder: Path) -> list[dict]:
 def write_summary_csv(outdir: Path, outcomes: list[CaseOutcome]) -> Path:
     """Write ``outdir/summary.csv`` (columns :data:`CSV_COLUMNS`) atomically; returns its path."""
     path = outdir / "summary.csv"
-    temporary = outdir / ".summary.csv.tmp"
-    with open(temporary, "w", newline="") as handle:
+    with replacing(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, CSV_COLUMNS, restval="")
         writer.writeheader()
         for outcome in outcomes:
             writer.writerows(summary_rows(outcome, outdir / outcome.name))
-    os.replace(temporary, path)
     return path

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .atomic import torch_save
 from .weights import default_cache_dir
 
 if TYPE_CHECKING:
@@ -113,11 +114,9 @@ class EmbeddingCache:
         self._remember(key, embedding)
         if not self.disk_bytes:
             return
-        from .medlam import atomic_torch_save
-
         path = self._path(key)
         try:
-            atomic_torch_save({"sha256": _tensor_sha256(embedding), "embedding": embedding}, path)
+            torch_save({"sha256": _tensor_sha256(embedding), "embedding": embedding}, path)
         except OSError:  # a full or read-only disk costs speed, never the run
             return
         if self._disk_used is None:

@@ -16,8 +16,12 @@ import numpy as np
 
 from . import dicom_out, embedding_cache, io, metrics, outputs
 from .errors import URSAMError
+from .organs import check_known, select_by_name
 from .pipeline import Settings
 from .prompts import DEFAULT_BOX_MARGIN, BoxMargin
+
+PROMPT_MODES = ("slice", "box3d")
+"""How boxes come from a label map: one per slice (manual prompting), or the 3-D box on every slice."""
 
 ProgressBar = Callable[[str, Callable], object]
 """``progress_bar(title, run)`` calls ``run(progress)`` with a progress callback and returns its result."""
@@ -77,14 +81,7 @@ def select_organs(classes: dict[int, str], requested: str | None, present: set[i
             raise URSAMError(f"None of the labels in {classes_path} occur in the prompt label map; "
                              "check that the class map belongs to these labels.")
         return chosen
-    by_name = {name: label for label, name in classes.items()}
-    names = [n.strip() for n in requested.split(",") if n.strip()]
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        more = f" and {len(by_name) - 30} more" if len(by_name) > 30 else ""
-        raise URSAMError(f"{', '.join(unknown)} not in {classes_path}; it names: "
-                         f"{', '.join(list(by_name)[:30])}{more}.")
-    return {by_name[n]: n for n in names}
+    return select_by_name(classes, [n.strip() for n in requested.split(",") if n.strip()], classes_path)
 
 
 @dataclass
@@ -157,9 +154,7 @@ def _template_organs(job: SegmentJob) -> _TemplateChoice:
         description = {"template": str(job.template)}
     check_localizer(localizer)
     organs = [n.strip() for n in job.organs.split(",") if n.strip()] if job.organs else list(template.organs)
-    unknown = [o for o in organs if o not in template.organs]
-    if unknown:
-        raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
+    check_known(organs, template.organs, "the template")
     description.update(localizer=localizer, body_region=template.body_region)
     return _TemplateChoice(template, organs, localizer, description)
 

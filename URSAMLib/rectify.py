@@ -32,6 +32,8 @@ import numpy as np
 from .uncertainty import MAX_ENTROPY, uncertainty_threshold
 
 DEFAULT_ALPHA_H = 1.2
+LOWER_BOUNDS = ("midpoint", "paper")
+"""The rectification's lower bound: ``(I_t + I_b)/2`` or the paper's ``(I_t - I_b)/2``."""
 DEFAULT_LOWER_BOUND = "midpoint"
 DEFAULT_FIXED_THRESHOLD = 0.5 * MAX_ENTROPY
 """The "fixed T" comparison: u > ln(2)/2, i.e. ensemble probability between 0.11 and 0.89."""

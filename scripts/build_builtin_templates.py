@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import io  # noqa: E402
-from URSAMLib.medlam import WEIGHTS_FORMAT, WEIGHTS_VERSION, atomic_torch_save, read_payload  # noqa: E402
+from URSAMLib.atomic import torch_save  # noqa: E402
+from URSAMLib.localize.medlam.infer import WEIGHTS_FORMAT, WEIGHTS_VERSION, read_payload  # noqa: E402
 from URSAMLib.template import build_template  # noqa: E402
 from URSAMLib.weights import sha256_of  # noqa: E402
 
@@ -48,7 +49,7 @@ def ship_weights(source: str, target: Path, note: str) -> None:
     info = {**payload.get("info", {}), "stored_as": "float16", "training": note}
     if "step" in payload:
         info["steps"] = payload["step"]
-    atomic_torch_save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": payload["config"],
+    torch_save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": payload["config"],
                        "info": info, "model": model}, target)
 
 

@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import io  # noqa: E402
-from URSAMLib.localize import (_axial_points, _registration_image, box_iou, fuse_supports,  # noqa: E402
-                               register_affine)
+from URSAMLib.localize import box_iou, fuse_supports, register_affine  # noqa: E402
+from URSAMLib.localize.common import axial_points  # noqa: E402
+from URSAMLib.localize.registration import registration_image  # noqa: E402
 from URSAMLib.prompts import Box3D  # noqa: E402
 from URSAMLib.template import build_template  # noqa: E402
 
@@ -56,13 +57,13 @@ def main() -> None:
             labels, frame = io.axial_array(io.read_label_map(data / f"pt_{query}_oar.nii.gz", ct), np.uint16)
             truth[query] = ({o: Box3D.from_mask(labels == v).as_list() for o, v in template.organs.items()
                              if (labels == v).any()}, frame.shape)
-            fixed = _registration_image(ct)
+            fixed = registration_image(ct)
             for number, support in supports.items():
                 key = f"{query}/{number}"
                 if key in points:
                     continue
-                inverse = register_affine(fixed, _registration_image(support.read())).GetInverse()
-                points[key] = {organ: _axial_points(np.array([inverse.TransformPoint(p.tolist())
+                inverse = register_affine(fixed, registration_image(support.read())).GetInverse()
+                points[key] = {organ: axial_points(np.array([inverse.TransformPoint(p.tolist())
                                                               for p in support.points_mm[organ]]), ct, frame).tolist()
                                for organ in template.organs}
                 store.write_text(json.dumps(points))

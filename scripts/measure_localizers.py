@@ -30,7 +30,7 @@ from field_of_view import BLANKED_BELOW, visible_body  # this folder: the script
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import io
 from URSAMLib.localize import box_iou, localize_by_registration
-from URSAMLib.medlam import localize_by_medlam
+from URSAMLib.localize.medlam.infer import localize_by_medlam
 from URSAMLib.prompts import Box3D
 from URSAMLib.template import build_template, extreme_points
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import REVIEW_THRESHOLD, _short, by_organ, pick
+from .tables import REVIEW_THRESHOLD, by_organ, pick, short_name
 
 
 def _pyplot():
@@ -36,7 +36,7 @@ def figure_bars(rows: list[dict], organs: list[str], variant: str, path: Path, t
         sds = [np.std(values[o], ddof=1) if len(values[o]) > 1 else 0 for o in organs]
         axis.bar(x + (k - 1) * width, means, width, yerr=sds, label=label, color=colour, capsize=2,
                  error_kw={"linewidth": 0.8})
-    axis.set_xticks(x, [_short(o) for o in organs], rotation=30, ha="right", fontsize=8)
+    axis.set_xticks(x, [short_name(o) for o in organs], rotation=30, ha="right", fontsize=8)
     axis.set_ylabel("DSC")
     axis.set_ylim(0, 1)
     axis.set_title(title, fontsize=10)
@@ -55,7 +55,7 @@ def figure_scatter(rows: list[dict], organs: list[str], variant: str, path: Path
     for k, organ in enumerate(organs):
         subset = pick(ensemble, organ=organ)
         axis.scatter([r["mean_uncertainty"] for r in subset], [r["dsc"] for r in subset], s=14,
-                     color=colours(k % 20), label=_short(organ))
+                     color=colours(k % 20), label=short_name(organ))
     axis.axvline(REVIEW_THRESHOLD, color="k", linewidth=0.8, linestyle="--")
     axis.set_xlabel("mean uncertainty over the organ's boxes (nats)")
     axis.set_ylabel("ensemble DSC")
@@ -95,7 +95,7 @@ def figure_examples(examples: list[tuple[str, dict, dict]], path: Path) -> bool:
                                       linewidths=0.7, linestyles="dashed")
         heat = axes[row, 2].imshow(arrays["uncertainty"].astype(float), cmap="hot", vmin=0, vmax=math.log(2),
                                    alpha=0.8, aspect=aspect, interpolation="nearest")
-        axes[row, 0].set_ylabel(f"{patient}\n{_short(entry['organ'])} z={entry['z']}", fontsize=8)
+        axes[row, 0].set_ylabel(f"{patient}\n{short_name(entry['organ'])} z={entry['z']}", fontsize=8)
         axes[row, 1].set_xlabel(f"slice DSC {entry['slice_dsc_ensemble']:.3f}", fontsize=8)
         axes[row, 3].set_xlabel(f"slice DSC {entry['slice_dsc_ursam']:.3f} ({entry['changed_voxels']} px changed)",
                                 fontsize=8)

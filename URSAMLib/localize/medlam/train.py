@@ -10,7 +10,7 @@ Every step draws pairs of 64^3 patches (3 mm voxels) from the same scan:
 
 RDR learns the offset a → b in mm (MSE); MSS learns, for anchor voxels of one patch that
 also lie in the other, to find them among all cells of the other patch's feature map at
-each stride (cross-entropy on cosine similarity, :func:`URSAMLib.medlam_net.mss_loss`).
+each stride (cross-entropy on cosine similarity, :func:`URSAMLib.localize.medlam.net.mss_loss`).
 
 Randomness is drawn per step from ``(seed, step)``, so a run resumed from a checkpoint
 continues exactly as an uninterrupted one would, and worker processes can draw the next steps'
@@ -28,17 +28,18 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from .errors import URSAMError
-from .formats import IMAGE_SUFFIXES
-from .io import AIR_THRESHOLD_HU, AIR_VALUE_HU, read_ct
-from .medlam import (WEIGHTS_FORMAT, WEIGHTS_VERSION, atomic_torch_save, normalize_hu, read_payload,
+from ...atomic import torch_save
+from ...errors import URSAMError
+from ...formats import IMAGE_SUFFIXES
+from ...io import AIR_THRESHOLD_HU, AIR_VALUE_HU, read_ct
+from .infer import (WEIGHTS_FORMAT, WEIGHTS_VERSION, normalize_hu, read_payload,
                      save_weights, volume_at_3mm)
-from .progress import Progress
+from ...progress import Progress
 
 if TYPE_CHECKING:
     import torch
 
-    from .medlam_net import MedLAMConfig
+    from .net import MedLAMConfig
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class PatchPairSampler:
     """Draws :class:`PairBatch` es from 3 mm HU volumes (:func:`load_training_volume`)."""
 
     def __init__(self, volumes: list[np.ndarray], config: "MedLAMConfig", settings: TrainSettings):
-        from .medlam_net import FEATURE_STRIDES
+        from .net import FEATURE_STRIDES
 
         self.volumes, self.config, self.settings, self.strides = volumes, config, settings, FEATURE_STRIDES
         # Body voxels on a 2-voxel lattice: enough centres, an eighth of the memory.
@@ -199,7 +200,7 @@ def training_loss(model, batch: PairBatch, settings: TrainSettings, device: str 
     """``(loss, rdr, mss)``: the loss to minimise (RDR MSE + mss_weight x MSS cross-entropy) and its parts."""
     import torch
 
-    from .medlam_net import FEATURE_STRIDES, mss_loss, rdr_loss
+    from .net import FEATURE_STRIDES, mss_loss, rdr_loss
 
     config = model.config
     n = len(batch.offsets)
@@ -311,7 +312,7 @@ def train(images: list[Path], output: str | os.PathLike, settings: TrainSettings
     """
     import torch
 
-    from .medlam_net import MedLAMConfig, build_network
+    from .net import MedLAMConfig, build_network
 
     settings = settings or TrainSettings()
     names = [Path(p).name for p in images]
@@ -365,7 +366,7 @@ def train(images: list[Path], output: str | os.PathLike, settings: TrainSettings
             optimizer.step()
             history.append((step + 1, loss.item(), rdr, mss))
             if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-                atomic_torch_save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": config.as_dict(),
+                torch_save({"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": config.as_dict(),
                                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                    "step": step + 1, "settings": asdict(settings), "images": names},
                                   checkpoint_path(output))

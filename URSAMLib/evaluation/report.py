@@ -1,147 +1,21 @@
 """The evaluation's outputs: results.csv, report.md (tables shaped like the paper's) and figures.
 
-Everything here reads the rows of :mod:`URSAMLib.evaluate` (one per patient x organ x method x
+Everything here reads the rows of :mod:`URSAMLib.evaluation.scoring` (one per patient x organ x method x
 setting) and never runs a model, so a report can be rewritten from the per-patient cache at
 any time, also while a long run is still going.
 """
 from __future__ import annotations
 
-import csv
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from .metrics import spearman
-
-METHOD_TITLES = {
-    "one-box": "Auto Prompting (one box)",
-    "ensemble": "Ensemble (prompt augmentation)",
-    "unc-fpc": "Unc-FPC",
-    "unc-fnc": "Unc-FNC",
-    "unc-fpnc": "Unc-FPNC",
-    "fixed": "Fixed T_unc + Rec",
-    "ursam": "UR-SAM (class-specific T_unc + Rec)",
-}
-PROMPT_TITLES = {
-    "auto": "auto (template localization)",
-    "box3d": "box3d from labels (perfect localization)",
-    "slice": "slice boxes from labels (tight)",
-    "manual": "manual (slice boxes + jitter)",
-}
-CSV_COLUMNS = ["patient", "organ", "prompt", "variant", "setting", "num_aug", "ratio", "refine", "method",
-               "found", "dsc", "hd95_mm", "mean_uncertainty", "auroc", "ensemble_error_voxels", "threshold",
-               "uncertain_voxels", "changed_voxels", "predicted_ml", "reference_ml", "reference_in_boxes"]
-REVIEW_THRESHOLD = 0.1
-"""The Slicer module's 'Review' flag: mean uncertainty over the boxes above 0.1 nats."""
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """One line per patient x organ x method x setting; NaN written as empty."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_value(row.get(k)) for k in CSV_COLUMNS})
-
-
-def _csv_value(value):
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return value
-
-
-# ---------------------------------------------------------------------------------------
-# Selecting and summarising rows.
-def pick(rows: list[dict], **where) -> list[dict]:
-    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
-
-
-def by_organ(rows: list[dict], key: str, organs: list[str]) -> dict[str, list[float]]:
-    """organ → the per-patient values of ``key`` (NaN dropped)."""
-    values = defaultdict(list)
-    for r in rows:
-        if r[key] is not None and not (isinstance(r[key], float) and math.isnan(r[key])):
-            values[r["organ"]].append(float(r[key]))
-    return {o: values.get(o, []) for o in organs}
-
-
-def organ_mean(values: dict[str, list[float]]) -> float:
-    """The paper's summary: the mean over organs of each organ's mean over patients."""
-    means = [np.mean(v) for v in values.values() if v]
-    return float(np.mean(means)) if means else float("nan")
-
-
-def _cell(values: list[float], digits: int = 3, sd: bool = True) -> str:
-    if not values:
-        return "–"
-    mean = f"{np.mean(values):.{digits}f}"
-    return f"{mean} ± {np.std(values, ddof=1):.{digits}f}" if sd and len(values) > 1 else mean
-
-
-def table(rows_by_title: dict[str, list[dict]], organs: list[str], key: str = "dsc", higher: bool = True,
-          digits: int = 3, reference_titles: tuple[str, ...] = ()) -> list[str]:
-    """A Markdown table: organs as columns (+ mean over organs), one row per title; the best value
-    of each column in bold (rows in ``reference_titles`` are shown in italics and not ranked)."""
-    summaries = {t: by_organ(rows, key, organs) for t, rows in rows_by_title.items()}
-    columns = organs + ["mean"]
-    value = {t: {**{o: (np.mean(v) if v else math.nan) for o, v in s.items()}, "mean": organ_mean(s)}
-             for t, s in summaries.items()}
-    ranked = [t for t in rows_by_title if t not in reference_titles]
-    best = {}
-    for c in columns:
-        candidates = [value[t][c] for t in ranked if not math.isnan(value[t][c])]
-        if candidates:
-            best[c] = round(max(candidates) if higher else min(candidates), digits)
-    lines = ["| method | " + " | ".join(_short(o) for o in columns) + " |", "|---|" + "---|" * len(columns)]
-    for title, summary in summaries.items():
-        cells = []
-        for c in columns:
-            text = (f"{value[title][c]:.{digits}f}" if c == "mean" and not math.isnan(value[title][c])
-                    else "–" if c == "mean" else _cell(summary[c], digits))
-            if title in reference_titles:
-                text = f"*{text}*" if text != "–" else text
-            elif c in best and not math.isnan(value[title][c]) and round(value[title][c], digits) == best[c]:
-                text = f"**{text}**"
-            cells.append(text)
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _short(organ: str) -> str:
-    return organ.replace("inferior_vena_cava", "IVC").replace("adrenal_gland_", "adrenal ").replace("_", " ")
-
-
-# ---------------------------------------------------------------------------------------
-# Paired comparisons: do our numbers agree with the paper's claims?
-def paired(rows_a: list[dict], rows_b: list[dict], key: str = "dsc") -> np.ndarray:
-    """``b - a`` per (patient, organ) present in both."""
-    a = {(r["patient"], r["organ"]): r[key] for r in rows_a}
-    pairs = [(a[(r["patient"], r["organ"])], r[key]) for r in rows_b if (r["patient"], r["organ"]) in a]
-    diff = np.array([b - x for x, b in pairs], dtype=float)
-    return diff[np.isfinite(diff)]
-
-
-def verdict(diff: np.ndarray, margin: float = 0.005) -> tuple[str, str]:
-    """(``better``/``worse``/``no clear difference``, evidence) for paired differences ``b - a``."""
-    if diff.size == 0:
-        return "no data", "no pairs"
-    wins, losses = int((diff > 1e-4).sum()), int((diff < -1e-4).sum())
-    p = float("nan")
-    if wins + losses >= 6:
-        from scipy.stats import wilcoxon
-
-        p = float(wilcoxon(diff[np.abs(diff) > 1e-4]).pvalue)
-    mean = float(diff.mean())
-    evidence = (f"mean Δ {mean:+.4f} DSC over {diff.size} patient-organ pairs, {wins} better / {losses} worse"
-                + (f", Wilcoxon p = {p:.2g}" if not math.isnan(p) else ", too few pairs for a test"))
-    significant = (not math.isnan(p) and p < 0.05) or (math.isnan(p) and diff.size > 0)
-    if mean > margin and significant and wins > losses:
-        return "better", evidence
-    if mean < -margin and significant and losses > wins:
-        return "worse", evidence
-    return "no clear difference", evidence
+from ..metrics import spearman
+from .figures import figure_bars, figure_examples, figure_scatter, load_examples
+from .plan import SWEEP_NUM_AUG, SWEEP_RATIOS, setting_name
+from .tables import (METHOD_TITLES, PROMPT_TITLES, REVIEW_THRESHOLD, by_organ, cell, fmt, organ_mean, paired, pick,
+                     short_name, table, verdict, write_csv)
 
 
 def claims(rows: list[dict], main: str, refine_variant: str | None) -> list[str]:
@@ -194,7 +68,7 @@ def uncertainty_lines(rows: list[dict], organs: list[str], variants: list[tuple[
                 continue
             values = [a for v in aurocs.values() for a in v] if organ == "all organs" else aurocs[organ]
             rho, p, n = spearman([r["mean_uncertainty"] for r in subset], [r["dsc"] for r in subset])
-            lines.append(f"| {title} | {_short(organ)} | {_cell(values)} | {_fmt(rho, 2)} | {_fmt(p, 2, 'g')} "
+            lines.append(f"| {title} | {short_name(organ)} | {cell(values)} | {fmt(rho, 2)} | {fmt(p, 2, 'g')} "
                          f"| {n} |")
     return lines
 
@@ -204,20 +78,14 @@ def review_flag_lines(rows: list[dict], variant: str) -> list[str]:
     flagged = [r["dsc"] for r in ensemble if r["mean_uncertainty"] > REVIEW_THRESHOLD]
     clear = [r["dsc"] for r in ensemble if r["mean_uncertainty"] <= REVIEW_THRESHOLD]
     return [f"- organs flagged *Review* (mean uncertainty > {REVIEW_THRESHOLD} nats): {len(flagged)} of "
-            f"{len(ensemble)}, mean DSC {_fmt(np.mean(flagged) if flagged else math.nan)}; not flagged: "
-            f"{len(clear)}, mean DSC {_fmt(np.mean(clear) if clear else math.nan)}."]
-
-
-def _fmt(value: float, digits: int = 3, kind: str = "f") -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.{digits}{kind}}"
+            f"{len(ensemble)}, mean DSC {fmt(np.mean(flagged) if flagged else math.nan)}; not flagged: "
+            f"{len(clear)}, mean DSC {fmt(np.mean(clear) if clear else math.nan)}."]
 
 
 # ---------------------------------------------------------------------------------------
 # report.md
 def sweep_lines(rows: list[dict], patients: set[str], main: str, num_aug: int, ratio: float) -> list[str]:
     """Table I: mean DSC (over organs) of the ensemble and of UR-SAM, n x ratio, for ``patients``."""
-    from .evaluate import SWEEP_NUM_AUG, SWEEP_RATIOS, setting_name
-
     rows = [r for r in rows if r["patient"] in patients and r["prompt"] == main and not r["refine"]]
 
     def mean_dsc(n, r, method):
@@ -232,52 +100,15 @@ def sweep_lines(rows: list[dict], patients: set[str], main: str, num_aug: int, r
         plain = mean_dsc(1, 0.0, method)
         best = max([v for v in grid.values() if not math.isnan(v)] + [plain])
         lines += [f"**{title}** (mean DSC over organs; no augmentation: "
-                  f"{'**' if plain == best else ''}{_fmt(plain)}{'**' if plain == best else ''})", "",
+                  f"{'**' if plain == best else ''}{fmt(plain)}{'**' if plain == best else ''})", "",
                   "| n \\ ratio | " + " | ".join(f"{r:g}" for r in SWEEP_RATIOS) + " |",
                   "|---|" + "---|" * len(SWEEP_RATIOS)]
         for n in SWEEP_NUM_AUG:
-            cells = [f"**{_fmt(grid[(n, r)])}**" if grid[(n, r)] == best else _fmt(grid[(n, r)])
+            cells = [f"**{fmt(grid[(n, r)])}**" if grid[(n, r)] == best else fmt(grid[(n, r)])
                      for r in SWEEP_RATIOS]
             lines.append(f"| n = {n} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
-
-
-def environment(backbone=None) -> dict:
-    """Versions, machine and code revision, for the report."""
-    import platform
-    import subprocess
-
-    from . import __version__
-
-    versions = {"ursam": __version__, "python": platform.python_version()}
-    for module in ("torch", "numpy", "scipy", "SimpleITK", "matplotlib"):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # a missing optional module is not worth failing a report for
-            versions[module] = "not installed"
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass  # not Linux: platform's answer stands
-    import os
-
-    machine = {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}
-    try:
-        import torch
-
-        machine["torch_threads"] = torch.get_num_threads()
-        machine["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    except Exception:
-        pass
-    return {"versions": versions, "commit": commit, "machine": machine}
 
 
 PAPER_CONTEXT = ("The paper (SAM / MedSAM ViT-B, auto-prompting with a trained localizer, 512-px slices) reports "
@@ -290,8 +121,6 @@ def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
     """Write results.csv, report.md and figures/ from the per-patient records; returns the
     report's Markdown lines. ``context``: title, organs (column order), total_cases, config,
     invocations, template (or None), notes."""
-    from .figures import figure_bars, figure_examples, figure_scatter, load_examples
-
     rows = [row for record in records for row in record["rows"]]
     write_csv(rows, output / "results.csv")
     present = {r["organ"] for r in rows}
@@ -400,9 +229,10 @@ def _localization_section(records, organs, rows, main) -> list[str]:
         found = [e for e in entries if e["found"]]
         covered = {v: [r["reference_in_boxes"] for r in pick(rows, variant=v, method="ensemble", organ=organ)]
                    for v in ("auto", "box3d")}
-        lines.append(f"| {_short(organ)} | {len(found)}/{len(entries)} | {_cell([e['box_iou'] for e in found], 2)} | "
-                     f"{_cell([e['agreement'] for e in found], 2)} | {_cell(covered['auto'], 2)} | "
-                     f"{_cell(covered['box3d'], 2)} |")
+        lines.append(f"| {short_name(organ)} | {len(found)}/{len(entries)} | "
+                     f"{cell([e['box_iou'] for e in found], 2)} | "
+                     f"{cell([e['agreement'] for e in found], 2)} | {cell(covered['auto'], 2)} | "
+                     f"{cell(covered['box3d'], 2)} |")
     return lines + [""]
 
 
@@ -432,7 +262,7 @@ def _patient_section(records, rows, variants, main) -> list[str]:
                         [mean_dsc(v, "ursam") for v in sources], mean_dsc("manual", "one-box")))
     for patient, count, iou, dsc, manual in sorted(entries, key=lambda e: e[3][0]):
         lines.append(f"| {patient} | {count} | " + (f"{iou:.2f} | " if main == "auto" else "")
-                     + " | ".join(_fmt(d) for d in dsc) + f" | {_fmt(manual)} |")
+                     + " | ".join(fmt(d) for d in dsc) + f" | {fmt(manual)} |")
     return lines + [""]
 
 

@@ -12,35 +12,36 @@ points are found in a query CT by, for every support and every point:
    features are most similar (cosine, summed over scales) to the support point's.
 
 The supports' estimates are fused by their median and their agreement is scored as by the
-registration localizer (:func:`URSAMLib.localize.fuse_supports`).
+registration localizer (:func:`URSAMLib.localize.common.fuse_supports`).
 
 All arrays here are axial ``[z, y, x]`` volumes resampled to 3 mm (:func:`volume_at_3mm`);
 points are ``K x 3`` continuous voxel coordinates ``(z, y, x)`` of such a volume unless said
 otherwise. Weights are a plain state dict plus the network's configuration, loaded with
-``torch.load(weights_only=True)``; training is in :mod:`URSAMLib.medlam_train`.
+``torch.load(weights_only=True)``; training is in :mod:`URSAMLib.localize.medlam.train`.
 torch is imported only when the localizer runs.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import URSAMError
-from .io import AIR_THRESHOLD_HU, AxialFrame, axial_array
-from .localize import Localization, _axial_points, fuse_supports
-from .progress import Progress
-from .template import Template, resample_isotropic
-from .weights import default_cache_dir
+from ...atomic import torch_save
+from ...errors import URSAMError
+from ...organs import check_known
+from ...io import AIR_THRESHOLD_HU, AxialFrame, axial_array
+from ..common import Localization, axial_points, fuse_supports
+from ...progress import Progress
+from ...template import Template, resample_isotropic
+from ...weights import default_cache_dir
 
 if TYPE_CHECKING:
     import torch
 
-    from .medlam_net import MedLAMConfig, MedLAMNet
+    from .net import MedLAMConfig, MedLAMNet
 
 WEIGHTS_FORMAT = "ursam-medlam"
 WEIGHTS_VERSION = 1
@@ -102,23 +103,7 @@ def save_weights(path: str | os.PathLike, model: "MedLAMNet", info: dict | None 
     payload = {"format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "config": model.config.as_dict(),
                "info": dict(info or {}), "model": {k: v.detach().cpu().contiguous() for k, v in
                                                    model.state_dict().items()}}
-    atomic_torch_save(payload, path)
-
-
-def atomic_torch_save(payload: dict, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".ursam-", suffix=".pth", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    torch_save(payload, path)
 
 
 def read_payload(path: str | os.PathLike, what: str = "MedLAM weights") -> dict:
@@ -145,7 +130,7 @@ def read_payload(path: str | os.PathLike, what: str = "MedLAM weights") -> dict:
 
 def load_weights(path: str | os.PathLike, device: str = "cpu") -> "MedLAMNet":
     """The trained network of a weights (or checkpoint) file, in eval mode on ``device``."""
-    from .medlam_net import MedLAMConfig, build_network
+    from .net import MedLAMConfig, build_network
 
     payload = read_payload(path)
     try:
@@ -271,7 +256,7 @@ def _to_query_axial(points: np.ndarray, image_3mm: sitk.Image, frame_3mm: AxialF
     """Points ``K x 3`` in axial voxels of the 3 mm volume → axial voxels of the original CT."""
     ijk = frame_3mm.index_to_stored(points)
     mm = np.array([image_3mm.TransformContinuousIndexToPhysicalPoint(p.tolist()) for p in ijk])
-    return _axial_points(mm, ct, frame)
+    return axial_points(mm, ct, frame)
 
 
 def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | None = None,
@@ -285,14 +270,12 @@ def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | N
     Returns, per organ, the median over supports of the extreme points in axial voxels
     ``(z, y, x)`` of ``ct``, the box through them and the supports' agreement.
     """
-    from .backbones import resolve_device
+    from ...backbones import resolve_device
 
     organs = list(template.organs) if organs is None else organs
-    unknown = [o for o in organs if o not in template.organs]
-    if unknown:
-        raise URSAMError(f"The template has no {', '.join(unknown)}; it holds: {', '.join(template.organs)}.")
+    check_known(organs, template.organs, "the template")
     if weights is None:
-        from .builtin import localizer_weights
+        from ...builtin import localizer_weights
 
         weights = localizer_weights()
     model = load_weights(weights, resolve_device(device))
@@ -307,7 +290,7 @@ def localize_by_medlam(ct: sitk.Image, template: Template, organs: list[str] | N
         if progress:
             progress(k / len(template.supports), f"Matching support {support.name}")
         support_hu, support_3mm, support_frame = volume_at_3mm(support.read(), model.config.spacing_mm)
-        points = np.concatenate([_axial_points(support.points_mm[o], support_3mm, support_frame) for o in organs])
+        points = np.concatenate([axial_points(support.points_mm[o], support_3mm, support_frame) for o in organs])
         found = localize_points(encoder, query, normalize_hu(support_hu, window), points, start, iterations, radius)
         found = _to_query_axial(found, query_3mm, query_frame, ct, frame)
         for n, organ in enumerate(organs):

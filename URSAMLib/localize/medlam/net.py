@@ -9,7 +9,7 @@
   4 and 2 of the 64^3 patch (24, 12 and 6 mm cells at 3 mm); a voxel is matched across
   scans by the cosine similarity of its feature vectors at all three scales.
 
-This module needs torch at import; :mod:`URSAMLib.medlam` and :mod:`URSAMLib.medlam_train`
+This module needs torch at import; :mod:`URSAMLib.localize.medlam.infer` and :mod:`URSAMLib.localize.medlam.train`
 import it only when a model is built, so ``import URSAMLib`` works without torch.
 """
 from __future__ import annotations

@@ -1,16 +1,5 @@
-"""Reading CT volumes and label maps, axial slicing, and writing results on the input grid.
-
-Coordinates used throughout URSAM:
-
-* A SimpleITK image has index axes (i, j, k) and a direction matrix whose columns
-  give each index axis' direction in LPS physical space.
-* URSAM works on an **axial array** ``[z, y, x]``: x runs to the patient's left, y to
-  the posterior, z to the superior. Axial slice ``a[z]`` is then displayed like a
-  radiologist's axial view (patient right on the image left, anterior at the top),
-  which is how SAM-family models saw CT in training.
-* The axial array is the stored voxel array with its axes permuted and flipped, never
-  resampled, so :meth:`AxialFrame.from_axial` puts every voxel back exactly where it was.
-  For an oblique acquisition the closest axes are used (the slices stay the acquired ones).
+"""Reading CT volumes, label maps and class maps: headers first, then voxels, each refused with a
+clear reason (wrong format, damaged file, irregular DICOM series, too large for memory).
 """
 from __future__ import annotations
 
@@ -27,14 +16,13 @@ from typing import Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from . import formats, memory
-from .errors import URSAMError
+from .. import formats, memory
+from ..errors import URSAMError
+from .checks import check_grid, check_volume
+from .geometry import same_voxel_centres
+
 
 SUPPORTED_FORMATS = ", ".join(formats.IMAGE_SUFFIXES) + ", or a folder with one DICOM series"
-
-MIN_SPACING_MM, MAX_SPACING_MM = 0.01, 50.0
-"""Voxel spacing outside this range is a broken header (e.g. metres written as millimetres),
-not a CT: clinical CT voxels are 0.2 to 10 mm."""
 
 
 @dataclass(frozen=True)
@@ -288,168 +276,9 @@ def read_ct(path: str | os.PathLike) -> sitk.Image:
         raise URSAMError(f"{name} is a single DICOM image (one slice); give the folder that holds the whole "
                          "DICOM series of the CT.")
     spacing = header.spacing[:2] if header.files else header.spacing
-    _check_grid(header.dimension, header.components, header.size, spacing, name)
+    check_grid(header.dimension, header.components, header.size, spacing, name)
     image = _read_voxels(header)
     check_volume(image, name)
-    return image
-
-
-def _check_grid(dimension: int, components: int, size, spacing, name: str) -> None:
-    if dimension != 3:
-        advice = ("give the CT volume, not a single slice or a picture" if dimension == 2 else
-                  "extract one 3-D volume (one time point or phase) first")
-        raise URSAMError(f"{name} is a {dimension}-D image; URSAM needs a 3-D CT volume: {advice}.")
-    if components != 1:
-        raise URSAMError(f"{name} has {components} values per voxel; "
-                         "give a grey-scale CT volume, not a colour or vector image.")
-    if min(size) < 2 or size[0] < 16 or size[1] < 16:
-        raise URSAMError(f"{name} has size {tuple(size)}; a CT volume needs at least 16x16 pixels and 2 slices.")
-    spacing = tuple(float(s) for s in spacing)
-    if not all(math.isfinite(s) and MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
-        raise URSAMError(f"{name} has voxel spacing {tuple(round(s, 6) for s in spacing)} mm; fix the image header "
-                         f"(spacing must be between {MIN_SPACING_MM} and {MAX_SPACING_MM:g} mm).")
-    memory.check_fits(size, name)
-
-
-def check_volume(image: sitk.Image, name: str) -> None:
-    """Validate a CT volume for segmentation (see :func:`read_ct`)."""
-    _check_grid(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), image.GetSpacing(),
-                name)
-    if not all(math.isfinite(v) for v in image.GetOrigin() + image.GetDirection()):
-        raise URSAMError(f"{name} has no valid position in space (its origin or direction is not a number); "
-                         "fix the image header.")
-    values = sitk.GetArrayViewFromImage(image)
-    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-        count = int(values.size - np.count_nonzero(np.isfinite(values)))
-        raise URSAMError(f"{name} contains NaN or infinite voxels ({count:,}); replace them (e.g. by -1024 HU) "
-                         "first.")
-    if values.min() == values.max():
-        raise URSAMError(f"{name} is constant (every voxel is {values.min()}); it holds no image to segment.")
-
-
-# Landmarks of CT in Hounsfield units, and how far the 208 CT volumes in ../shared/data are from
-# them (scripts/measure_ct_intensity.py): air and lung are below -500 HU (at least 36 % of every volume
-# there, as the scanner's field of view holds air); the median of the rest, the body, lies
-# between -56 and 46 HU; and at least 79 % of the body lies in the soft-tissue range -200..300 HU.
-# MR, PET, or a CT stored without its rescale to HU miss the first landmark by far.
-AIR_THRESHOLD_HU = -500.0
-"""Voxels below are air (or lung); at or above, the body."""
-AIR_VALUE_HU = -1024.0
-"""The HU of air: what fills a volume outside the scanned field."""
-MIN_AIR_FRACTION = 0.001
-BODY_MEDIAN_HU = (-200.0, 200.0)
-SOFT_TISSUE_HU = (-200.0, 300.0)
-MIN_SOFT_TISSUE_FRACTION = 0.5
-_SAMPLE = 2_000_000  # voxels looked at: the percentages are stable far below the size of a CT
-
-
-def intensity_warning(values: np.ndarray, name: str) -> str | None:
-    """A warning when a volume's intensities do not look like CT in HU, else None.
-
-    Not an error: an unusual CT (e.g. cropped inside the body) may miss a landmark, and the user
-    may know better. But for MR or PET the HU window URSAM applies maps nothing sensible onto the
-    model's input, so the user must hear of it.
-    """
-    flat = np.asarray(values).ravel()
-    sample = flat[::max(1, flat.size // _SAMPLE)].astype(np.float32)
-    air = float(np.mean(sample < AIR_THRESHOLD_HU))
-    body = sample[sample >= AIR_THRESHOLD_HU]
-    if air < MIN_AIR_FRACTION:
-        reason = (f"no voxel is below {AIR_THRESHOLD_HU:g} HU, where air should be" if air == 0 else
-                  f"only {100 * air:.2g} % of the voxels are below {AIR_THRESHOLD_HU:g} HU, where air should be")
-    elif body.size == 0:
-        return None  # all air: check_volume's constant test or the prompts will speak
-    elif not BODY_MEDIAN_HU[0] <= float(np.median(body)) <= BODY_MEDIAN_HU[1]:
-        reason = (f"the body's median intensity is {float(np.median(body)):.4g}, where soft tissue is about "
-                  "0 to 100 HU")
-    elif float(np.mean((body >= SOFT_TISSUE_HU[0]) & (body <= SOFT_TISSUE_HU[1]))) < MIN_SOFT_TISSUE_FRACTION:
-        share = float(np.mean((body >= SOFT_TISSUE_HU[0]) & (body <= SOFT_TISSUE_HU[1])))
-        reason = (f"only {100 * share:.0f} % of the body lies in the soft-tissue range "
-                  f"{SOFT_TISSUE_HU[0]:g} to {SOFT_TISSUE_HU[1]:g} HU")
-    else:
-        return None
-    return (f"{name} does not look like a CT in Hounsfield units ({reason}). It may be MR, PET, or a CT "
-            "stored without its rescale to HU: the CT window URSAM applies is then meaningless and the "
-            "segmentation unreliable.")
-
-
-@dataclass(frozen=True)
-class AxialFrame:
-    """How the stored voxel array maps onto URSAM's axial array ``[z, y, x]``.
-
-    ``axes[c]`` is the axis of the stored array (``sitk.GetArrayFromImage`` order ``[k, j, i]``)
-    that becomes axial axis ``c``; ``flips[c]`` says whether it is reversed.
-    """
-
-    axes: tuple[int, int, int]
-    flips: tuple[bool, bool, bool]
-    shape: tuple[int, int, int]
-    """Shape of the axial array ``(z, y, x)``."""
-    spacing: tuple[float, float, float]
-    """Voxel spacing of the axial array in mm ``(z, y, x)``."""
-
-    @classmethod
-    def of(cls, image: sitk.Image) -> "AxialFrame":
-        direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-        physical_axis = np.argmax(np.abs(direction), axis=0)  # per index axis i, j, k
-        ranked = np.sort(np.abs(direction), axis=0)
-        ambiguous = np.any(ranked[2] - ranked[1] < 0.01)  # an axis halfway between two others
-        if ambiguous or sorted(physical_axis.tolist()) != [0, 1, 2]:
-            raise URSAMError("The image's direction matrix is too oblique (45 degrees) to tell its axial "
-                             "slices; resample it to an axial orientation first.")
-        axes, flips, spacing = [], [], []
-        for physical in (2, 1, 0):  # axial axes z (S), y (P), x (L) are LPS axes 2, 1, 0
-            index_axis = int(np.where(physical_axis == physical)[0][0])
-            axes.append(2 - index_axis)  # numpy array axes are reversed index axes
-            flips.append(bool(direction[physical, index_axis] < 0))
-            spacing.append(float(image.GetSpacing()[index_axis]))
-        stored_shape = image.GetSize()[::-1]
-        shape = tuple(int(stored_shape[a]) for a in axes)
-        return cls(tuple(axes), tuple(flips), shape, tuple(spacing))
-
-    def to_axial(self, stored: np.ndarray) -> np.ndarray:
-        """Stored array ``[k, j, i]`` → axial array ``[z, y, x]`` (a view where possible)."""
-        axial = np.transpose(stored, self.axes)
-        return axial[tuple(slice(None, None, -1) if f else slice(None) for f in self.flips)]
-
-    def from_axial(self, axial: np.ndarray) -> np.ndarray:
-        """Axial array ``[z, y, x]`` → stored array ``[k, j, i]``, the exact inverse of :meth:`to_axial`."""
-        unflipped = axial[tuple(slice(None, None, -1) if f else slice(None) for f in self.flips)]
-        return np.ascontiguousarray(np.transpose(unflipped, np.argsort(self.axes)))
-
-    def index_to_stored(self, zyx: np.ndarray) -> np.ndarray:
-        """Axial voxel indices ``(..., 3)`` as ``(z, y, x)`` → SimpleITK indices ``(..., 3)`` as ``(i, j, k)``."""
-        zyx = np.asarray(zyx, dtype=float)
-        unflipped = np.where(self.flips, np.array(self.shape) - 1 - zyx, zyx)
-        stored = np.empty_like(unflipped)
-        stored[..., list(self.axes)] = unflipped  # stored array axes [k, j, i]
-        return stored[..., ::-1]
-
-    def index_from_stored(self, ijk: np.ndarray) -> np.ndarray:
-        """SimpleITK (continuous) indices ``(..., 3)`` as ``(i, j, k)`` → axial ``(..., 3)`` as ``(z, y, x)``.
-
-        The inverse of :meth:`index_to_stored`.
-        """
-        kji = np.asarray(ijk, dtype=float)[..., ::-1]
-        zyx = kji[..., list(self.axes)]
-        return np.where(self.flips, np.array(self.shape) - 1 - zyx, zyx)
-
-
-def axial_array(image: sitk.Image, dtype=np.float32) -> tuple[np.ndarray, AxialFrame]:
-    """The image's voxels as a contiguous axial array ``[z, y, x]`` of ``dtype``, and its frame."""
-    frame = AxialFrame.of(image)
-    stored = sitk.GetArrayViewFromImage(image)  # a view: the copy below must not be skipped,
-    # or the array would outlive the image's buffer
-    return np.array(frame.to_axial(stored), dtype=dtype, order="C", copy=True), frame
-
-
-def image_from_axial(axial: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    """An image on exactly ``reference``'s grid whose voxels are the axial array ``[z, y, x]``."""
-    frame = AxialFrame.of(reference)
-    if axial.shape != frame.shape:
-        raise ValueError(f"axial array shape {axial.shape} does not match the reference {frame.shape}")
-    image = sitk.GetImageFromArray(frame.from_axial(axial))
-    image.CopyInformation(reference)
     return image
 
 
@@ -484,42 +313,8 @@ def label_map_on_grid(labels: sitk.Image, reference: sitk.Image, name: str) -> s
     return resampled
 
 
-def same_voxel_centres(image: sitk.Image, reference: sitk.Image, tolerance: float = 1e-2) -> bool:
-    """Whether two images sample the same voxel centres, up to the order and direction of axes.
-
-    ``tolerance`` is a fraction of the smallest voxel spacing.
-    """
-    if sorted(image.GetSize()) != sorted(reference.GetSize()):
-        return False
-
-    def corners(img: sitk.Image) -> np.ndarray:
-        size = np.array(img.GetSize()) - 1
-        points = [img.TransformContinuousIndexToPhysicalPoint((size * np.array(c)).tolist())
-                  for c in np.ndindex(2, 2, 2)]
-        return np.array(sorted(np.round(points, 3).tolist()))
-
-    limit = tolerance * min(reference.GetSpacing())
-    spacing_ok = np.allclose(sorted(image.GetSpacing()), sorted(reference.GetSpacing()),
-                             atol=limit)
-    return spacing_ok and np.abs(corners(image) - corners(reference)).max() <= limit + 1e-3
-
-
 def _fmt(values) -> str:
     return "x".join(f"{v:.3g}" for v in values)
-
-
-def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
-    """Write an image atomically: to a temporary file beside ``path``, then rename."""
-    path = Path(path)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    handle, temporary = tempfile.mkstemp(prefix=".ursam-", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, compress)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def read_classes(path: str | os.PathLike) -> dict[int, str]:

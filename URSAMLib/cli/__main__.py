@@ -1,0 +1,6 @@
+"""``python -m URSAMLib.cli``: the ``ursam`` command."""
+import sys
+
+from .main import main
+
+sys.exit(main())
