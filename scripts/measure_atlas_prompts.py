@@ -33,7 +33,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import builtin, io  # noqa: E402
-from URSAMLib.atlas import localize_by_atlas  # noqa: E402
+from URSAMLib.localize.atlas import localize_by_atlas  # noqa: E402
 from URSAMLib.backbones import load_backbone  # noqa: E402
 from URSAMLib.localize import BLANKED_BELOW, reject_implausible, visible_body  # noqa: E402
 from URSAMLib.metrics import dice  # noqa: E402

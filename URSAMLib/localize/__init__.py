@@ -16,6 +16,6 @@ from .registration import localize_by_registration, register_affine
 from .registry import LOCALIZERS, TemplatePrompts, check_localizer, no_organ_found, prompts_from_template
 
 __all__ = ["BLANKED_BELOW", "LOCALIZERS", "OUTSIDE_IMAGE", "PLAUSIBLE_SIZE_FACTOR", "SIZE_SLACK_MM", "Localization",
-           "TemplatePrompts", "box_iou", "check_localizer", "fuse_supports", "localize_automatically", "localize_by_atlas",
-           "localize_by_medlam", "localize_by_registration", "no_organ_found", "prompts_from_template",
-           "register_affine", "reject_implausible", "visible_body"]
+           "TemplatePrompts", "box_iou", "check_localizer", "fuse_supports", "localize_automatically",
+           "localize_by_atlas", "localize_by_medlam", "localize_by_registration", "no_organ_found",
+           "prompts_from_template", "register_affine", "reject_implausible", "visible_body"]

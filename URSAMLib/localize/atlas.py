@@ -1,13 +1,14 @@
 """Atlas-shaped prompts: the supports' label maps carried onto the CT and fused by vote.
 
 Every support of the template is registered to the query CT (the affine registration of
-:func:`~URSAMLib.localize.registration.register_affine`, then a coarse B-spline that bends it to the
-patient), and its label map is resampled onto the CT's own grid through that transform. A voxel belongs to
-an organ where at least half of the supports say so: that is classical multi-atlas segmentation,
-and it is kept as its own result (:class:`~URSAMLib.localize.common.AtlasVote`). Its shape gives each organ its prompts: on
-every slice where the fused map has the organ, one box around each separate part of it, extended
-by :data:`ATLAS_MARGIN_MM`; no box on slices where it has none. One 3-D box repeated on every
-slice is far too large on most slices of a curved or tapering organ (mandible, spinal cord).
+:func:`~URSAMLib.localize.registration.register_affine`, then a coarse B-spline that bends it to
+the patient), and its label map is resampled onto the CT's own grid through that transform. A
+voxel belongs to an organ where at least half of the supports say so: that is classical
+multi-atlas segmentation, and it is kept as its own result
+(:class:`~URSAMLib.localize.common.AtlasVote`). Its shape gives each organ its prompts: on every
+slice where the fused map has the organ, one box around each separate part of it, extended by
+:data:`ATLAS_MARGIN_MM`; no box on slices where it has none. One 3-D box repeated on every slice
+is far too large on most slices of a curved or tapering organ (mandible, spinal cord).
 """
 from __future__ import annotations
 
