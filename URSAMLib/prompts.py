@@ -137,6 +137,20 @@ def part_boxes(mask: np.ndarray, min_fraction: float = MIN_PART_FRACTION) -> np.
     return np.array(boxes, dtype=np.float64)
 
 
+def boxes_to_rows(boxes: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slice boxes ``{z: K x 4}`` (or ``{z: 4}``) as flat arrays to store: the slice of each row
+    ``N`` (int64) and the rows ``N x 4``; :func:`boxes_from_rows` reverses it."""
+    zs = sorted(boxes)
+    rows = [np.asarray(boxes[z], np.float64).reshape(-1, 4) for z in zs]
+    return (np.repeat(np.array(zs, np.int64), [len(r) for r in rows]),
+            np.concatenate(rows) if rows else np.zeros((0, 4)))
+
+
+def boxes_from_rows(zs: np.ndarray, rows: np.ndarray) -> dict[int, np.ndarray]:
+    """``{z: K x 4}`` from the flat arrays of :func:`boxes_to_rows`."""
+    return {int(z): rows[zs == z] for z in np.unique(zs)}
+
+
 def slice_boxes_from_mask(mask: np.ndarray, jitter: int = 0, rng: np.random.Generator | None = None,
                           per_part: bool = True) -> dict[int, np.ndarray]:
     """Per-slice boxes around a mask ``[z, y, x]``: simulated manual prompting.
