@@ -89,11 +89,14 @@ def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
         moving = registration_image(support.read())
         try:
             transform = register_affine(fixed, moving)
-            if deformable:
-                transform = register_deformable(fixed, moving, transform)
         except RuntimeError as error:  # ITK fails on fields of view too small for its pyramid
             dropped.append(f"{support.name} ({str(error).strip().splitlines()[-1][:80]})")
             continue
+        if deformable:
+            try:
+                transform = register_deformable(fixed, moving, transform)
+            except RuntimeError:  # a CT too small for the B-spline's grid: the affine result stands
+                pass
         overlap = _body_dice(fixed, moving, transform)
         if overlap < MIN_BODY_DICE:
             dropped.append(f"{support.name} (its body overlaps the CT's by Dice {overlap:.2f} after registration)")
