@@ -88,8 +88,10 @@ def test_a_prior_joins_the_ensemble_as_a_weighted_member():
     prior[0, :, :10] = 1.0  # the prior says: only the left half
     prompt = OrganPrompt("a", 1, {0: np.array([0.0, 0.0, 19.0, 19.0])}, prior=((slice(0, 1), slice(0, 20),
                                                                                   slice(0, 20)), prior))
-    sam_only = segment(ct, [prompt], BrightInBox(), Settings(num_aug=1)).organs[0]
+    sam_only = segment(ct, [prompt], BrightInBox(), Settings(num_aug=1, prior_weight=0)).organs[0]
     assert np.allclose(sam_only.ensemble, 0.9)  # weight 0: the paper's ensemble, the prior ignored
+    default = segment(ct, [prompt], BrightInBox(), Settings(num_aug=1)).organs[0]
+    assert np.allclose(default.ensemble[0, :, 10:], 0.9 / (1 + Settings().prior_weight))  # on by default
     both = segment(ct, [prompt], BrightInBox(), Settings(num_aug=1, prior_weight=1.0)).organs[0]
     assert np.allclose(both.ensemble[0, :, :10], (0.9 + 1.0) / 2) and np.allclose(both.ensemble[0, :, 10:], 0.45)
     assert both.uncertainty[0, :, 10:].min() > both.uncertainty[0, :, :10].max()  # disagreement is uncertain

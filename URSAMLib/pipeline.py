@@ -43,11 +43,13 @@ class Settings:
     """Slice-wise box refinement: re-prompt each slice with the box of its own first prediction."""
     refine_margin: int = 2
     """Pixels added around the first prediction's box when refining."""
-    prior_weight: float = 0.0
-    """Weight of an organ's prior probability (:attr:`URSAMLib.prompts.OrganPrompt.prior`, e.g. the
-    atlas vote) as a member of the ensemble: ŷ = (Σ SAM members + w · prior) / (n + w). Where SAM and
-    the prior disagree, ŷ lands between them, so the voxel becomes uncertain and the rectification
-    decides it. 0: SAM alone (the paper)."""
+    prior_weight: float = 6.0
+    """Weight of an organ's prior probability (:attr:`URSAMLib.prompts.OrganPrompt.prior`: the atlas
+    vote of atlas prompts; other prompts have none) as a member of the ensemble:
+    ŷ = (Σ SAM members + w · prior) / (n + w). Where SAM and the prior disagree, ŷ lands between
+    them, so the voxel becomes uncertain and the rectification decides it. 0: SAM alone (the paper).
+    6 (twice the n = 3 SAM members together) was best of 0, 3, 6, 10 on OpenKBP training patients
+    (docs/atlas-prompts.md)."""
     slice_batch: int = 0
     """Slices embedded per encoder call; 0 = 1 on CPU, 8 on a GPU."""
     box_batch: int = 0
