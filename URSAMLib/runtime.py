@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from .backbones import prompt_decoder
 from .errors import URSAMError
+from .sam_decoder import prompt_decoder
 from .weights import default_cache_dir, sha256_of
 
 if TYPE_CHECKING:
