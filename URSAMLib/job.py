@@ -14,11 +14,18 @@ from typing import Callable
 
 import numpy as np
 
-from . import dicom_out, embedding_cache, io, metrics, outputs
+# backbones by module: callers and tests may swap backbones.load_backbone for another loader
+from . import backbones, dicom_out, embedding_cache, io, metrics, outputs
+from .builtin import region_template
 from .errors import URSAMError
+from .localize import check_localizer, no_organ_found, prompts_from_template
 from .organs import check_known, select_by_name
-from .pipeline import Settings
-from .prompts import DEFAULT_BOX_MARGIN, BoxMargin
+from .overview import save_overview
+from .pipeline import Settings, segment
+from .prompts import DEFAULT_BOX_MARGIN, BoxMargin, prompts_from_labels
+from .runtime import check_runtime_choice
+from .template import Template
+from .weights import parse_sha256
 
 PROMPT_MODES = ("slice", "box3d")
 """How boxes come from a label map: one per slice (manual prompting), or the 3-D box on every slice."""
@@ -98,9 +105,6 @@ class _Prompting:
 
 
 def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
-    from . import io
-    from .prompts import prompts_from_labels
-
     if not job.classes:
         raise URSAMError("--prompt-labels needs --classes CLASSES.json (label value → organ name).")
     classes = io.read_classes(job.classes)
@@ -117,7 +121,7 @@ def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
 
 
 @dataclass
-class _TemplateChoice:
+class TemplateChoice:
     """The template a job localizes with, the organs it asks for and the localizer that finds them."""
 
     template: object
@@ -127,9 +131,7 @@ class _TemplateChoice:
     description: dict
 
 
-def _prompts_from_template(job: SegmentJob, chosen: _TemplateChoice, ct_image, frame, progress) -> _Prompting:
-    from .localize import no_organ_found, prompts_from_template
-
+def _prompts_from_template(job: SegmentJob, chosen: TemplateChoice, ct_image, frame, progress) -> _Prompting:
     found = prompts_from_template(ct_image, chosen.template, chosen.organs, chosen.localizer,
                                   job.localizer_weights, job.box_margin, progress)
     if not found.prompts:
@@ -138,12 +140,8 @@ def _prompts_from_template(job: SegmentJob, chosen: _TemplateChoice, ct_image, f
                       boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin))
 
 
-def _template_organs(job: SegmentJob) -> _TemplateChoice:
+def template_organs(job: SegmentJob) -> TemplateChoice:
     """The job's template (a folder, or a built-in region's) and organs, checked before any work."""
-    from .builtin import region_template
-    from .localize import check_localizer
-    from .template import Template
-
     if job.region:
         builtin = region_template(job.region)
         template, localizer = Template.load(builtin.folder), job.localizer or builtin.localizer
@@ -156,7 +154,7 @@ def _template_organs(job: SegmentJob) -> _TemplateChoice:
     organs = [n.strip() for n in job.organs.split(",") if n.strip()] if job.organs else list(template.organs)
     check_known(organs, template.organs, "the template")
     description.update(localizer=localizer, body_region=template.body_region)
-    return _TemplateChoice(template, organs, localizer, description)
+    return TemplateChoice(template, organs, localizer, description)
 
 
 def _boxes_json(localizations, frame, ct_image, margin) -> dict:
@@ -181,14 +179,10 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
 def check_model_choice(job: SegmentJob) -> None:
     """The model options a user can get wrong, checked before anything is read or loaded (torch alone
     takes seconds to import): the backbone's name, the device's name, the checkpoint's path and pin."""
-    from .backbones import catalogue, check_device_name
-    from .runtime import check_runtime_choice
-    from .weights import parse_sha256
-
-    entries = catalogue()
+    entries = backbones.catalogue()
     if job.backbone not in entries:
         raise URSAMError(f"Unknown backbone {job.backbone!r}; choose one of: {', '.join(entries)}.")
-    check_device_name(job.device)
+    backbones.check_device_name(job.device)
     check_runtime_choice(job.runtime, job.device, job.precision)
     if job.checkpoint and not Path(job.checkpoint).expanduser().is_file():
         raise URSAMError(f"Checkpoint {job.checkpoint} does not exist; check the checkpoint path (--checkpoint).")
@@ -203,9 +197,7 @@ PIN_HINT = "--checkpoint-sha256 {sha256}"
 def load_job_backbone(job: SegmentJob, warn: Warn = _no_warn):
     """The job's backbone: its checkpoint (checked against the pin), device, and runtime (the
     faster CPU runtimes run float32 only, so another precision runs in PyTorch)."""
-    from .backbones import load_backbone
-
-    return load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256,
+    return backbones.load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256,
                          runtime=job.runtime if job.precision == "float32" else "torch", warn=warn)
 
 
@@ -244,9 +236,6 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     backbone: an already loaded ``load_backbone(job.backbone, job.checkpoint, job.device)`` to
     reuse across jobs (``ursam batch``); the job sets its window and precision.
     """
-    from .overview import save_overview
-    from .pipeline import segment
-
     started = time.perf_counter()
     outdir = Path(job.output)
     outputs.check_output_dir(outdir, job.overwrite)
@@ -271,7 +260,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     if job.prompt_labels:
         prompting = _prompts_from_label_map(job, ct_image)
     else:
-        chosen = _template_organs(job)  # checked before any progress bar starts
+        chosen = template_organs(job)  # checked before any progress bar starts
         prompting = progress_bar("Localizing", lambda progress: _prompts_from_template(
             job, chosen, ct_image, frame, progress))
     if job.reference:

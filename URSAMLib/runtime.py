@@ -25,19 +25,21 @@ need them, so URSAM works with PyTorch alone.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from .backbones import prompt_decoder
 from .errors import URSAMError
+from .sam_decoder import prompt_decoder
 from .weights import default_cache_dir, sha256_of
 
 if TYPE_CHECKING:
@@ -137,8 +139,6 @@ class Runtime:
 
     def version(self) -> str:
         """The installed package's version; ImportError when it is not installed (or blocked)."""
-        import importlib
-
         return str(importlib.import_module(self.package).__version__)
 
 
@@ -272,8 +272,6 @@ def _build(backbone: "SamBackbone", runtime: Runtime, key: dict, folder: Path, t
 
 def export_onnx(backbone: "SamBackbone", folder: Path) -> None:
     """Write ``encoder.onnx`` (batch 1) and ``decoder.onnx`` (any number of boxes) into ``folder``."""
-    import warnings
-
     import torch
 
     model = backbone.model

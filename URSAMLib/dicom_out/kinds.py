@@ -1,6 +1,7 @@
 """The kinds of DICOM object ``--dicom-out`` writes (:data:`OUTPUTS`), and writing them."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -72,8 +73,6 @@ def write_outputs(folder: Path, kinds, source: DicomSource, maps: dict[str, np.n
     ``[frame, row, column]`` in ``source``'s frame order. organs: label value → class name.
     parameters: the run's settings, recorded in the algorithm identification (None: left out).
     """
-    import warnings
-
     from highdicom import UID
 
     parameters = {key: value for key, value in parameters.items() if value is not None}

@@ -1,6 +1,8 @@
 """RT Structure Set (written with pydicom: highdicom has no writer for it)."""
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 
 from .. import __version__
@@ -55,8 +57,6 @@ def write_rtstruct(source: DicomSource, labels: np.ndarray, organs: list[OrganTe
                     parameters: dict, tracking: dict[int, str]):
     """An RT Structure Set: ROI ``n`` is ``organs[n - 1]``, one CLOSED_PLANAR contour per outline
     and source slice."""
-    import datetime
-
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
