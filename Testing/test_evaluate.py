@@ -259,6 +259,45 @@ def test_automatic_prompts_from_a_template(dataset, tmp_path, stand_in, monkeypa
     assert (out / "template" / "template.json").is_file()
 
 
+def test_the_multi_atlas_vote_is_scored_as_its_own_row_beside_sam(dataset, tmp_path, stand_in, monkeypatch):
+    from URSAMLib import io
+    from URSAMLib.localize import LOCALIZERS, Localization
+    from URSAMLib.localize.common import AtlasVote
+    from URSAMLib.prompts import Box3D, part_boxes
+
+    support = tmp_path / "support"
+    support.mkdir()
+    ct_path, labels_path = write_patient(support, "sup_1", 0, 9)
+    votes = {}
+
+    def atlas_like(ct, template, organs, progress=None, **options):
+        """A stand-in atlas: 'alpha' voted where the CT is bright in its corner, minus one row of it
+        (so the vote is good, not perfect); 'beta' placed nowhere."""
+        hu, _ = io.axial_array(ct)
+        vote = np.zeros(hu.shape, bool)
+        vote[:, :21, :25] = hu[:, :21, :25] > 50
+        vote[:, np.flatnonzero(vote.any(axis=(0, 2)))[0]] = False
+        votes["alpha"] = vote
+        box = Box3D.from_mask(vote)
+        region = tuple(slice(a, b + 1) for a, b in zip(box.as_list()[0::2], box.as_list()[1::2]))
+        alpha = Localization("alpha", template.organs["alpha"], box=box, localizer="atlas",
+                             slice_boxes={int(z): part_boxes(vote[z]) for z in range(box.z0, box.z1 + 1)},
+                             atlas=AtlasVote(region, vote[region].astype(np.float32), 1))
+        return {"alpha": alpha, "beta": Localization("beta", template.organs["beta"], reason="no majority")}
+
+    monkeypatch.setitem(LOCALIZERS, "atlas-like", atlas_like)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(dataset / "pt_1_ct.nii.gz"), "-o", str(out), "--quiet", "--localizer", "atlas-like",
+                 "--support-images", str(ct_path), "--support-labels", str(labels_path), "--no-refine"]) == 0
+    rows = [r for r in read_csv(out / "results.csv") if r["variant"] == "atlas"]
+    assert {(r["organ"], r["method"]) for r in rows} == {("alpha", "atlas-vote"), ("beta", "atlas-vote")}
+    labels, _ = io.axial_array(sitk.ReadImage(str(dataset / "pt_1_oar.nii.gz")))
+    alpha = next(r for r in rows if r["organ"] == "alpha")
+    assert float(alpha["dsc"]) == pytest.approx(dice(votes["alpha"], labels == 1)) and 0.5 < float(alpha["dsc"]) < 1
+    assert next(float(r["dsc"]) for r in rows if r["organ"] == "beta") == 0.0
+    assert "| Multi-atlas vote (no SAM) |" in (out / "report.md").read_text()
+
+
 def test_user_mistakes_are_one_line_errors(dataset, tmp_path, stand_in, capsys):
     lone = tmp_path / "lone_ct.nii.gz"
     (dataset / "pt_1_ct.nii.gz").rename(lone)

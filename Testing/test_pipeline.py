@@ -68,6 +68,37 @@ def test_augmented_boxes_disagree_at_the_border_and_make_it_uncertain():
     assert np.array_equal(result.label_map("plain")[2], np.where(maps[0] > 0.5, 1, 0))
 
 
+def test_an_organ_in_two_parts_is_segmented_in_both_and_not_between_them():
+    ct = np.full((1, 20, 40), 100.0, np.float32)  # bright everywhere: one box around both parts takes all
+    two = OrganPrompt("mandible", 7, {0: np.array([[2.0, 5.0, 9.0, 14.0], [30.0, 5.0, 37.0, 14.0]])})
+    result = segment(ct, [two], BrightInBox(), Settings(num_aug=3, ratio=0.02, seed=1))
+    labels = result.label_map("ensemble")[0]
+    assert labels[6:14, 3:9].all() and labels[6:14, 31:37].all()  # inside each part's box
+    assert not labels[:, 12:28].any()  # the gap between the parts stays out
+    organ = result.organs[0]
+    assert organ.boxes[0].shape == (2, 4) and result.timings["boxes"] == 2 * 3
+    assert not organ.box_region[:, :, 12 - organ.region[2].start].any()  # Eq. 3's region is the two boxes
+    one = OrganPrompt("mandible", 7, {0: np.array([2.0, 5.0, 37.0, 14.0])})
+    assert segment(ct, [one], BrightInBox(), Settings(num_aug=1)).label_map("ensemble")[0, 5:15, 12:28].all()
+
+
+def test_a_prior_joins_the_ensemble_as_a_weighted_member():
+    ct = np.full((1, 20, 20), 100.0, np.float32)
+    prior = np.zeros((1, 20, 20), np.float32)
+    prior[0, :, :10] = 1.0  # the prior says: only the left half
+    prompt = OrganPrompt("a", 1, {0: np.array([0.0, 0.0, 19.0, 19.0])}, prior=((slice(0, 1), slice(0, 20),
+                                                                                  slice(0, 20)), prior))
+    sam_only = segment(ct, [prompt], BrightInBox(), Settings(num_aug=1, prior_weight=0)).organs[0]
+    assert np.allclose(sam_only.ensemble, 0.9)  # weight 0: the paper's ensemble, the prior ignored
+    default = segment(ct, [prompt], BrightInBox(), Settings(num_aug=1)).organs[0]
+    assert np.allclose(default.ensemble[0, :, 10:], 0.9 / (1 + Settings().prior_weight))  # on by default
+    both = segment(ct, [prompt], BrightInBox(), Settings(num_aug=1, prior_weight=1.0)).organs[0]
+    assert np.allclose(both.ensemble[0, :, :10], (0.9 + 1.0) / 2) and np.allclose(both.ensemble[0, :, 10:], 0.45)
+    assert both.uncertainty[0, :, 10:].min() > both.uncertainty[0, :, :10].max()  # disagreement is uncertain
+    with pytest.raises(URSAMError):
+        Settings(prior_weight=-1).validate()
+
+
 def test_overlaps_go_to_the_organ_with_the_higher_ensemble_probability():
     ct = np.full((2, 20, 20), 100.0, np.float32)
     a = OrganPrompt("a", 1, {0: np.array([0.0, 0.0, 9.0, 19.0])})
@@ -144,8 +175,8 @@ def test_slice_wise_refinement_shrinks_a_loose_box_to_the_organ():
     plain = segment(ct, [loose], BrightInBox(), Settings(num_aug=1))
     refined = segment(ct, [loose], BrightInBox(), Settings(num_aug=1, refine=True, refine_margin=2))
     # Organ A spans rows 5..11 and columns 5..14: refined box = that plus 2 pixels.
-    assert np.array_equal(refined.organs[0].boxes[2], [3, 3, 16, 13])
-    assert np.array_equal(plain.organs[0].boxes[2], [0, 0, 39, 29])
+    assert np.array_equal(refined.organs[0].boxes[2], [[3, 3, 16, 13]])
+    assert np.array_equal(plain.organs[0].boxes[2], [[0, 0, 39, 29]])
     assert refined.organs[0].box_region.sum() < plain.organs[0].box_region.sum()
     assert refined.timings["boxes"] == 2 * plain.timings["boxes"]  # every slice decoded twice
 
@@ -205,7 +236,7 @@ def test_any_prompts_give_results_on_the_volume_and_rectify_only_inside_the_boxe
             assert 0 <= part.start < part.stop <= ct.shape[axis]
         assert organ.ensemble.shape == organ.box_region.shape == tuple(p.stop - p.start for p in organ.region)
         assert organ.box_region.any()  # even a one-pixel box at the border covers its pixel
-        for box in organ.boxes.values():  # the boxes reported are the ones on the slice
+        for box in np.concatenate(list(organ.boxes.values())):  # the boxes reported are the ones on the slice
             assert box.min() >= 0 and box[2] <= ct.shape[2] - 1 and box[3] <= ct.shape[1] - 1
         outside = ~organ.box_region
         assert np.array_equal(organ.mask[outside], organ.ensemble_mask[outside])

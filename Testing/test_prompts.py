@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from URSAMLib.prompts import (DEFAULT_BOX_MARGIN, PAPER_BOX_MARGIN, Box3D, BoxMargin, augment_box,
-                              augmentation_rng, clip_boxes, prompts_from_labels, slice_boxes_from_mask)
+from URSAMLib.prompts import (DEFAULT_BOX_MARGIN, MIN_PART_FRACTION, PAPER_BOX_MARGIN, Box3D, BoxMargin,
+                              augment_box, augmentation_rng, clip_boxes, part_boxes, prompts_from_labels,
+                              slice_boxes_from_mask)
 
 
 def organ(shape=(8, 20, 30)):
@@ -52,8 +53,8 @@ def test_a_3d_box_projects_onto_every_slice_of_its_range():
 def test_slice_boxes_from_a_mask_are_tight_per_slice():
     boxes = slice_boxes_from_mask(organ())
     assert sorted(boxes) == [2, 3, 4]
-    assert np.array_equal(boxes[2], [10, 4, 15, 8])
-    assert np.array_equal(boxes[3], [10, 4, 15, 9])
+    assert np.array_equal(boxes[2], [[10, 4, 15, 8]])  # one part: one box
+    assert np.array_equal(boxes[3], [[10, 4, 15, 9]])
 
 
 def test_jitter_only_widens_boxes_by_at_most_the_given_pixels():
@@ -167,7 +168,7 @@ def test_a_one_voxel_organ_gets_a_box_on_its_slice_that_holds_it(case, jitter, s
     labels[z, y, x] = 7
     prompts, missing = prompts_from_labels(labels, {7: "node"}, "slice", jitter=jitter, seed=seed)
     assert missing == {} and list(prompts[0].boxes) == [z]
-    x0, y0, x1, y1 = prompts[0].boxes[z]
+    x0, y0, x1, y1 = np.reshape(prompts[0].boxes[z], 4)
     assert x0 <= x <= x1 and y0 <= y <= y1 and x0 >= 0 and y0 >= 0 and x1 <= shape[2] - 1 and y1 <= shape[1] - 1
     if jitter == 0:
         assert (x0, y0, x1, y1) == (x, y, x, y)
@@ -180,9 +181,40 @@ def test_every_organ_voxel_lies_in_its_slices_box(seed, mode):
     rng = np.random.default_rng(seed)
     shape = tuple(rng.integers(1, 24, size=3))
     labels = np.where(rng.random(shape) < rng.uniform(0, 0.2), rng.integers(1, 4, size=shape), 0).astype(np.uint16)
-    prompts, missing = prompts_from_labels(labels, {1: "a", 2: "b", 3: "c"}, mode, spacing=(3.0, 1.0, 1.0))
+    prompts, missing = prompts_from_labels(labels, {1: "a", 2: "b", 3: "c"}, mode, spacing=(3.0, 1.0, 1.0),
+                                           per_part=False)
     assert {p.name for p in prompts} | set(missing) == {"a", "b", "c"}
     for prompt in prompts:
         for z, y, x in np.argwhere(labels == prompt.label):
-            x0, y0, x1, y1 = prompt.boxes[z]
+            x0, y0, x1, y1 = np.reshape(prompt.boxes[z], 4)
             assert x0 <= x <= x1 and y0 <= y <= y1
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_each_large_part_of_an_organ_on_a_slice_gets_its_own_box(seed):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 30)))) < rng.uniform(0, 0.3)
+    boxes = part_boxes(mask)
+    parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    areas = np.bincount(parts.ravel())[1:]
+    large = [k + 1 for k in range(count) if areas[k] >= MIN_PART_FRACTION * areas.max()]
+    assert len(boxes) == len(large)
+    for k in large:  # each large part lies whole in exactly one box, which is tight around it
+        ys, xs = np.nonzero(parts == k)
+        tight = [xs.min(), ys.min(), xs.max(), ys.max()]
+        assert sum(np.array_equal(box, tight) for box in boxes) >= 1
+    if len(boxes):
+        assert (boxes[0][2] - boxes[0][0] + 1) * (boxes[0][3] - boxes[0][1] + 1) >= areas.max()  # largest first
+
+
+def test_the_two_rami_of_a_mandible_get_a_box_each_and_specks_none():
+    labels = np.zeros((1, 40, 60), np.uint16)
+    labels[0, 10:30, 5:12] = 7  # left ramus
+    labels[0, 10:30, 48:55] = 7  # right ramus
+    labels[0, 20, 30] = 7  # a speck of the label between them
+    prompts, _ = prompts_from_labels(labels, {7: "Mandible"}, "slice")
+    assert np.array_equal(prompts[0].boxes[0], [[5, 10, 11, 29], [48, 10, 54, 29]])
+    whole, _ = prompts_from_labels(labels, {7: "Mandible"}, "slice", per_part=False)
+    assert np.array_equal(whole[0].boxes[0], [[5, 10, 54, 29]])

@@ -57,8 +57,20 @@ def test_job_files_round_trip(tmp_path):
     again = jobs.load_job(tmp_path)
     assert np.array_equal(again.hu, job.hu) and again.settings == job.settings
     assert [(p.name, p.label) for p in again.prompts] == [("a", 1), ("b", 7)]
-    assert all(np.array_equal(a.boxes[z], b.boxes[z]) for a, b in zip(again.prompts, job.prompts) for z in a.boxes)
+    assert all(np.array_equal(a.boxes[z], np.reshape(b.boxes[z], (-1, 4)))
+               for a, b in zip(again.prompts, job.prompts) for z in a.boxes)
     assert again.options == job.options and (again.options.backbone, again.options.device) == ("bright", "auto")
+
+
+def test_an_organ_in_two_parts_on_a_slice_keeps_both_boxes_through_the_job_and_its_result(tmp_path):
+    job = small_job()
+    two = np.array([[1.0, 1.0, 4.0, 4.0], [10.0, 1.0, 14.0, 4.0]])
+    job.prompts[0].boxes = {**job.prompts[0].boxes, 1: two}
+    jobs.save_job(job, tmp_path)
+    assert np.array_equal(jobs.load_job(tmp_path).prompts[0].boxes[1], two)
+    result = jobs.compute(job, loader=bright_in_box)
+    running.save_result(result, tmp_path / "result.npz")
+    assert np.array_equal(running.load_result(tmp_path / "result.npz").organs[0].boxes[1], two)
 
 
 def test_a_saved_result_is_the_same_result_and_rerectifies_the_same(tmp_path):

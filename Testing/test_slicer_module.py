@@ -118,8 +118,8 @@ def test_prompt_source_shows_its_own_controls(env):
     assert all(getattr(ui, name).visible for name in SUPPORT_CONTROLS) and ui.templateNoteLabel.visible
     assert not ui.templatePathLineEdit.visible and not ui.promptModeComboBox.enabled
     assert [data for _, data in ui.localizerComboBox.items] == list(module.LOCALIZERS) == \
-        ["registration", "medlam", "auto"]
-    assert ui.localizerComboBox.items[2][0] == "Automatic: registration, MedLAM on blanked scans"
+        ["registration", "atlas", "medlam", "auto"]
+    assert ui.localizerComboBox.items[3][0] == "Automatic: atlas, MedLAM on blanked scans"
 
 
 def oblique_template(folder):

@@ -207,7 +207,7 @@ def test_the_documented_workflow_names_only_controls_that_exist():
 
     texts |= {"Any organ in the prompts", "Cancel", "Review", "OK"}  # set by URSAM.py
     texts |= {entry["title"] for entry in describe()}  # the built-in templates' titles, in the Organ set list
-    texts |= {"Automatic: registration, MedLAM on blanked scans", "Registration", "MedLAM"}  # LOCALIZER_TITLES
+    texts |= {"Automatic: atlas, MedLAM on blanked scans", "Atlas", "Registration", "MedLAM"}  # LOCALIZER_TITLES
     texts |= {"Harden transform", "Show Details"}  # Slicer's Data module; Qt's message box
     steps = {"Load the CT", "Mark the organs roughly", "Open URSAM", "open URSAM", "Read the result",
              "Go where it is unsure", "Tune, then correct", "Auto-segment organs", "Or let URSAM find the organs",
@@ -309,7 +309,7 @@ def render_panel(path, width: int = 460):
     region = builtin.describe()[0]
     child(root, "organSetComboBox").addItem(region["title"])
     child(root, "backboneComboBox").addItem(next(iter(backbones().values()))["title"])
-    child(root, "localizerComboBox").addItem("Automatic: registration, MedLAM on blanked scans")
+    child(root, "localizerComboBox").addItem("Automatic: atlas, MedLAM on blanked scans")
     organs = child(root, "organsListWidget")
     for name in region["organs"]:
         item = widgets.QListWidgetItem(catalogue.match_name(name).name)

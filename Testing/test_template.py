@@ -102,7 +102,7 @@ def test_a_failed_rebuild_leaves_the_previous_template_intact_and_a_good_one_rep
 
     def fail_on_the_second_support(image, path):
         calls.append(path)
-        if len(calls) == 2:
+        if len(calls) == 3:  # the second support's image (each support: image, then label map)
             raise OSError("disk full")
         real_write(image, path)
 
@@ -117,4 +117,4 @@ def test_a_failed_rebuild_leaves_the_previous_template_intact_and_a_good_one_rep
     second = build_template([ct4, ct13], [lab4, lab13], classes, folder, organs=["Brainstem"], overwrite=True)
     assert len(second.supports) == 2
     files = sorted(p.name for p in (folder / "supports").iterdir())
-    assert files == sorted(s.image.name for s in second.supports)  # the old support image is gone
+    assert files == sorted(f.name for s in second.supports for f in (s.image, s.labels))  # the old files are gone

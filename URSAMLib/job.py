@@ -282,7 +282,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
                      "runtime": getattr(backbone, "runtime", "torch"), "precision": backbone.precision,
                      "window_hu": list(backbone.window)},
         "parameters": {k: getattr(settings, k) for k in
-                       ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold")},
+                       ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold",
+                        "prior_weight")},
         "organs": {},
         "not_found": prompting.missing,
         "warnings": warnings,

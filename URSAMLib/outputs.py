@@ -97,7 +97,7 @@ def write_results(staging: Path, result: SegmentationResult, reference: sitk.Ima
 def organ_summary(organ: OrganResult, frame: AxialFrame, reference: sitk.Image) -> dict:
     """What a user (or a report) needs to know about one organ's result."""
     zs = sorted(organ.boxes)
-    boxes = np.array([organ.boxes[z] for z in zs])
+    boxes = np.concatenate([np.reshape(organ.boxes[z], (-1, 4)) for z in zs])
     axial_box = [zs[0], zs[-1], int(boxes[:, 1].min()), int(boxes[:, 3].max()),
                  int(boxes[:, 0].min()), int(boxes[:, 2].max())]
     corners = frame.index_to_stored(np.array([axial_box[0::2], axial_box[1::2]]))

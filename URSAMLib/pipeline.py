@@ -43,6 +43,13 @@ class Settings:
     """Slice-wise box refinement: re-prompt each slice with the box of its own first prediction."""
     refine_margin: int = 2
     """Pixels added around the first prediction's box when refining."""
+    prior_weight: float = 6.0
+    """Weight of an organ's prior probability (:attr:`URSAMLib.prompts.OrganPrompt.prior`: the atlas
+    vote of atlas prompts; other prompts have none) as a member of the ensemble:
+    ŷ = (Σ SAM members + w · prior) / (n + w). Where SAM and the prior disagree, ŷ lands between
+    them, so the voxel becomes uncertain and the rectification decides it. 0: SAM alone (the paper).
+    6 (twice the n = 3 SAM members together) was best of 0, 3, 6, 10 on OpenKBP training patients
+    (docs/atlas-prompts.md)."""
     slice_batch: int = 0
     """Slices embedded per encoder call; 0 = 1 on CPU, 8 on a GPU."""
     box_batch: int = 0
@@ -61,6 +68,8 @@ class Settings:
                              f"choose one of {', '.join(METHODS)}.")
         if not 1.0 <= self.alpha_h <= 3.0:
             raise URSAMError(f"alpha_h must be between 1 and 3, not {self.alpha_h}.")
+        if not 0.0 <= self.prior_weight <= 64:
+            raise URSAMError(f"The prior's weight must be between 0 and 64, not {self.prior_weight}.")
         if self.lower_bound not in ("midpoint", "paper"):
             raise URSAMError(f"The lower bound must be 'midpoint' or 'paper', not {self.lower_bound!r}.")
         return self
@@ -74,7 +83,8 @@ class OrganResult:
     label: int
     region: tuple[slice, slice, slice]
     boxes: dict[int, np.ndarray]
-    """The un-augmented prompt boxes ``{z: (x0, y0, x1, y1)}`` in axial slice pixels."""
+    """The un-augmented prompt boxes ``{z: K x 4}`` (one row ``(x0, y0, x1, y1)`` per part of the
+    organ on slice z) in axial slice pixels."""
     box_region: np.ndarray
     """Voxels inside the prompt boxes (bool); Eq. 3 and rectification work here."""
     intensity: np.ndarray
@@ -153,9 +163,22 @@ class _Plan:
 
     prompt: OrganPrompt
     augmented: dict[int, np.ndarray]
+    """``{z: (K * n) x 4}``: the n augmented boxes of each of the slice's K part boxes, part by part."""
     region: tuple[slice, slice, slice]
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
-    """The un-augmented boxes finally used (the prompt's clipped to the slice, or refined ones)."""
+    """The un-augmented boxes finally used, ``{z: K x 4}`` (the prompt's clipped to the slice, or refined ones)."""
+
+
+def _augment_parts(boxes: np.ndarray, settings: Settings, slice_shape: tuple[int, int],
+                   rng: np.random.Generator) -> np.ndarray:
+    """The n augmented boxes of each part box ``K x 4``, from one random stream: ``(K * n) x 4``."""
+    return np.concatenate([augment_box(box, settings.num_aug, settings.ratio, slice_shape, rng) for box in boxes])
+
+
+def _combine_parts(maps: np.ndarray, num_aug: int) -> np.ndarray:
+    """Probability maps ``(K * n) x H x W`` of K part boxes x n members → ``n x H x W``: each member's
+    organ probability is the most probable of its parts (the parts are separate regions)."""
+    return maps.reshape(-1, num_aug, *maps.shape[1:]).max(axis=0)
 
 
 def _plan(prompt: OrganPrompt, settings: Settings, shape: tuple[int, int, int]) -> _Plan:
@@ -167,10 +190,9 @@ def _plan(prompt: OrganPrompt, settings: Settings, shape: tuple[int, int, int]) 
         raise ValueError(f"{prompt.name}: a prompt box is not finite")
     # A box reaching beyond the slice (a localized box near the border) is clipped first, so that
     # the box region, Eq. 3 and the summary see the box the model saw.
-    boxes = {z: clip_boxes(np.asarray(box, np.float64).reshape(1, 4), slice_shape)[0]
-             for z, box in prompt.boxes.items()}
-    augmented = {z: augment_box(box, settings.num_aug, settings.ratio, slice_shape,
-                                augmentation_rng(settings.seed, prompt.label, z))
+    boxes = {z: clip_boxes(np.asarray(box, np.float64).reshape(-1, 4), slice_shape)
+             for z, box in prompt.boxes.items() if np.size(box)}
+    augmented = {z: _augment_parts(box, settings, slice_shape, augmentation_rng(settings.seed, prompt.label, z))
                  for z, box in boxes.items()}
     every = np.concatenate(list(augmented.values()))
     zs = sorted(augmented)
@@ -183,9 +205,10 @@ def _plan(prompt: OrganPrompt, settings: Settings, shape: tuple[int, int, int]) 
 def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:
     region = np.zeros(crop_shape, bool)
     z0, y0, x0 = plan.region[0].start, plan.region[1].start, plan.region[2].start
-    for z, (bx0, by0, bx1, by1) in plan.boxes.items():
-        region[z - z0, int(round(by0)) - y0:int(round(by1)) + 1 - y0,
-               int(round(bx0)) - x0:int(round(bx1)) + 1 - x0] = True
+    for z, parts in plan.boxes.items():
+        for bx0, by0, bx1, by1 in parts:
+            region[z - z0, int(round(by0)) - y0:int(round(by1)) + 1 - y0,
+                   int(round(bx0)) - x0:int(round(bx1)) + 1 - x0] = True
     return region
 
 
@@ -224,6 +247,14 @@ def refined_box(mask: np.ndarray, outer: np.ndarray, margin: int) -> np.ndarray 
     return np.concatenate([np.maximum(box[:2], outer[:2]), np.minimum(box[2:], outer[2:])])
 
 
+def _inside(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """``mask`` with everything outside ``box`` (x0, y0, x1, y1) cleared: one part's share of a slice."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    inside = np.zeros_like(mask)
+    inside[y0:y1 + 1, x0:x1 + 1] = mask[y0:y1 + 1, x0:x1 + 1]
+    return inside
+
+
 def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np.ndarray], settings: Settings,
                   slice_shape: tuple[int, int]) -> tuple[int, int]:
     """Slice-wise refinement, in place: an organ the first pass found on slice ``z`` is
@@ -231,18 +262,37 @@ def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np
     near the organ's top and bottom). Returns the number of extra boxes (requested, decoded)."""
     refined, where = [], []
     for j, plan in enumerate(plans):
-        box = refined_box(maps[j].mean(axis=0) > 0.5, plan.boxes[z], settings.refine_margin)
-        if box is not None:
+        found = _combine_parts(maps[j], settings.num_aug).mean(axis=0) > 0.5
+        parts = plan.boxes[z]
+        boxes = [box for box in (refined_box(found if len(parts) == 1 else _inside(found, part), part,
+                                             settings.refine_margin) for part in parts) if box is not None]
+        if boxes:
             rng = np.random.default_rng([settings.seed, plan.prompt.label, z, 1])  # its own stream
-            refined.append(augment_box(box, settings.num_aug, settings.ratio, slice_shape, rng))
+            refined.append(_augment_parts(np.array(boxes), settings, slice_shape, rng))
             where.append(j)
-            plan.boxes[z] = box
+            plan.boxes[z] = np.array(boxes)
     decoded = 0
     if refined:
         groups, decoded = _decode_groups(backbone, embedding, refined, slice_shape, boxes_per_call(settings, backbone))
         for j, group in zip(where, groups):
             maps[j] = group
     return sum(len(g) for g in refined), decoded
+
+
+def _ensemble(total: np.ndarray, plan: _Plan, settings: Settings) -> np.ndarray:
+    """Eq. 1, the mean of the n members' probabilities over the organ's crop; with a prior and
+    ``settings.prior_weight`` w > 0, the prior joins as a member of weight w."""
+    prior = plan.prompt.prior
+    if prior is None or settings.prior_weight == 0:
+        return total / settings.num_aug
+    region, probability = prior
+    on_crop = np.zeros_like(total)
+    # the overlap of the prior's region and the crop, in each one's own coordinates
+    inter = [slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(plan.region, region)]
+    if all(s.stop > s.start for s in inter):
+        on_crop[tuple(slice(s.start - a.start, s.stop - a.start) for s, a in zip(inter, plan.region))] = \
+            probability[tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(inter, region))]
+    return ((total + settings.prior_weight * on_crop) / (settings.num_aug + settings.prior_weight)).astype(np.float32)
 
 
 def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
@@ -313,8 +363,9 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
             for (key, k), group in zip(owners, maps):
                 plan = plans[key][k]
                 _, ys, xs = plan.region
-                sums[key][k][z - plan.region[0].start] = group[:, ys, xs].sum(axis=0)
-                plains[key][k][z - plan.region[0].start] = group[0, ys, xs]  # row 0: the original box
+                members = _combine_parts(group[:, ys, xs], variants[key][1].num_aug)
+                sums[key][k][z - plan.region[0].start] = members.sum(axis=0)
+                plains[key][k][z - plan.region[0].start] = members[0]  # member 0: the original boxes
         timings["decode_s"] += time.perf_counter() - tick
         if progress is not None:
             progress(min(first + batch, len(needed)) / len(needed),
@@ -325,7 +376,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     for key, (_, settings) in variants.items():
         organs = []
         for plan, total, plain in zip(plans[key], sums[key], plains[key]):
-            ensemble = total / settings.num_aug  # Eq. 1
+            ensemble = _ensemble(total, plan, settings)
             organ = OrganResult(plan.prompt.name, plan.prompt.label, plan.region, plan.boxes,
                                 _box_region(plan, ensemble.shape), intensity[plan.region].copy(),
                                 ensemble, predictive_entropy(ensemble), plain)

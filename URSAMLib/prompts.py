@@ -97,32 +97,83 @@ class Box3D:
 
 @dataclass
 class OrganPrompt:
-    """The prompts for one organ: one 2-D box per axial slice that should contain it."""
+    """The prompts for one organ: on each axial slice that should contain it, one 2-D box, or one
+    box per separate part of the organ on that slice."""
 
     name: str
     label: int
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
-    """``{z: (x_min, y_min, x_max, y_max)}``, pixel indices of axial slice z."""
+    """``{z: (x_min, y_min, x_max, y_max)}`` or ``{z: K x 4}`` (K parts), pixel indices of axial slice z."""
+    prior: "tuple[tuple[slice, slice, slice], np.ndarray] | None" = None
+    """Optionally an independent estimate of the organ's probability, ``(region, p[z, y, x])`` over
+    ``region`` of the volume (e.g. the atlas vote): it joins the ensemble with
+    :attr:`URSAMLib.pipeline.Settings.prior_weight`."""
 
 
-def slice_boxes_from_mask(mask: np.ndarray, jitter: int = 0,
-                          rng: np.random.Generator | None = None) -> dict[int, np.ndarray]:
+MIN_PART_FRACTION = 0.2
+"""A separate part of an organ on a slice gets its own box when its area is at least this fraction
+of the slice's largest part; smaller fragments (a stray voxel of a label, a speck of an atlas vote)
+are left to the boxes of the larger parts, whose margins usually cover them."""
+
+
+def part_boxes(mask: np.ndarray, min_fraction: float = MIN_PART_FRACTION) -> np.ndarray:
+    """One tight box per connected part of a slice mask ``[y, x]`` (8-connected).
+
+    An organ that shows as several parts on one axial slice (the two rami of the mandible, an
+    aortic arch) would get one box around all of them from its bounding box, and SAM would
+    segment everything between them. Parts smaller than ``min_fraction`` of the largest part get
+    no box of their own. Returns ``K x 4`` XYXY (largest part first; ``0 x 4`` for an empty mask).
+    """
+    from scipy import ndimage
+
+    parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return np.zeros((0, 4))
+    areas = np.bincount(parts.ravel())[1:]
+    keep = [k for k in np.argsort(-areas, kind="stable") if areas[k] >= min_fraction * areas.max()]
+    boxes = []
+    for rows, cols in (ndimage.find_objects(parts)[k] for k in keep):
+        boxes.append([cols.start, rows.start, cols.stop - 1, rows.stop - 1])
+    return np.array(boxes, dtype=np.float64)
+
+
+def boxes_to_rows(boxes: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slice boxes ``{z: K x 4}`` (or ``{z: 4}``) as flat arrays to store: the slice of each row
+    ``N`` (int64) and the rows ``N x 4``; :func:`boxes_from_rows` reverses it."""
+    zs = sorted(boxes)
+    rows = [np.asarray(boxes[z], np.float64).reshape(-1, 4) for z in zs]
+    return (np.repeat(np.array(zs, np.int64), [len(r) for r in rows]),
+            np.concatenate(rows) if rows else np.zeros((0, 4)))
+
+
+def boxes_from_rows(zs: np.ndarray, rows: np.ndarray) -> dict[int, np.ndarray]:
+    """``{z: K x 4}`` from the flat arrays of :func:`boxes_to_rows`."""
+    return {int(z): rows[zs == z] for z in np.unique(zs)}
+
+
+def slice_boxes_from_mask(mask: np.ndarray, jitter: int = 0, rng: np.random.Generator | None = None,
+                          per_part: bool = True) -> dict[int, np.ndarray]:
     """Per-slice boxes around a mask ``[z, y, x]``: simulated manual prompting.
 
+    per_part: one box per separate part of the organ on a slice (:func:`part_boxes`), as a person
+        would draw them; False: one box around the whole slice mask.
     jitter: each side is moved *outward* by a random 0..jitter pixels (MedSAM's 0-20 px
         perturbation), clipped to the slice; 0 gives the tight box.
+    Returns ``{z: K x 4}`` XYXY.
     """
     if jitter and rng is None:
         raise ValueError("jitter needs a random generator")
     height, width = mask.shape[1:]
     boxes = {}
     for z in np.flatnonzero(mask.any(axis=(1, 2))):
-        rows = np.flatnonzero(mask[z].any(axis=1))
-        cols = np.flatnonzero(mask[z].any(axis=0))
-        box = np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+        if per_part:
+            box = part_boxes(mask[z])
+        else:
+            rows, cols = np.flatnonzero(mask[z].any(axis=1)), np.flatnonzero(mask[z].any(axis=0))
+            box = np.array([[cols[0], rows[0], cols[-1], rows[-1]]], dtype=np.float64)
         if jitter:
-            box += rng.integers(0, jitter + 1, size=4) * np.array([-1, -1, 1, 1])
-            box = clip_boxes(box[None], (height, width))[0]
+            box = box + rng.integers(0, jitter + 1, size=box.shape) * np.array([-1, -1, 1, 1])
+            box = clip_boxes(box, (height, width))
         boxes[int(z)] = box
     return boxes
 
@@ -164,11 +215,13 @@ def augmentation_rng(seed: int, label: int, z: int) -> np.random.Generator:
 
 def prompts_from_labels(labels: np.ndarray, organs: dict[int, str], mode: str = "slice",
                         margin: BoxMargin = DEFAULT_BOX_MARGIN, spacing: tuple[float, float, float] | None = None,
-                        jitter: int = 0, seed: int = 0) -> tuple[list[OrganPrompt], dict[str, str]]:
+                        jitter: int = 0, seed: int = 0, per_part: bool = True
+                        ) -> tuple[list[OrganPrompt], dict[str, str]]:
     """Prompts from a reference label map ``[z, y, x]``.
 
     mode: ``slice`` — one tight box per slice where the organ is (manual prompting, with
-        optional ``jitter``); ``box3d`` — the organ's 3-D box extended by ``margin`` and
+        optional ``jitter``; with ``per_part`` one box per separate part of the organ on a
+        slice); ``box3d`` — the organ's 3-D box extended by ``margin`` and
         projected on every slice in its range (auto-prompting with perfect localization).
     spacing: the voxel spacing ``(z, y, x)`` in mm, needed for a margin in mm.
     Returns the prompts of organs present in ``labels`` and ``{name: reason}`` for the others.
@@ -184,7 +237,7 @@ def prompts_from_labels(labels: np.ndarray, organs: dict[int, str], mode: str = 
             continue
         if mode == "slice":
             rng = np.random.default_rng([seed, label]) if jitter else None
-            boxes = slice_boxes_from_mask(mask, jitter, rng)
+            boxes = slice_boxes_from_mask(mask, jitter, rng, per_part)
         else:
             boxes = box.extended(margin.voxels(spacing), labels.shape).slice_boxes()
         prompts.append(OrganPrompt(name, int(label), boxes))

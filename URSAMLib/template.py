@@ -5,7 +5,7 @@ A template is a folder::
     TEMPLATE_DIR/
       template.json           manifest (format "ursam-template", version 1)
       supports/<name>-<build>.nii.gz  each support CT resampled to 3 mm isotropic (HU, int16)
-      supports/<name>-<build>_labels.nii.gz  optionally its label map on that grid (uint8)
+      supports/<name>-<build>_labels.nii.gz  its label map on that grid (uint8; older templates may lack it)
 
 The manifest lists the organs (name → label value in the supports' label maps), the body
 region, and per support its extreme points: for every organ the six voxels of the mask
@@ -132,9 +132,9 @@ def build_template(images: list[str], labels: list[str], classes: dict[int, str]
     images/labels: paths, pairwise on the same grid. classes: label value → organ name.
     organs: the organs to include (default: all of ``classes`` found in every support).
     Every included organ must be present in every support; errors name the file.
-    compact: crop each support to its body (:func:`crop_to_body`) and keep its label map on the
-    3 mm grid (uint8), as the built-in templates do. sources: how the manifest names each support's
-    origin (default: the absolute paths of ``images`` and ``labels``).
+    compact: crop each support to its body (:func:`crop_to_body`), as the built-in templates do.
+    Each support's label map is kept on its 3 mm grid (uint8) for the atlas localizer.
+    sources: how the manifest names each support's origin (default: the absolute paths of ``images`` and ``labels``).
     """
     if len(images) != len(labels):
         raise URSAMError(f"Give one label map per image ({len(images)} images, {len(labels)} label maps).")
@@ -187,11 +187,11 @@ def build_template(images: list[str], labels: list[str], classes: dict[int, str]
                 support_image = crop_to_body(support_image)
             written.append(folder / relative)
             write_image(support_image, folder / relative)
-            entry = {"name": name, "image": relative}
-            if compact:
-                entry["labels"] = f"supports/{name}-{build}_labels.nii.gz"
-                written.append(folder / entry["labels"])
-                write_image(_labels_on(label_path, ct, support_image, wanted), folder / entry["labels"])
+            # The label map on the support's 3 mm grid (uint8, a few hundred kB): the atlas localizer
+            # carries it onto the query CT.
+            entry = {"name": name, "image": relative, "labels": f"supports/{name}-{build}_labels.nii.gz"}
+            written.append(folder / entry["labels"])
+            write_image(_labels_on(label_path, ct, support_image, wanted), folder / entry["labels"])
             if sources:
                 entry["source"] = sources[len(entries)]
             else:

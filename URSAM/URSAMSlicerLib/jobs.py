@@ -39,7 +39,7 @@ import numpy as np
 from URSAMLib.errors import Cancelled
 from URSAMLib.job import SegmentJob, load_job_backbone, set_up_backbone
 from URSAMLib.pipeline import SegmentationResult, Settings, segment
-from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt
+from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt, boxes_from_rows, boxes_to_rows
 
 BackboneLoader = Callable[[str, "str | None", str], object]
 """``(name, checkpoint, device) -> backbone``; :func:`URSAMLib.backbones.load_backbone` by default."""
@@ -229,7 +229,7 @@ def localize(job: Job, progress: Callable[[float, str], None] | None = None,
     job.not_found = {task.organs[name]: reason for name, reason in found.missing.items()}
     if not found.prompts:
         raise no_organ_found(dataclasses.replace(found, missing=job.not_found), template, "the input CT")
-    job.prompts = [OrganPrompt(task.organs[p.name], p.label, p.boxes) for p in found.prompts]
+    job.prompts = [OrganPrompt(task.organs[p.name], p.label, p.boxes, p.prior) for p in found.prompts]
 
 
 def compute(job: Job, progress: Callable[[float, str], None] | None = None,
@@ -274,9 +274,7 @@ def save_job(job: Job, folder: Path) -> None:
     boxes = {}
     organs = []
     for index, prompt in enumerate(job.prompts):
-        zs = sorted(prompt.boxes)
-        boxes[f"z{index}"] = np.array(zs, dtype=np.int64)
-        boxes[f"b{index}"] = np.array([prompt.boxes[z] for z in zs], dtype=np.float64).reshape(-1, 4)
+        boxes[f"z{index}"], boxes[f"b{index}"] = boxes_to_rows(prompt.boxes)
         organs.append({"name": prompt.name, "label": prompt.label})
     np.savez(folder / "boxes.npz", **boxes)
     (folder / "job.json").write_text(json.dumps({
@@ -329,8 +327,7 @@ def _localization_from_json(entry: dict | None) -> TemplateLocalization | None:
 def load_job(folder: Path) -> Job:
     meta = json.loads((folder / "job.json").read_text())
     with np.load(folder / "boxes.npz") as boxes:
-        prompts = [OrganPrompt(organ["name"], int(organ["label"]),
-                               {int(z): box for z, box in zip(boxes[f"z{i}"], boxes[f"b{i}"])})
+        prompts = [OrganPrompt(organ["name"], int(organ["label"]), boxes_from_rows(boxes[f"z{i}"], boxes[f"b{i}"]))
                    for i, organ in enumerate(meta["organs"])]
     return Job(np.load(folder / "hu.npy"), prompts, _options_from_json(meta["options"]),
                _localization_from_json(meta.get("localization")))

@@ -35,8 +35,9 @@ SOURCE_CONTROLS = {
 """The controls each prompt source shows; those of the other sources are hidden. Another source is
 added here, in PROMPT_SOURCES and promptSourceComboBox's items, and as a reader of its organs in
 URSAMLogic.promptOrgans (and of its prompts in URSAMLogic.prepare)."""
-LOCALIZER_TITLES = {"auto": "Automatic: registration, MedLAM on blanked scans",
+LOCALIZER_TITLES = {"auto": "Automatic: atlas, MedLAM on blanked scans",
                     "registration": "Registration of the template scans (no training)",
+                    "atlas": "Atlas: the template scans' labels registered and fused",
                     "medlam": "MedLAM landmarks (trained weights)"}
 """Titles of URSAMLib's localizers in localizerComboBox (others show their name)."""
 PROMPT_MODES = ("slice", "box3d")

@@ -25,6 +25,7 @@ import numpy as np
 
 from URSAMLib.errors import Cancelled, URSAMError
 from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings
+from URSAMLib.prompts import boxes_from_rows, boxes_to_rows
 from URSAMSlicerLib import processes
 from URSAMSlicerLib.jobs import (EXIT_USER_ERROR, LOG_LIMIT, BackboneLoader, Job, JobStatus, _remove, compute,
                                  load_job, save_job, temporary_template, write_exports)
@@ -40,9 +41,7 @@ def save_result(result: SegmentationResult, path: Path) -> None:
     for index, organ in enumerate(result.organs):
         for name in _ORGAN_ARRAYS:
             arrays[f"{name}{index}"] = getattr(organ, name)
-        zs = sorted(organ.boxes)
-        arrays[f"boxz{index}"] = np.array(zs, dtype=np.int64)
-        arrays[f"boxes{index}"] = np.array([organ.boxes[z] for z in zs], dtype=np.float64).reshape(-1, 4)
+        arrays[f"boxz{index}"], arrays[f"boxes{index}"] = boxes_to_rows(organ.boxes)
         organs.append({"name": organ.name, "label": organ.label,
                        "region": [[s.start, s.stop] for s in organ.region]})
     meta = {"organs": organs, "shape": list(result.shape), "settings": dataclasses.asdict(result.settings),
@@ -60,7 +59,7 @@ def load_result(path: Path) -> SegmentationResult:
         settings = Settings(**meta["settings"])
         organs = []
         for index, organ in enumerate(meta["organs"]):
-            boxes = {int(z): box for z, box in zip(data[f"boxz{index}"], data[f"boxes{index}"])}
+            boxes = boxes_from_rows(data[f"boxz{index}"], data[f"boxes{index}"])
             result_organ = OrganResult(organ["name"], int(organ["label"]),
                                        tuple(slice(a, b) for a, b in organ["region"]), boxes,
                                        *(data[f"{name}{index}"] for name in _ORGAN_ARRAYS))

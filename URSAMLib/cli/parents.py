@@ -49,7 +49,7 @@ def model_parent() -> argparse.ArgumentParser:
 
 
 def augmentation_parent() -> argparse.ArgumentParser:
-    """UR-SAM's parameters: --num-aug, --ratio, --seed, --alpha-h, --lower-bound, --box-margin."""
+    """UR-SAM's parameters: --num-aug, --ratio, --seed, --alpha-h, --lower-bound, --prior-weight, --box-margin."""
     parent = _parent()
     parent.add_argument("--num-aug", type=int, default=SETTINGS.num_aug,
                         help=f"augmented boxes per slice (default {SETTINGS.num_aug})")
@@ -62,6 +62,9 @@ def augmentation_parent() -> argparse.ArgumentParser:
     parent.add_argument("--lower-bound", choices=LOWER_BOUNDS, default=SETTINGS.lower_bound,
                         help="rectification lower bound: (I_t + I_b)/2 (midpoint, the default) or the paper's "
                         "(I_t - I_b)/2")
+    parent.add_argument("--prior-weight", type=float, default=SETTINGS.prior_weight, metavar="W",
+                        help="with atlas prompts, the weight of the atlas vote as a member of the ensemble (default "
+                        f"{SETTINGS.prior_weight:g}; 0: SAM alone, as in the paper)")
     parent.add_argument("--box-margin", type=box_margin, default=DEFAULT_BOX_MARGIN, metavar="Z,Y,X[mm]",
                         help="extension of each side of a 3-D box prompt, in mm (5,10,10mm, the default: the "
                         "paper's [2, 10, 10] voxels in physical size) or in voxels (2,10,10)")
@@ -83,10 +86,11 @@ def job_parent(labels: tuple[str, str, str]) -> argparse.ArgumentParser:
                         help="automatic prompts: localize organs with your own template ('ursam build-template')")
     parent.add_argument("--classes", metavar="CLASSES.json", help='label value → organ name, e.g. {"1": "spleen"}')
     parent.add_argument("--localizer",
-                        help="how --region/--template localize organs: registration (no training), medlam (the "
-                        "paper's learned landmark model, trained weights ship with URSAM) or auto (registration "
-                        "where its supports agree, else medlam). Default: the region's choice ('ursam "
-                        "templates'), registration for --template")
+                        help="how --region/--template localize organs: atlas (the template scans' label maps "
+                        "registered and fused: a box per slice and part, and a multi-atlas vote), registration "
+                        "(each organ's registered 3-D box), medlam (the paper's learned landmark model, trained "
+                        "weights ship with URSAM) or auto (atlas, medlam on blanked scans). Default: the region's "
+                        "choice ('ursam templates'), registration for --template")
     parent.add_argument("--localizer-weights", metavar="WEIGHTS",
                         help="your own weights for medlam/auto ('ursam train-localizer'; default: the shipped ones)")
     parent.add_argument("--prompt-mode", choices=PROMPT_MODES, default=JOB.prompt_mode,

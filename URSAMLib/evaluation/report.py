@@ -144,6 +144,8 @@ def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
     if refine:
         methods["Slice-wise refinement (one box)"] = pick(rows, variant=refine, method="one-box")
         methods["Slice-wise refinement + UR-SAM"] = pick(rows, variant=refine, method="ursam")
+    if pick(rows, variant="atlas", method="atlas-vote"):  # the atlas localizer's own segmentation
+        methods["Multi-atlas vote (no SAM)"] = pick(rows, variant="atlas", method="atlas-vote")
     manual = "Manual Prompting (one box per slice, jittered)"
     methods[manual] = pick(rows, variant="manual", method="one-box")
     lines += [f"## DSC per organ (like Tables II-III); prompts: {main_title}", "",

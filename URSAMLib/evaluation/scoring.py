@@ -114,6 +114,34 @@ def score_variant(result: SegmentationResult, variant: Variant, loaded: LoadedCa
     return rows
 
 
+ATLAS_VARIANT = "atlas"
+"""Rows of the multi-atlas vote (variant ``atlas``, method ``atlas-vote``): the classical baseline that
+the atlas localizer computes anyway, scored like every method."""
+
+
+def score_atlas_vote(localizations: dict, loaded: LoadedCase) -> list[dict]:
+    """Rows for the multi-atlas segmentation (the majority vote of the registered supports' label
+    maps) of every organ, where the localizer made one; an organ it did not place scores DSC 0."""
+    if not any(loc.atlas is not None for loc in localizations.values()):
+        return []
+    rows = []
+    voxel_ml = float(np.prod(loaded.spacing)) / 1000.0
+    for label, name in loaded.organs.items():
+        reference = loaded.labels == label
+        loc = localizations.get(name)
+        mask = loc.atlas.mask(reference.shape) if loc is not None and loc.atlas is not None and loc.box is not None \
+            else np.zeros_like(reference)
+        rows.append({"patient": loaded.case.name, "prompt": ATLAS_VARIANT, "variant": ATLAS_VARIANT,
+                     "num_aug": 0, "ratio": 0.0, "refine": False, "setting": "vote", "organ": name,
+                     "method": "atlas-vote", "found": bool(mask.any()), "dsc": dice(mask, reference),
+                     "hd95_mm": hausdorff95(mask, reference, loaded.spacing) if mask.any() else float("nan"),
+                     "threshold": float("nan"), "uncertain_voxels": 0, "changed_voxels": 0,
+                     "predicted_ml": float(mask.sum()) * voxel_ml, "reference_ml": float(reference.sum()) * voxel_ml,
+                     "mean_uncertainty": float("nan"), "auroc": float("nan"), "ensemble_error_voxels": 0,
+                     "reference_in_boxes": float("nan")})
+    return rows
+
+
 def _organ_constants(organ: OrganResult, loaded: LoadedCase) -> dict:
     """What depends only on the ensemble: mean uncertainty in the boxes, the AUROC of voxel
     uncertainty for the ensemble's errors inside the boxes, and how much of the reference
@@ -168,7 +196,7 @@ def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=Non
     def part(start: float, end: float) -> Progress | None:
         return None if progress is None else (lambda f, m: progress(start + (end - start) * f, m))
 
-    auto, localization = None, {}
+    auto, localization, localizations = None, {}, {}
     split = 0.0
     if template is not None:
         split = 0.15  # registering 5 supports costs about a sixth of a patient on a CPU
@@ -176,7 +204,8 @@ def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=Non
         found = (prompts_from_template(loaded.image, template, organs, config.localizer, config.localizer_weights,
                                        config.margin, part(0, split)) if organs else None)
         auto = found.prompts if found else []
-        localization = localization_summary(loaded, config, found.localizations if found else {})
+        localizations = found.localizations if found else {}
+        localization = localization_summary(loaded, config, localizations)
     localized = time.perf_counter()
     sources = build_prompts(loaded, config, auto)
     variants = [v for v in plan_variants(config, template is not None, sweep) if sources[v.prompt]]
@@ -190,6 +219,7 @@ def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=Non
         found = {p.name for p in sources[variant.prompt]}
         missing = [n for n in loaded.organs.values() if n not in found]
         rows += score_variant(results[variant.key], variant, loaded, missing)
+    rows += score_atlas_vote(localizations, loaded)
     main = variants[0].key  # auto, else box3d: the source of the methods table
     panels, arrays = panel_candidates(results[main], loaded, backbone.window)
     timings = {k: round(float(v), 3) for k, v in results[main].timings.items()}

@@ -24,6 +24,7 @@ PROMPT_TITLES = {
     "box3d": "box3d from labels (perfect localization)",
     "slice": "slice boxes from labels (tight)",
     "manual": "manual (slice boxes + jitter)",
+    "atlas": "multi-atlas vote (no SAM)",
 }
 CSV_COLUMNS = ["patient", "organ", "prompt", "variant", "setting", "num_aug", "ratio", "refine", "method",
                "found", "dsc", "hd95_mm", "mean_uncertainty", "auroc", "ensemble_error_voxels", "threshold",

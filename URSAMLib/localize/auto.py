@@ -1,4 +1,5 @@
-"""The ``auto`` localizer: registration on complete scans, the learned one on blanked scans."""
+"""The ``auto`` localizer: the supports' atlas (or their registration) on complete scans, the
+learned one on blanked scans."""
 from __future__ import annotations
 
 import SimpleITK as sitk
@@ -7,6 +8,7 @@ from ..errors import URSAMError
 from ..io import AIR_THRESHOLD_HU
 from ..progress import Progress
 from ..template import Template
+from .atlas import localize_by_atlas
 from .common import Localization
 from .medlam.infer import localize_by_medlam
 from .registration import localize_by_registration
@@ -26,9 +28,11 @@ def visible_body(ct: sitk.Image) -> float:
 def localize_automatically(ct: sitk.Image, template: Template, organs: list[str] | None = None,
                            progress: Progress | None = None, weights: str | None = None,
                            **options) -> dict[str, Localization]:
-    """Registration on complete scans; MedLAM on blanked ones and where registration cannot run.
+    """Multi-atlas registration on complete scans (affine registration where the template's supports
+    have no label maps); MedLAM on blanked ones and where registration cannot run.
 
-    Registration is the more accurate of the two on complete scans, but on a scan blanked outside
+    Registration is the more accurate of the two on complete scans, and the atlas's per-slice
+    prompts and vote beat the registered box (scripts/measure_atlas_prompts.py); but on a scan blanked outside
     the organs' neighbourhood it has nothing to match and lands centimetres off, while the learned
     localizer (weights: default the shipped ones) keeps working. Measured on held-out training
     patients (scripts/measure_region_localizers.py), this rule beat registration alone, MedLAM
@@ -42,12 +46,14 @@ def localize_automatically(ct: sitk.Image, template: Template, organs: list[str]
     organs = list(template.organs) if organs is None else organs
     found: dict[str, Localization] = {}
     if visible_body(ct) >= BLANKED_BELOW:
+        by_atlas = all(support.labels is not None for support in template.supports)
         try:
-            found = localize_by_registration(ct, template, organs, progress=part(0.0, 0.7))
+            found = (localize_by_atlas if by_atlas else localize_by_registration)(ct, template, organs,
+                                                                                  progress=part(0.0, 0.7))
         except URSAMError:  # too small a field of view for registration: the learned localizer only
             found = {}
-    for localization in found.values():
-        localization.localizer = "registration"
+        for localization in found.values():
+            localization.localizer = "atlas" if by_atlas else "registration"
     unplaced = [o for o in organs if o not in found]
     if unplaced:
         start = 0.7 if found else 0.0  # after registration, or the whole bar

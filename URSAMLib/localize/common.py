@@ -16,6 +16,11 @@ from ..prompts import Box3D, OrganPrompt
 from ..template import Template
 
 
+VOTE_THRESHOLD = 0.5
+"""A voxel is an organ's in the multi-atlas vote where at least this fraction of the registered
+supports label it so (majority vote)."""
+
+
 @dataclass
 class Localization:
     """Where one organ is in the query CT (axial voxel coordinates ``(z, y, x)``)."""
@@ -38,11 +43,37 @@ class Localization:
     """Not found because its localized box has a size no patient's organ has (:func:`reject_implausible`)."""
     localizer: str = ""
     """Which localizer placed it, where a combined one (``auto``) chose."""
+    slice_boxes: dict[int, np.ndarray] | None = None
+    """Atlas-shaped prompts where the localizer gives them: ``{z: K x 4}``, a box per separate part
+    of the organ on each slice where it is, already extended (:mod:`URSAMLib.localize.atlas`)."""
+    atlas: AtlasVote | None = None
+    """The multi-atlas estimate of the organ, where the localizer made one."""
 
     def prompt(self, shape: tuple[int, int, int], margin: tuple[int, int, int]) -> OrganPrompt:
-        """The paper's auto-prompt: the box extended by ``margin`` voxels ``(z, y, x)`` on every
+        """The localizer's per-slice boxes where it has them (its atlas vote as the prompt's prior);
+        else the paper's auto-prompt: the box extended by ``margin`` voxels ``(z, y, x)`` on every
         slice of its range."""
+        if self.slice_boxes:
+            prior = (self.atlas.region, self.atlas.fraction) if self.atlas is not None else None
+            return OrganPrompt(self.organ, self.label, dict(self.slice_boxes), prior)
         return OrganPrompt(self.organ, self.label, self.box.extended(margin, shape).slice_boxes())
+
+
+@dataclass
+class AtlasVote:
+    """The fused atlas estimate of one organ: the fraction of supports labelling each voxel of
+    ``region`` (axial ``[z, y, x]`` slices of the CT's volume) as the organ."""
+
+    region: tuple[slice, slice, slice]
+    fraction: np.ndarray
+    """float32 in [0, 1], shape of ``region``."""
+    supports: int
+
+    def mask(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """The multi-atlas segmentation (majority vote) on the whole volume of ``shape``."""
+        full = np.zeros(shape, bool)
+        full[self.region] = self.fraction >= VOTE_THRESHOLD
+        return full
 
 
 def box_iou(a: Box3D, b: Box3D) -> float:

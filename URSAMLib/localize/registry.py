@@ -16,6 +16,7 @@ from ..io import AxialFrame
 from ..progress import Progress
 from ..prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt
 from ..template import Template
+from .atlas import localize_by_atlas
 from .auto import localize_automatically
 from .common import Localization, reject_implausible
 from .medlam.infer import localize_by_medlam
@@ -24,6 +25,7 @@ from .registration import localize_by_registration
 
 LOCALIZERS: dict[str, Callable[..., dict[str, Localization]]] = {
     "registration": localize_by_registration,
+    "atlas": localize_by_atlas,
     "medlam": localize_by_medlam,
     "auto": localize_automatically,
 }
