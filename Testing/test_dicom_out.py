@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -355,19 +355,14 @@ def test_an_existing_dicom_output_is_replaced_only_with_overwrite(dcmqi_source, 
 
 
 def test_batch_writes_dicom_objects_and_redoes_cases_made_without_them(dcmqi_source, tmp_path, monkeypatch):
-    from URSAMLib import batch
 
     cohort = tmp_path / "cohort"
     cohort.mkdir()
     (cohort / "case1").symlink_to(DCMQI)
     (cohort / "case1_labels.nrrd").symlink_to(DCMQI / "liver_spine_seg.nrrd")
-    from stand_ins import StandInBackbone
+    from stand_ins import use_stand_in
 
-    @dataclass
-    class Replaceable(StandInBackbone):  # a batch copies the model per case with dataclasses.replace
-        embedded: list = field(default_factory=list)
-
-    monkeypatch.setattr(batch, "_loaded_backbone", lambda *args: Replaceable())
+    use_stand_in(monkeypatch)
     (tmp_path / "classes.json").write_text('{"1": "liver", "2": "spine"}')
     argv = ["batch", str(cohort), "-o", str(tmp_path / "out"), "--prompt-labels-pattern", "*_labels.nrrd",
             "--classes", str(tmp_path / "classes.json")]

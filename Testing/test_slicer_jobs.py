@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import MODULE_DIR
+from URSAMLib import job as job_module
 from URSAMLib.pipeline import Settings
 from URSAMLib.prompts import BoxMargin, OrganPrompt
 from URSAMSlicerLib import jobs, processes, running
@@ -517,7 +518,7 @@ def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(mon
         return BrightInBox()
 
     monkeypatch.setattr(backbones, "load_backbone", load_backbone)
-    monkeypatch.setattr(jobs, "_BACKBONES", {})
+    monkeypatch.setattr(job_module, "_BACKBONES", {})
     seen = []
     original = jobs.segment
 

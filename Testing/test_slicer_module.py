@@ -14,6 +14,7 @@ import pytest
 import fake_slicer_gui as fake
 from conftest import ROOT, damaged_resources
 from slicer_scene import add_slice_views, build_oblique_case, require, scene_snapshot
+from URSAMLib import job as job_module
 from URSAMLib.job import SegmentJob
 from URSAMLib.pipeline import Settings
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN
@@ -836,7 +837,7 @@ def test_unverified_weights_are_a_warning_dialog_after_the_run(env):
     module, widget, dialogs, *_ = env
     widget.logic.runInProcess = True
     widget.logic.backboneLoader = unverified_loader
-    module.jobs._BACKBONES.clear()
+    job_module._BACKBONES.clear()
     widget.ui.applyButton.click()
     assert widget.outputs is not None and dialogs.errors == []
     assert any("is not a checkpoint URSAM can verify" in warning for warning in dialogs.warnings)

@@ -32,17 +32,15 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
-# backbones by module: callers and tests may swap backbones.load_backbone for another loader
-from . import backbones, dicom_out, io
+from . import dicom_out, io
 from .atomic import replacing
 from .cases import Case
 from .errors import URSAMError
 from .formats import IMAGE_SUFFIXES
-from .job import SegmentJob, run_segment_job, template_organs
+from .job import SegmentJob, cached_backbone, run_segment_job, template_organs
 
 EXIT_CASES_FAILED = 1
 CSV_COLUMNS = ("case", "organ", "label", "status", "volume_ml", "volume_ml_ensemble", "mean_uncertainty",
@@ -148,12 +146,6 @@ def completed_summary(folder: Path) -> dict | None:
     return summary
 
 
-@lru_cache(maxsize=2)
-def _loaded_backbone(name: str, checkpoint: str | None, device: str, checkpoint_sha256: str | None,
-                     runtime: str = "torch"):
-    return backbones.load_backbone(name, checkpoint, device, checkpoint_sha256=checkpoint_sha256, runtime=runtime)
-
-
 def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
     """Segment one case; never raises for a failing case (the outcome says why).
 
@@ -168,9 +160,7 @@ def run_case(job: SegmentJob, threads: int = 0) -> CaseOutcome:
     try:
         if threads:
             torch.set_num_threads(threads)
-        backbone = replace(_loaded_backbone(job.backbone, job.checkpoint, job.device,  # own window/precision
-                                            job.checkpoint_sha256,
-                                            job.runtime if job.precision == "float32" else "torch"))
+        backbone = cached_backbone(job)  # loaded once; this case's own copy (window, precision)
         summary = run_segment_job(job, backbone=backbone)
         return CaseOutcome(name, "done", round(time.perf_counter() - started, 2),
                            f"{len(summary['organs'])} organs")
@@ -201,7 +191,7 @@ def _check_inputs(template: SegmentJob, label_prompts: bool) -> None:
         io.read_classes(template.classes)
     if template.template or template.region:
         template_organs(template)
-    _loaded_backbone(template.backbone, template.checkpoint, template.device, template.checkpoint_sha256)
+    cached_backbone(template)  # a checkpoint that does not load fails here, not once per case
 
 
 def _check_previous(summary: dict, job: SegmentJob, folder: Path) -> None:

@@ -6,6 +6,7 @@ can do the same. Every check of user input happens before any model runs.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -212,6 +213,35 @@ def set_up_backbone(job: SegmentJob, backbone, warn: Warn = _no_warn, pin_hint: 
         backbone.window = tuple(job.window)
     backbone.precision = job.precision
     embedding_cache.attach(backbone, job.embedding_cache)
+
+
+BackboneLoader = Callable[[str, "str | None", str], object]
+"""``(name, checkpoint, device) -> backbone``: a caller's own loader instead of :func:`load_job_backbone`."""
+
+_BACKBONES: dict[tuple, object] = {}
+"""The one model kept loaded in this process, by what loaded it (see :func:`cached_backbone`)."""
+
+
+def cached_backbone(job: SegmentJob, loader: BackboneLoader | None = None, warn: Warn = _no_warn,
+                    pin_hint: str = PIN_HINT):
+    """The job's backbone, loaded once per process and kept (loading weights costs seconds), as a
+    shallow copy set up for this job by :func:`set_up_backbone`: its window (or the model's own),
+    precision and embedding cache, so nothing one job sets reaches the next. Only one model is kept:
+    asking for another (backbone, checkpoint, device, pin, runtime or loader) drops the previous one.
+
+    loader: ``(name, checkpoint, device) -> backbone`` instead of :func:`load_job_backbone` (which
+    checks the checkpoint's pin and attaches the runtime). warn: loading and unverified-weights notes."""
+    runtime = job.runtime if job.precision == "float32" else "torch"  # as load_job_backbone loads it
+    # the loader in use belongs to the key: a test that swaps backbones.load_backbone gets its own model
+    key = (job.backbone, job.checkpoint, job.device, job.checkpoint_sha256, runtime,
+           loader if loader is not None else backbones.load_backbone)
+    if key not in _BACKBONES:
+        _BACKBONES.clear()  # one model in memory, not one per setting tried
+        _BACKBONES[key] = (load_job_backbone(job, warn) if loader is None
+                           else loader(job.backbone, job.checkpoint, job.device))
+    backbone = copy.copy(_BACKBONES[key])  # the weights are shared; window, precision, cache are this job's
+    set_up_backbone(job, backbone, warn, pin_hint)
+    return backbone
 
 
 PROMPT_SOURCES = ("--prompt-labels LABELS (with --classes)", "--region REGION (a built-in template: "

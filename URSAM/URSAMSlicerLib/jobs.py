@@ -37,12 +37,10 @@ from typing import Callable
 import numpy as np
 
 from URSAMLib.errors import Cancelled
-from URSAMLib.job import SegmentJob, load_job_backbone, set_up_backbone
+from URSAMLib.job import BackboneLoader, SegmentJob
+from URSAMLib.job import cached_backbone as job_backbone
 from URSAMLib.pipeline import SegmentationResult, Settings, segment
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt, boxes_from_rows, boxes_to_rows
-
-BackboneLoader = Callable[[str, "str | None", str], object]
-"""``(name, checkpoint, device) -> backbone``; :func:`URSAMLib.backbones.load_backbone` by default."""
 
 EXIT_USER_ERROR = 2
 LOG_LIMIT = 20000
@@ -165,31 +163,15 @@ class JobStatus:
 # ---------------------------------------------------------------------------------------
 # Computing
 
-_BACKBONES: dict[tuple, tuple] = {}
-
-
 def cached_backbone(options: SegmentJob, loader: BackboneLoader | None = None,
                     warn: Callable[[str], None] | None = None):
-    """The backbone of ``options``, loaded once per process and kept (loading weights costs seconds),
-    then set up for this run by :func:`URSAMLib.job.set_up_backbone`: the run's window (or the
-    model's own), precision and embedding cache; weights nothing vouches for go to ``warn``.
+    """The backbone of ``options`` from :func:`URSAMLib.job.cached_backbone` (loaded once per
+    process, this run's own copy with its window, precision and embedding cache); weights nothing
+    vouches for go to ``warn``, with the Slicer field that pins them.
 
     loader: a test's ``(name, checkpoint, device) -> backbone`` instead of URSAMLib's loader (which
     checks the checkpoint's pin and attaches the runtime)."""
-    note = warn or (lambda message: None)
-    key = (options.backbone, options.checkpoint, options.device, options.checkpoint_sha256,
-           options.runtime if options.precision == "float32" else "torch", loader)
-    if key not in _BACKBONES:
-        _BACKBONES.clear()  # keep one model in memory, not one per setting tried
-        if loader is None:
-            backbone = load_job_backbone(options, note)
-        else:
-            backbone = loader(options.backbone, options.checkpoint, options.device)
-        _BACKBONES[key] = (backbone, tuple(backbone.window))
-    backbone, window = _BACKBONES[key]
-    backbone.window = window  # the model's own, unless this run sets another (a previous run may have)
-    set_up_backbone(options, backbone, note, PIN_HINT)
-    return backbone
+    return job_backbone(options, loader, warn or (lambda message: None), PIN_HINT)
 
 
 def _scaled(progress: Callable[[float, str], None] | None, start: float, share: float):
