@@ -169,9 +169,12 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
                  "extreme_points_mm": [list(ct_image.TransformContinuousIndexToPhysicalPoint(p.tolist()))
                                        for p in ijk]}
         if loc.box is not None:
-            box = loc.box.extended(margin, frame.shape)
             entry["box_axial_zyx"] = loc.box.as_list()
-            entry["extended_box_axial_zyx"] = box.as_list()
+            if loc.slice_boxes:  # atlas prompts: per-slice part boxes, not the 3-D box extended
+                entry["prompt_slices"] = len(loc.slice_boxes)
+                entry["prompt_boxes"] = sum(len(parts) for parts in loc.slice_boxes.values())
+            else:
+                entry["extended_box_axial_zyx"] = loc.box.extended(margin, frame.shape).as_list()
         entries[name] = entry
     return {"point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)", "-z (inferior)",
                             "+z (superior)"], "box_margin_zyx": list(margin), "organs": entries}
