@@ -9,6 +9,7 @@ from URSAMLib import io
 from URSAMLib.localize import atlas
 from URSAMLib.localize.atlas import VOTE_THRESHOLD, fuse_votes, localize_by_atlas
 from URSAMLib.errors import URSAMError
+from URSAMLib.localize import OUTSIDE_IMAGE
 from URSAMLib.metrics import dice
 from URSAMLib.template import Template, build_template
 
@@ -37,7 +38,9 @@ def test_an_organ_no_majority_places_is_not_found_with_the_reason():
     carried[0][0, 2:4, 2:4] = 1
     found = fuse_votes("Larynx", 1, carried, spacing=(3.0, 1.0, 1.0))
     assert found.box is None and found.atlas is None and "agree on none" in found.reason
-    assert not found.slice_boxes
+    assert not found.slice_boxes and not found.outside
+    nowhere = fuse_votes("Larynx", 2, carried, spacing=(3.0, 1.0, 1.0))  # no support has it inside the CT
+    assert nowhere.outside and nowhere.reason == OUTSIDE_IMAGE
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from ..organs import check_known
 from ..progress import Progress
 from ..prompts import Box3D, part_boxes
 from ..template import Template
-from .common import VOTE_THRESHOLD, AtlasVote, Localization, box_iou, clipped_box
+from .common import OUTSIDE_IMAGE, VOTE_THRESHOLD, AtlasVote, Localization, box_iou, clipped_box
 from .registration import _single_threaded_itk, register_affine, registration_image
 
 ATLAS_MARGIN_MM = 3.0
@@ -128,7 +128,11 @@ def fuse_votes(organ: str, label: int, carried: list[np.ndarray], spacing: tuple
     fused = count >= VOTE_THRESHOLD * len(carried)
     box = Box3D.from_mask(fused)
     if box is None:
-        result.reason = "the supports' label maps, registered onto this CT, agree on none of its voxels"
+        # no support puts any of the organ inside the CT: as a box outside the image for the other
+        # localizers (when that holds for every organ, the template is for another body region)
+        result.outside = not any(vote.any() for vote in votes)
+        result.reason = OUTSIDE_IMAGE if result.outside else \
+            "the supports' label maps, registered onto this CT, agree on none of its voxels"
         return result
     z, y, x = np.nonzero(fused)
     result.points = np.array([[z[i], y[i], x[i]] for i in (x.argmin(), x.argmax(), y.argmin(), y.argmax(),
