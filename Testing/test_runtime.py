@@ -37,7 +37,7 @@ def abdomen_slice(abdomen):
     z = int(np.argmax([len(np.unique(s)) for s in labels]))
     classes = io.read_classes(abdomen / "classes.json")
     prompts, _ = prompts_from_labels(labels[z:z + 1], classes, "slice")
-    boxes = np.array([p.boxes[0] for p in prompts])
+    boxes = np.array([p.boxes[0][0] for p in prompts])  # each organ's largest part on the slice
     assert len(boxes) >= 5
     return hu[z], boxes
 

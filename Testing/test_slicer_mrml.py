@@ -453,8 +453,9 @@ def test_a_label_map_under_another_transform_prompts_where_the_user_sees_it(ursa
     for name in before:
         assert before[name].keys() == after[name].keys()
         for z, box in before[name].items():
-            shift = after[name][z] - box  # (x0, y0, x1, y1), columns are x; a flipped axis moves the other way
-            assert abs(shift[0]) == 3 and shift[0] == shift[2] and shift[1] == shift[3] == 0, (name, z, shift)
+            for shift in after[name][z] - box:  # per part (x0, y0, x1, y1), columns are x; a flipped axis
+                # moves the other way
+                assert abs(shift[0]) == 3 and shift[0] == shift[2] and shift[1] == shift[3] == 0, (name, z, shift)
     ct_node.SetAndObserveTransformNodeID(moved.GetID())  # both moved alike: read exactly as drawn
     again = {p.name: p.boxes for p in logic.prepare(request).job.prompts}
     assert all(np.array_equal(again[n][z], before[n][z]) for n in before for z in before[n])

@@ -100,13 +100,15 @@ def test_a_template_built_from_a_labelled_ct_in_the_scene_prompts_the_organ_wher
     assert [o.key for o in outputs.organs] == ["liver"] and outputs.missing == {}
     ct = io.read_ct(ct_path)
     reference = io.axial_array(io.read_label_map(labels_path, ct), np.uint16)[0] == 1
-    boxes = outputs.result.organs[0].boxes  # the prompts the job localized: {z: (x0, y0, x1, y1)}
-    inside = 0
-    for z, (x0, y0, x1, y1) in boxes.items():
-        inside += reference[z, int(y0):int(y1) + 1, int(x0):int(x1) + 1].sum()
+    boxes = outputs.result.organs[0].boxes  # the prompts the job localized: {z: K x (x0, y0, x1, y1)}
+    covered = np.zeros_like(reference)
+    for z, parts in boxes.items():
+        for x0, y0, x1, y1 in parts:
+            covered[z, int(y0):int(y1) + 1, int(x0):int(x1) + 1] = True
+    inside = (covered & reference).sum()
     assert inside / reference.sum() > 0.98  # the boxes hold the liver ...
     z0, z1 = min(boxes), max(boxes)
-    x0, y0, x1, y1 = np.array(list(boxes.values())).astype(int)[0]
+    x0, y0, x1, y1 = np.concatenate(list(boxes.values())).astype(int)[0]
     assert box_iou(Box3D(z0, z1, y0, y1, x0, x1), Box3D.from_mask(reference)) > 0.75  # ... and little more
     segment = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
     assert outputs.segmentation.GetSegmentation().GetSegment(segment).GetName() == "Liver"

@@ -332,7 +332,8 @@ def naive_reference(backbone, data: Path, organs: str, num_aug: int, samples: in
     chosen = [items[i] for i in rng.choice(len(items), size=samples, replace=False)]
     start = time.perf_counter()
     for prompt, z in chosen:
-        box = augment_box(prompt.boxes[z], num_aug, 0.01, hu.shape[1:], augmentation_rng(0, prompt.label, z))[-1]
+        part = np.reshape(prompt.boxes[z], (-1, 4))[0]  # the organ's largest part on the slice
+        box = augment_box(part, num_aug, 0.01, hu.shape[1:], augmentation_rng(0, prompt.label, z))[-1]
         embedding = backbone.embed(window_ct(hu[z:z + 1], backbone.window))  # the naive part: again and again
         backbone.decode(embedding, box[None], hu.shape[1:])
     per_item = (time.perf_counter() - start) / samples
