@@ -33,12 +33,12 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import builtin, io  # noqa: E402
-from URSAMLib.localize.atlas import localize_by_atlas  # noqa: E402
+from URSAMLib.localize.atlas import localize_by_atlas, vote_slice_boxes  # noqa: E402
 from URSAMLib.backbones import load_backbone  # noqa: E402
 from URSAMLib.localize import BLANKED_BELOW, reject_implausible, visible_body  # noqa: E402
 from URSAMLib.metrics import dice  # noqa: E402
 from URSAMLib.pipeline import Settings, segment_variants  # noqa: E402
-from URSAMLib.prompts import OrganPrompt, part_boxes, prompts_from_labels  # noqa: E402
+from URSAMLib.prompts import OrganPrompt, prompts_from_labels  # noqa: E402
 from URSAMLib.template import Template  # noqa: E402
 
 MARGINS_MM = (3.0, 6.0)
@@ -50,9 +50,7 @@ def atlas_prompts(localizations: dict, shape: tuple[int, int, int], spacing, mar
     for loc in localizations.values():
         if loc.box is None or loc.atlas is None:
             continue
-        vote = loc.atlas.mask(shape)
-        grow = np.array([-1, -1, 1, 1]) * np.array([margin_mm / spacing[2], margin_mm / spacing[1]] * 2)
-        boxes = {int(z): part_boxes(vote[z]) + grow for z in np.flatnonzero(vote.any(axis=(1, 2)))}
+        boxes = vote_slice_boxes(loc.atlas.mask(shape), spacing, margin_mm)
         prompts.append(OrganPrompt(loc.organ, loc.label, boxes, (loc.atlas.region, loc.atlas.fraction)))
     return prompts
 

@@ -22,7 +22,7 @@ from ..io import AIR_THRESHOLD_HU, AIR_VALUE_HU, AxialFrame, axial_array
 from ..organs import check_known
 from ..progress import Progress
 from ..prompts import Box3D, part_boxes
-from ..template import Template
+from ..template import Template, extreme_points
 from .common import OUTSIDE_IMAGE, VOTE_THRESHOLD, AtlasVote, Localization, box_iou, clipped_box
 from .registration import _single_threaded_itk, register_affine, registration_image
 
@@ -115,6 +115,15 @@ def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
     return carried, used
 
 
+def vote_slice_boxes(mask: np.ndarray, spacing: tuple[float, float, float],
+                     margin_mm: float = ATLAS_MARGIN_MM) -> dict[int, np.ndarray]:
+    """Atlas-shaped prompts from a fused mask ``[z, y, x]`` (``spacing`` ``(z, y, x)`` mm): on each
+    slice where it has the organ, one box per part (:func:`~URSAMLib.prompts.part_boxes`) grown
+    in-plane by ``margin_mm``; ``{z: K x 4}``."""
+    grow = np.array([-1, -1, 1, 1]) * np.array([margin_mm / spacing[2], margin_mm / spacing[1]] * 2)
+    return {int(z): part_boxes(mask[z]) + grow for z in np.flatnonzero(mask.any(axis=(1, 2)))}
+
+
 def fuse_votes(organ: str, label: int, carried: list[np.ndarray], spacing: tuple[float, float, float],
                margin_mm: float = ATLAS_MARGIN_MM) -> Localization:
     """One organ's localization from the supports' label maps on the CT's grid (each ``[z, y, x]``).
@@ -134,17 +143,13 @@ def fuse_votes(organ: str, label: int, carried: list[np.ndarray], spacing: tuple
         result.reason = OUTSIDE_IMAGE if result.outside else \
             "the supports' label maps, registered onto this CT, agree on none of its voxels"
         return result
-    z, y, x = np.nonzero(fused)
-    result.points = np.array([[z[i], y[i], x[i]] for i in (x.argmin(), x.argmax(), y.argmin(), y.argmax(),
-                                                             z.argmin(), z.argmax())], dtype=float)
+    result.points = extreme_points(fused)
     result.box, result.reason = clipped_box(result.points, shape)
     if result.box is None:  # one voxel thick: no use as a prompt
         return result
     result.support_boxes = [b for b in (Box3D.from_mask(v) for v in votes) if b is not None]
     result.agreement = float(np.mean([box_iou(b, box) for b in result.support_boxes]))
-    grow = np.array([-1, -1, 1, 1]) * np.array([margin_mm / spacing[2], margin_mm / spacing[1]] * 2)
-    result.slice_boxes = {int(k): part_boxes(fused[k]) + grow for k in range(box.z0, box.z1 + 1)
-                          if fused[k].any()}
+    result.slice_boxes = vote_slice_boxes(fused, spacing, margin_mm)
     region = tuple(slice(low, high + 1) for low, high in zip(box.as_list()[0::2], box.as_list()[1::2]))
     result.atlas = AtlasVote(region, (count[region] / len(carried)).astype(np.float32), len(carried))
     return result
