@@ -12,7 +12,7 @@ import os
 import pytest
 import SimpleITK as sitk
 
-from URSAMLib.batch import find_cases
+from URSAMLib.cases import find_cohort
 from URSAMLib.cli import main
 from URSAMLib.errors import URSAMError
 
@@ -55,11 +55,11 @@ def test_cases_are_named_by_the_star_and_labels_are_not_cases(tmp_path):
     for name in ("pt_1_ct.nii.gz", "pt_1_oar.nii.gz", "pt_2_ct.nii.gz", "pt_2_oar.nii.gz", "notes.txt", ".hidden.nii"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "pt_3_ct").mkdir()  # a DICOM series folder
-    cases = find_cases(tmp_path, "*_ct.nii.gz", "*_oar.nii.gz")
+    cases = find_cohort(tmp_path, "*_ct.nii.gz", "*_oar.nii.gz")
     assert [c.name for c in cases] == ["pt_1", "pt_2"]
     assert cases[0].ct == tmp_path / "pt_1_ct.nii.gz" and cases[0].prompt_labels == tmp_path / "pt_1_oar.nii.gz"
     # the default pattern keeps the whole name, less the extension; label maps are never CTs
-    assert [c.name for c in find_cases(tmp_path)] == ["pt_1_ct", "pt_1_oar", "pt_2_ct", "pt_2_oar", "pt_3_ct"]
+    assert [c.name for c in find_cohort(tmp_path)] == ["pt_1_ct", "pt_1_oar", "pt_2_ct", "pt_2_oar", "pt_3_ct"]
 
 
 def test_case_names_strip_the_extension_and_labels_may_sit_in_a_subfolder(tmp_path):
@@ -67,26 +67,26 @@ def test_case_names_strip_the_extension_and_labels_may_sit_in_a_subfolder(tmp_pa
     for name in ("ct_a.nii.gz", "ct_b.nrrd", "labels/a.nii.gz", "labels/b.nii.gz"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "ct_c").mkdir()
-    cases = find_cases(tmp_path, "ct_*", "labels/*.nii.gz", exclude=[tmp_path / "out"])
+    cases = find_cohort(tmp_path, "ct_*", "labels/*.nii.gz", exclude=[tmp_path / "out"])
     assert [(c.name, c.ct.name, c.prompt_labels.relative_to(tmp_path).as_posix()) for c in cases] == [
         ("a", "ct_a.nii.gz", "labels/a.nii.gz"), ("b", "ct_b.nrrd", "labels/b.nii.gz"),
         ("c", "ct_c", "labels/c.nii.gz")]
     (tmp_path / "ct_a_seg.nii.gz").write_bytes(b"")  # beside the CT: never a case itself
-    assert [c.name for c in find_cases(tmp_path, "*", "*_seg.nii.gz")] == ["ct_a", "ct_b", "ct_c", "labels"]
+    assert [c.name for c in find_cohort(tmp_path, "*", "*_seg.nii.gz")] == ["ct_a", "ct_b", "ct_c", "labels"]
 
 
 def test_case_discovery_refuses_ambiguous_or_empty_folders(tmp_path):
     (tmp_path / "a.nii.gz").write_bytes(b"")
     (tmp_path / "a.nrrd").write_bytes(b"")
     with pytest.raises(URSAMError, match="make case 'a'"):
-        find_cases(tmp_path)
+        find_cohort(tmp_path)
     with pytest.raises(URSAMError, match="exactly one"):
-        find_cases(tmp_path, "*_*")
+        find_cohort(tmp_path, "*_*")
     with pytest.raises(URSAMError, match="No CT"):
-        find_cases(tmp_path, "*_ct.nii.gz")
+        find_cohort(tmp_path, "*_ct.nii.gz")
     (tmp_path / "b.nii.gz").write_bytes(b"")
     with pytest.raises(URSAMError, match="None of the 2 CTs has a label map"):
-        find_cases(tmp_path, "*.nii.gz", "*_oar.nii.gz")
+        find_cohort(tmp_path, "*.nii.gz", "*_oar.nii.gz")
 
 
 @pytest.mark.model

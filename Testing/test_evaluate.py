@@ -79,7 +79,7 @@ def read_csv(path):
 
 
 def test_cases_are_paired_by_name_in_natural_order(dataset, tmp_path):
-    cases = ev.find_cases([str(dataset)])
+    cases = ev.find_labelled_cases([str(dataset)])
     assert [c.name for c in cases] == ["pt_1", "pt_2", "pt_10"]
     assert cases[2].reference.name == "pt_10_oar.nii.gz"
     assert ev.find_classes([str(dataset)], None) == tmp_path / "classes.json"

@@ -1,17 +1,7 @@
 """``ursam batch``: segment every CT of a folder (a cohort), resumably, optionally on dask.
 
-Which files are cases, and where their label maps are (all patterns hold exactly one ``*``):
-
-* The CTs are the entries of INPUT_DIR whose name matches ``--ct-pattern`` (default ``*``) and
-  that are image files (``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) or folders
-  (one DICOM series each). Hidden entries, the output folder and anything matching a label
-  pattern are never CTs.
-* A case's **name** is the part of the CT's name that the ``*`` matched, less any image
-  extension: ``--ct-pattern '*_ct.nii.gz'`` makes ``pt_1_ct.nii.gz`` case ``pt_1``; the default
-  ``*`` makes it ``pt_1_ct``. Its results go to ``OUTDIR/<name>/``.
-* ``--prompt-labels-pattern`` (and ``--reference-pattern``) is a path relative to INPUT_DIR in
-  which ``*`` stands for the case name: with ``'*_oar.nii.gz'`` case ``pt_1`` is prompted from
-  ``INPUT_DIR/pt_1_oar.nii.gz``; ``'labels/*.nii.gz'`` looks in a subfolder.
+Which files are cases, what they are called and where their label maps are:
+:mod:`URSAMLib.cases` (:func:`~URSAMLib.cases.find_cohort`). Results go to ``OUTDIR/<name>/``.
 
 A case is **complete** when ``OUTDIR/<name>/summary.json`` exists (it is moved in last) and
 names outputs that all exist; a rerun skips complete cases and retries the others. Each case
@@ -37,9 +27,8 @@ from typing import Callable, Iterable
 
 from . import dicom_out, io
 from .atomic import replacing
-from .cases import Case
+from .cases import Case, find_cohort
 from .errors import URSAMError
-from .formats import IMAGE_SUFFIXES
 from .job import SegmentJob, cached_backbone, run_segment_job, template_organs
 
 EXIT_CASES_FAILED = 1
@@ -57,79 +46,6 @@ class CaseOutcome:
     message: str = ""
     detail: str = ""
     """For failures that are bugs (not :class:`URSAMError`): the traceback."""
-
-
-# ---------------------------------------------------------------------------------------
-# Finding the cases.
-
-def _split_pattern(pattern: str, option: str) -> tuple[str, str]:
-    if pattern.count("*") != 1 or any(c in pattern for c in "?[]"):
-        raise URSAMError(f"{option} {pattern!r} must hold exactly one '*' (the case name) and no other "
-                         "wildcard, e.g. '*_ct.nii.gz'.")
-    prefix, suffix = pattern.split("*")
-    return prefix, suffix
-
-
-def _matched(name: str, pattern: tuple[str, str]) -> str | None:
-    """The part of ``name`` that the ``*`` of ``pattern`` (prefix, suffix) matches, or None."""
-    prefix, suffix = pattern
-    if len(name) > len(prefix) + len(suffix) and name.startswith(prefix) and name.endswith(suffix):
-        return name[len(prefix):len(name) - len(suffix)]
-    return None
-
-
-def _strip_image_suffix(name: str) -> str:
-    lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[:-len(suffix)]
-    return name
-
-
-def find_cases(input_dir: str | os.PathLike, ct_pattern: str = "*", labels_pattern: str | None = None,
-               reference_pattern: str | None = None, exclude: Iterable[Path] = ()) -> list[Case]:
-    """The cases of ``input_dir``, sorted by name (rules: module docstring).
-
-    A case whose label map is missing keeps ``prompt_labels`` pointing at the missing file
-    (it fails alone); no label map at all, no CT, or two CTs with one name is an
-    :class:`URSAMError`.
-    """
-    folder = Path(input_dir)
-    if not folder.is_dir():
-        raise URSAMError(f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}; give the "
-                         "folder that holds the CTs (image files or DICOM series folders).")
-    ct_glob = _split_pattern(ct_pattern, "--ct-pattern")
-    if "/" in ct_pattern:
-        raise URSAMError(f"--ct-pattern {ct_pattern!r} names entries of INPUT_DIR itself; it cannot hold '/'.")
-    others = {key: _split_pattern(p, option) for key, p, option in
-              (("labels", labels_pattern, "--prompt-labels-pattern"),
-               ("reference", reference_pattern, "--reference-pattern")) if p}
-    excluded = {Path(p).resolve() for p in exclude}
-    not_cts = {p.split("/")[0] for p in (labels_pattern, reference_pattern) if p and "/" in p}
-    cases: dict[str, Case] = {}
-    for entry in sorted(folder.iterdir()):
-        name = entry.name
-        if (name.startswith(".") or name in not_cts or entry.resolve() in excluded
-                or any(_matched(name, glob) is not None for glob in others.values() if "/" not in glob[0])):
-            continue
-        star = _matched(name, ct_glob) if ct_pattern != "*" else name
-        if star is None or not (entry.is_dir() or name.lower().endswith(IMAGE_SUFFIXES)):
-            continue
-        case = _strip_image_suffix(star) if entry.is_file() else star
-        if case in cases:
-            raise URSAMError(f"Two CTs in {folder} make case {case!r} ({cases[case].ct.name} and {name}); "
-                             "rename one or narrow --ct-pattern.")
-        paths = {key: folder / (glob[0] + case + glob[1]) for key, glob in others.items()}
-        cases[case] = Case(case, entry, paths.get("labels"), paths.get("reference"))
-    if not cases:
-        raise URSAMError(f"No CT in {folder} matches --ct-pattern {ct_pattern!r} (image files "
-                         f"{', '.join(IMAGE_SUFFIXES)} or DICOM series folders).")
-    if labels_pattern and not any(c.prompt_labels.is_file() for c in cases.values()):
-        example = next(iter(cases.values()))
-        raise URSAMError(f"None of the {len(cases)} CTs has a label map matching --prompt-labels-pattern "
-                         f"{labels_pattern!r} (e.g. case {example.name!r} looks for {example.prompt_labels}); "
-                         "set --ct-pattern so that '*' is the part the CT and label names share.")
-    return list(cases.values())
 
 
 # ---------------------------------------------------------------------------------------
@@ -223,7 +139,7 @@ def run_batch(input_dir: str | os.PathLike, output: str | os.PathLike, template:
     if threads < 0:
         raise URSAMError(f"--threads must be 1 or more (0: the default), not {threads}.")
     threads = threads or torch.get_num_threads()
-    cases = find_cases(input_dir, ct_pattern, labels_pattern, reference_pattern, exclude=[outdir])
+    cases = find_cohort(input_dir, ct_pattern, labels_pattern, reference_pattern, exclude=[outdir])
     _check_inputs(template, bool(labels_pattern))
     outcomes: dict[str, CaseOutcome] = {}
     pending = []

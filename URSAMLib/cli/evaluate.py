@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import backbones
 from ..embedding_cache import attach
 from ..errors import URSAMError
-from ..evaluation import (EvalConfig, EvalRun, evaluate_command, find_cases, find_classes, manual_jitter,
+from ..evaluation import (EvalConfig, EvalRun, evaluate_command, find_labelled_cases, find_classes, manual_jitter,
                           prepare_template)
 from ..io import read_classes
 from ..localize import LOCALIZERS
@@ -64,7 +64,7 @@ def add_parser(commands) -> None:
 
 
 def _run_evaluate(args) -> int:
-    cases = find_cases(args.inputs, args.labels)[:args.limit]
+    cases = find_labelled_cases(args.inputs, args.labels)[:args.limit]
     classes_path = find_classes(args.inputs, args.classes)
     classes = read_classes(classes_path)
     organs = tuple(n.strip() for n in args.organs.split(",") if n.strip()) if args.organs else ()
