@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import __version__
+from . import __version__, atomic
 from .errors import URSAMError
 from .io import AIR_THRESHOLD_HU, AIR_VALUE_HU, axial_array, read_ct, read_label_map, write_image
 
@@ -123,6 +123,21 @@ class Template:
                                     files[1] if len(files) > 1 else None))
         return cls(folder, dict(manifest["organs"]), manifest.get("body_region", ""), supports)
 
+    def typical_volumes_ml(self) -> dict[str, float]:
+        """Organ → its median volume in ml over the supports whose label map the template keeps
+        (organs absent from every label map are left out)."""
+        volumes: dict[str, list[float]] = {}
+        for support in self.supports:
+            labels = support.read_labels()
+            if labels is None:
+                continue
+            counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel())
+            voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
+            for organ, value in self.organs.items():
+                if value < len(counts) and counts[value]:
+                    volumes.setdefault(organ, []).append(float(counts[value]) * voxel_ml)
+        return {organ: float(np.median(v)) for organ, v in volumes.items()}
+
 
 def build_template(images: list[str], labels: list[str], classes: dict[int, str], folder: str | os.PathLike,
                    organs: list[str] | None = None, body_region: str = "", overwrite: bool = False,
@@ -203,10 +218,7 @@ def build_template(images: list[str], labels: list[str], classes: dict[int, str]
                     "point_order": ["-x (right)", "+x (left)", "-y (anterior)", "+y (posterior)",
                                     "-z (inferior)", "+z (superior)"],
                     "organs": {name: value for value, name in wanted.items()}, "supports": entries}
-        partial = folder / f".template.json.{build}"
-        written.append(partial)
-        partial.write_text(json.dumps(manifest, indent=1) + "\n")
-        os.replace(partial, folder / "template.json")
+        atomic.write_json(folder / "template.json", manifest, indent=1)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
