@@ -254,6 +254,12 @@ def test_segment_with_a_template_localizes_and_writes_boxes(head_neck, hn_templa
     assert summary["input"]["localizer"] == "registration" and "boxes.json" in summary["outputs"]
     assert "dice_vs_reference" in summary["organs"]["Brainstem"]
     assert same_grid(sitk.ReadImage(str(out / "rectified.nii.gz")), sitk.ReadImage(str(ct)))
+    # which organs to review: a predicted DSC and flag from the automatic-prompt model and its signals
+    entry = summary["organs"]["Brainstem"]
+    assert 0 <= entry["predicted_dsc"] <= 1 and isinstance(entry["review"], bool)
+    assert entry["quality_signals"]["support_agreement"] == pytest.approx(brainstem["agreement"], abs=1e-4)
+    assert entry["quality_signals"]["volume_deviation"] is not None and summary["review_order"] == ["Brainstem"]
+    assert "pred. DSC" in stdout
 
 
 @pytest.mark.model
@@ -392,6 +398,8 @@ def test_segment_batch_and_evaluate_take_their_defaults_from_the_code():
     for name in (f.name for f in fields(EvalConfig)):
         if name in evaluate and name != "organs":  # --organs is a comma-separated list, parsed later
             assert evaluate[name] == getattr(config, name), name
+    for name in in_settings:  # evaluate's UR-SAM parameters are segment's, with its defaults
+        assert evaluate[name] == getattr(config.settings, name), name
     assert evaluate["box_margin"] == config.margin and evaluate["jitter"] == config.jitter
 
 

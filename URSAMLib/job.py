@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 # backbones by module: callers and tests may swap backbones.load_backbone for another loader
-from . import backbones, dicom_out, embedding_cache, io, metrics, outputs
+from . import backbones, dicom_out, embedding_cache, io, metrics, outputs, quality
 from .builtin import region_template
 from .errors import URSAMError
 from .localize import check_localizer, no_organ_found, prompts_from_template
@@ -103,6 +103,10 @@ class _Prompting:
     """Axial label map for the DSC in summary.json (None: no score)."""
     reference_key: str = "dice_vs_reference"
     boxes_json: dict | None = None
+    support_agreement: dict[str, float] = field(default_factory=dict)
+    """Organ → how well the localizer's supports agree on its box (automatic prompts only)."""
+    typical_ml: dict[str, float] = field(default_factory=dict)
+    """Organ → its median volume over the template's supports (automatic prompts only)."""
 
 
 def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
@@ -138,7 +142,9 @@ def _prompts_from_template(job: SegmentJob, chosen: TemplateChoice, ct_image, fr
     if not found.prompts:
         raise no_organ_found(found, chosen.template, str(job.ct))
     return _Prompting(found.prompts, found.missing, chosen.description,
-                      boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin))
+                      boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin),
+                      support_agreement={name: loc.agreement for name, loc in found.localizations.items()},
+                      typical_ml=chosen.template.typical_volumes_ml())
 
 
 def template_organs(job: SegmentJob) -> TemplateChoice:
@@ -322,20 +328,33 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
         "warnings": warnings,
     }
     rectified, ensemble = result.label_map("rectified"), result.label_map("ensemble")
+    context = quality.QualityContext("given" if job.prompt_labels else "automatic",
+                                     float(np.prod(frame.spacing)) / 1000.0, prompting.support_agreement,
+                                     prompting.typical_ml)
+    assessed = quality.assess_result(result, context)
     for organ in result.organs:
         entry = outputs.organ_summary(organ, frame, ct_image)
+        entry.update(predicted_dsc=assessed[organ.name]["predicted_dsc"], review=assessed[organ.name]["review"],
+                     quality_signals=assessed[organ.name]["signals"])
         if prompting.reference is not None:
             reference = prompting.reference == organ.label
             entry[prompting.reference_key] = {
                 "ensemble": round(metrics.dice(ensemble == organ.label, reference), 4),
                 "rectified": round(metrics.dice(rectified == organ.label, reference), 4)}
+            if organ.prior is not None:  # the multi-atlas segmentation alone, a baseline without SAM
+                vote = np.zeros(result.shape, bool)
+                vote[organ.region] = organ.prior >= 0.5
+                entry[prompting.reference_key]["atlas_vote"] = round(metrics.dice(vote, reference), 4)
         summary["organs"][organ.name] = entry
+    summary["review_order"] = quality.review_order({name: entry["predicted_dsc"]
+                                                    for name, entry in summary["organs"].items()})
     files = (list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
              + dicom_out.filenames(job.dicom_out))
     with outputs.staged_output(outdir, job.overwrite) as staging:
         outputs.write_results(staging, result, ct_image)
         save_overview(staging / "overview.png", hu, rectified, result.uncertainty_map(),
-                      {o.label: o.name for o in result.organs}, frame.spacing)
+                      {o.label: quality.legend(o.name, summary["organs"][o.name]) for o in result.organs},
+                      frame.spacing)
         if prompting.boxes_json:
             (staging / "boxes.json").write_text(json.dumps(prompting.boxes_json, indent=1) + "\n")
         if source is not None:

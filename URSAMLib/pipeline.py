@@ -96,6 +96,11 @@ class OrganResult:
     plain: np.ndarray
     """Probability from the un-augmented box alone: plain SAM, the paper's baseline."""
     rectification: Rectification | None = None
+    votes: np.ndarray | None = None
+    """Per voxel, how many of the n SAM members (augmented boxes) put it inside the organ (uint8);
+    their agreement is a signal of the organ's quality (:mod:`URSAMLib.quality`)."""
+    prior: np.ndarray | None = None
+    """The prompt's prior probability (atlas vote) on this organ's crop, float32; None without one."""
 
     @property
     def ensemble_mask(self) -> np.ndarray:
@@ -279,20 +284,26 @@ def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np
     return sum(len(g) for g in refined), decoded
 
 
-def _ensemble(total: np.ndarray, plan: _Plan, settings: Settings) -> np.ndarray:
-    """Eq. 1, the mean of the n members' probabilities over the organ's crop; with a prior and
-    ``settings.prior_weight`` w > 0, the prior joins as a member of weight w."""
-    prior = plan.prompt.prior
-    if prior is None or settings.prior_weight == 0:
-        return total / settings.num_aug
-    region, probability = prior
-    on_crop = np.zeros_like(total)
+def _prior_on_crop(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The prompt's prior probability (``OrganPrompt.prior``) on the organ's crop; None without one."""
+    if plan.prompt.prior is None:
+        return None
+    region, probability = plan.prompt.prior
+    on_crop = np.zeros(crop_shape, np.float32)
     # the overlap of the prior's region and the crop, in each one's own coordinates
     inter = [slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(plan.region, region)]
     if all(s.stop > s.start for s in inter):
         on_crop[tuple(slice(s.start - a.start, s.stop - a.start) for s, a in zip(inter, plan.region))] = \
             probability[tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(inter, region))]
-    return ((total + settings.prior_weight * on_crop) / (settings.num_aug + settings.prior_weight)).astype(np.float32)
+    return on_crop
+
+
+def _ensemble(total: np.ndarray, prior: np.ndarray | None, settings: Settings) -> np.ndarray:
+    """Eq. 1, the mean of the n members' probabilities over the organ's crop; with a prior and
+    ``settings.prior_weight`` w > 0, the prior joins as a member of weight w."""
+    if prior is None or settings.prior_weight == 0:
+        return total / settings.num_aug
+    return ((total + settings.prior_weight * prior) / (settings.num_aug + settings.prior_weight)).astype(np.float32)
 
 
 def segment(ct: np.ndarray, prompts: list[OrganPrompt], backbone: SamBackbone,
@@ -326,6 +337,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     sums = {key: [np.zeros(tuple(s.stop - s.start for s in plan.region), np.float32) for plan in group]
             for key, group in plans.items()}
     plains = {key: [np.zeros_like(total) for total in group] for key, group in sums.items()}
+    votes = {key: [np.zeros(total.shape, np.uint8) for total in group] for key, group in sums.items()}
     needed = sorted({z for group in plans.values() for plan in group for z in plan.augmented})
     first_settings = next(iter(variants.values()))[1]
     batch = first_settings.slice_batch or (1 if backbone.device == "cpu" else 8)
@@ -365,6 +377,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
                 _, ys, xs = plan.region
                 members = _combine_parts(group[:, ys, xs], variants[key][1].num_aug)
                 sums[key][k][z - plan.region[0].start] = members.sum(axis=0)
+                votes[key][k][z - plan.region[0].start] = (members > 0.5).sum(axis=0)
                 plains[key][k][z - plan.region[0].start] = members[0]  # member 0: the original boxes
         timings["decode_s"] += time.perf_counter() - tick
         if progress is not None:
@@ -375,11 +388,12 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     results = {}
     for key, (_, settings) in variants.items():
         organs = []
-        for plan, total, plain in zip(plans[key], sums[key], plains[key]):
-            ensemble = _ensemble(total, plan, settings)
+        for plan, total, plain, vote in zip(plans[key], sums[key], plains[key], votes[key]):
+            prior = _prior_on_crop(plan, total.shape)
+            ensemble = _ensemble(total, prior, settings)
             organ = OrganResult(plan.prompt.name, plan.prompt.label, plan.region, plan.boxes,
                                 _box_region(plan, ensemble.shape), intensity[plan.region].copy(),
-                                ensemble, predictive_entropy(ensemble), plain)
+                                ensemble, predictive_entropy(ensemble), plain, votes=vote, prior=prior)
             organ.rectify(settings)
             organs.append(organ)
         results[key] = SegmentationResult(organs, tuple(ct.shape), settings, timings)

@@ -45,10 +45,12 @@ def _run_segment(args) -> int:
 def _print_table(summary: dict, outdir: Path) -> None:
     first = next(iter(summary["organs"].values()))
     dice_key = next((key for key in first if key.startswith("dice_vs_")), None)
-    header = f"{'organ':24s} {'volume mL':>10s} {'mean unc.':>10s}"
+    header = f"{'organ':24s} {'volume mL':>10s} {'mean unc.':>10s} {'pred. DSC':>9s} {'':6s}"
     print(header + (f" {'DSC ens.':>9s} {'DSC rect.':>9s}" if dice_key else ""))
     for name, entry in summary["organs"].items():
-        line = f"{name:24s} {entry['volume_ml']['rectified']:10.1f} {entry['mean_uncertainty_in_box']:10.4f}"
+        predicted = "" if entry["predicted_dsc"] is None else f"{entry['predicted_dsc']:.2f}"
+        line = (f"{name:24s} {entry['volume_ml']['rectified']:10.1f} {entry['mean_uncertainty_in_box']:10.4f} "
+                f"{predicted:>9s} {'Review' if entry['review'] else '':6s}")
         if dice_key:
             line += f" {entry[dice_key]['ensemble']:9.3f} {entry[dice_key]['rectified']:9.3f}"
         print(line)
@@ -56,5 +58,8 @@ def _print_table(summary: dict, outdir: Path) -> None:
         print(f"{name:24s} not found: {reason}")
     if dice_key:
         means = [np.mean([e[dice_key][k] for e in summary["organs"].values()]) for k in ("ensemble", "rectified")]
-        print(f"{'mean DSC':24s} {'':10s} {'':10s} {means[0]:9.3f} {means[1]:9.3f}")
+        print(f"{'mean DSC':24s} {'':10s} {'':10s} {'':9s} {'':6s} {means[0]:9.3f} {means[1]:9.3f}")
+    flagged = [name for name in summary["review_order"] if summary["organs"][name]["review"]]
+    if flagged:
+        print(f"Review first (lowest predicted DSC first): {', '.join(flagged)}.")
     print(f"Wrote {', '.join(summary['outputs'])} to {outdir} in {summary['timings_s']['all_s']:.0f} s.")
