@@ -45,8 +45,9 @@ def assert_same_result(a, b):
     for x, y in zip(a.organs, b.organs):
         assert (x.name, x.label, x.region) == (y.name, y.label, y.region)
         assert x.boxes.keys() == y.boxes.keys() and all(np.array_equal(x.boxes[z], y.boxes[z]) for z in x.boxes)
-        for name in ("box_region", "intensity", "ensemble", "uncertainty", "plain", "mask"):
+        for name in ("box_region", "intensity", "ensemble", "uncertainty", "plain", "mask", "votes"):
             assert np.array_equal(getattr(x, name), getattr(y, name)), name
+        assert (x.prior is None) == (y.prior is None) and (x.prior is None or np.array_equal(x.prior, y.prior))
     for which in ("rectified", "ensemble", "plain"):
         assert np.array_equal(a.label_map(which), b.label_map(which))
     assert np.array_equal(a.uncertainty_map(), b.uncertainty_map())
@@ -102,6 +103,7 @@ def test_the_background_job_computes_the_same_result_in_another_process():
     assert status.state == "done", (status.error, status.details)
     assert not job.folder.exists()  # the private folder is removed
     assert_same_result(job.result(), jobs.compute(small_job(), loader=bright_in_box))
+    assert job.quality_context.kind == "given"  # the prompts were given, not localized
 
 
 @pytest.mark.subprocess
@@ -404,6 +406,11 @@ def test_a_job_localizes_reports_the_organs_not_found_and_deletes_its_temporary_
     assert localizer.calls == [((48, 40, 6), ["liver", "spleen"])]
     assert [o.name for o in result.organs] == ["Liver"]  # the user's names, not the template's
     assert localizing.not_found == {"Spleen": "outside the image"}
+    # what the organs' predicted DSC is computed from, under the user's names
+    context = localizing.quality_context
+    assert context.kind == "automatic" and set(context.support_agreement) == {"Liver", "Spleen"}
+    assert context.voxel_ml == pytest.approx(np.prod(localizing.localization.geometry.spacing) / 1000)
+    assert set(context.typical_ml) == {"Liver", "Spleen"} and context.typical_ml["Liver"] > context.typical_ml["Spleen"]
     boxes = result.organs[0].boxes
     assert min(boxes) == 0 and max(boxes) == 5  # the found box, extended by 5 mm (2 slices of 2.5 mm)
     assert (0.15, "Localizing organs: Registering support ct") in messages  # half of the localization share

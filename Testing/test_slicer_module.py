@@ -365,9 +365,14 @@ def test_a_full_run_through_the_widget(env):
     assert ui.outputSegmentationSelector.currentNode() is outputs.segmentation
     assert ui.statusLabel.text.startswith("Segmented 2 organs in")
     table = ui.organTableWidget
-    assert table.rowCount() == 2 and table.item(0, 0).text() == "Liver" and table.item(1, 0).text() == "Gallbladder"
+    # in review order: the lowest predicted DSC first, with its flag
+    names = [table.item(row, 0).text() for row in range(table.rowCount())]
+    assert sorted(names) == ["Gallbladder", "Liver"] and names == [s.name for s in outputs.statistics]
+    predicted = [float(table.item(row, 3).text()) for row in range(2)]
+    assert predicted == sorted(predicted) and predicted == [round(s.predicted_dsc, 2) for s in outputs.statistics]
     assert float(table.item(0, 1).text()) == pytest.approx(outputs.statistics[0].volume_ml, abs=0.05)
-    assert table.item(0, 3).text() in ("OK", "Review")
+    assert [table.item(row, 4).text() for row in range(2)] == \
+        ["Review" if s.needs_review else "OK" for s in outputs.statistics]
     assert all(c.GetForegroundVolumeID() == outputs.uncertainty.GetID() for _, c in views)
     assert all(c.GetForegroundOpacity() == pytest.approx(0.5) for _, c in views)
     assert not outputs.ensemble.GetDisplayNode().GetVisibility()
@@ -383,10 +388,17 @@ def test_a_full_run_through_the_widget(env):
     centre = module.mrml.ras_of_axial_index(first.centre, outputs.frame, ct_node)
     assert np.allclose([views[0][0].GetSliceToRAS().GetElement(r, 3) for r in range(3)], centre)
     assert ui.statusLabel.text.startswith(f"Uncertain region 1 of {len(outputs.regions)}: {first.organ}")
+    rank = [s.name for s in outputs.statistics]  # the regions follow the review order
+    assert [rank.index(r.organ) for r in outputs.regions] == sorted(rank.index(r.organ) for r in outputs.regions)
+    assert ui.eraseRegionButton.enabled and ui.takeEnsembleButton.enabled and ui.takeRectifiedButton.enabled
+    ui.takeEnsembleButton.click()
+    assert ui.statusLabel.text == f"Uncertain region 1 of {first.organ}: took the ensemble's decision."
+    ui.takeRectifiedButton.click()  # back to URSAM's own decision
+    assert ui.statusLabel.text == f"Uncertain region 1 of {first.organ}: took the rectified decision."
     ui.previousRegionButton.click()
     assert ui.statusLabel.text.startswith(f"Uncertain region {len(outputs.regions)} of")
     table.emit("cellClicked(int,int)", 1, 0)
-    assert ui.statusLabel.text == "Gallbladder: centred on its most uncertain region."
+    assert ui.statusLabel.text == f"{outputs.statistics[1].name}: centred on its most uncertain region."
 
     # α_h and the threshold mode re-rectify the kept result: no SAM, URSAM's segments updated
     calls = list(backbone.embedded)

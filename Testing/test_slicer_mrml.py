@@ -25,7 +25,7 @@ from URSAMLib.pipeline import Settings, segment
 from URSAMLib.prompts import prompts_from_labels
 
 require("slicer")
-from URSAMSlicerLib import mrml, mrml_outputs  # noqa: E402
+from URSAMSlicerLib import mrml, mrml_outputs, regions  # noqa: E402
 from URSAMSlicerLib.testing import BrightInBox, bright_in_box  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -242,6 +242,47 @@ def test_rerectify_changes_only_the_rectified_segments_without_sam(ursam, obliqu
     assert scene_snapshot(scene)[outputs.ensemble.GetID()] == ensemble_before
     assert np.array_equal(mrml.voxel_array(outputs.uncertainty), heat_before)
     assert outputs.statistics[0].volume_ml > 0
+
+
+def test_an_uncertain_region_takes_the_ensemble_or_is_erased_and_the_rest_of_the_organ_stays(ursam, oblique_scene):
+    scene, ct_node, prompts, _ = oblique_scene
+    logic = in_process_logic(ursam)
+    outputs = logic.process(ursam.URSAMRequest(ct_node, promptNode=prompts, settings=Settings(num_aug=5, ratio=0.1)))
+
+    def organ_of(region):
+        organ = next(o for o in outputs.result.organs if o.name == region.organ)
+        key = next(o.key for o in outputs.organs if o.label == organ.label)
+        return organ, mrml_outputs.ursam_segments(outputs.segmentation, "rectified")[key]
+
+    def whole(organ, crop):
+        volume = np.zeros(outputs.result.shape, bool)
+        volume[organ.region] = crop
+        return volume
+
+    # a region where the rectification and the ensemble decided differently, and the organ keeps voxels
+    region = next(r for r in outputs.regions
+                  if (lambda o: (o.mask != o.ensemble_mask)[regions.region_mask(o, r)].any())(organ_of(r)[0]))
+    organ, segment = organ_of(region)
+
+    def axial():
+        return outputs.frame.to_axial(mrml.segment_mask(outputs.segmentation, segment, ct_node))
+
+    before = axial()
+    inside = whole(organ, regions.region_mask(organ, region))
+    assert inside.sum() == region.voxels
+    ensemble = whole(organ, organ.ensemble_mask)
+    logic.decideRegion(outputs, region, "ensemble")
+    after = axial()
+    assert np.array_equal(after[inside], ensemble[inside]) and np.array_equal(after[~inside], before[~inside])
+    assert not np.array_equal(after, before)
+    assert logic.editedOrgans(outputs) == [organ.name]  # a re-rectification would ask before replacing it
+    logic.decideRegion(outputs, region, "erase")
+    after = axial()
+    assert not after[inside].any() and np.array_equal(after[~inside], before[~inside])
+    logic.decideRegion(outputs, region, "rectified")
+    assert np.array_equal(axial(), before)
+    with pytest.raises(ValueError, match="decision"):
+        logic.decideRegion(outputs, region, "both")
 
 
 def test_cancelled_and_failed_runs_leave_the_scene_exactly_as_it_was(ursam, oblique_scene):

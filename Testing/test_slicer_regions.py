@@ -77,3 +77,35 @@ def test_an_organ_with_only_tiny_regions_still_offers_its_largest():
     organ.rectification.uncertain[:] = False
     organ.rectification.uncertain[0, 0, 0] = True
     assert [r.voxels for r in regions.uncertain_regions(result)] == [1]
+
+
+def two_organ_result() -> SegmentationResult:
+    """The hand-made liver and a copy of it as 'spleen' (label 6), each with the same two regions."""
+    result = hand_made_result()
+    liver = result.organs[0]
+    spleen = OrganResult("spleen", 6, liver.region, liver.boxes, liver.box_region, liver.intensity,
+                         liver.ensemble.copy(), liver.uncertainty.copy(), liver.plain)
+    spleen.rectify(result.settings)
+    return SegmentationResult([liver, spleen], result.shape, result.settings)
+
+
+def test_the_table_lists_organs_in_review_order_with_their_predicted_dsc_and_flag():
+    result = two_organ_result()
+    assessed = {"liver": {"predicted_dsc": 0.8, "review": False}, "spleen": {"predicted_dsc": 0.3, "review": True}}
+    rows = regions.organ_statistics(result, (1, 1, 1), assessed=assessed)
+    assert [(r.name, r.predicted_dsc, r.needs_review) for r in rows] == [("spleen", 0.3, True), ("liver", 0.8, False)]
+    # the next-region buttons follow that order: all of the spleen's regions, then the liver's
+    found = regions.uncertain_regions(result, [r.name for r in rows])
+    assert [(r.organ, r.voxels) for r in found] == [("spleen", 8), ("spleen", 9), ("liver", 8), ("liver", 9)]
+    # without a prediction the old rule of thumb flags it
+    rows = regions.organ_statistics(result, (1, 1, 1), assessed={})
+    assert all(r.predicted_dsc is None and r.needs_review == (r.mean_uncertainty > regions.REVIEW_ABOVE) for r in rows)
+
+
+def test_a_region_mask_is_exactly_its_component():
+    result = hand_made_result()
+    organ = result.organs[0]
+    first, second = regions.uncertain_regions(result)
+    masks = [regions.region_mask(organ, r) for r in (first, second)]
+    assert [int(m.sum()) for m in masks] == [first.voxels, second.voxels]
+    assert not (masks[0] & masks[1]).any() and not ((masks[0] | masks[1]) & ~organ.rectification.uncertain).any()

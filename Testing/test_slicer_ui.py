@@ -62,7 +62,8 @@ OTHERS = {"URSAM": "qMRMLWidget", "applyButton": "QPushButton", "progressBar": "
           "nextRegionButton": "QPushButton", "organsListWidget": "QListWidget", "organTableWidget": "QTableWidget",
           "templateNoteLabel": "QLabel", "supportsListWidget": "QListWidget", "addSupportButton": "QPushButton",
           "clearSupportsButton": "QPushButton", "show3DCheckBox": "QCheckBox", "logTextEdit": "QPlainTextEdit",
-          "checkpointSha256LineEdit": "QLineEdit", "windowLineEdit": "QLineEdit"}
+          "checkpointSha256LineEdit": "QLineEdit", "windowLineEdit": "QLineEdit", "takeRectifiedButton": "QPushButton",
+          "takeEnsembleButton": "QPushButton", "eraseRegionButton": "QPushButton"}
 LABELS = {"inputVolumeLabel", "promptSourceLabel", "promptSegmentationLabel", "promptLabelMapLabel", "classesLabel",
           "templateLabel", "promptModeLabel", "organSetLabel", "organsLabel", "numAugLabel", "ratioLabel",
           "backboneLabel", "checkpointLabel", "deviceLabel", "alphaHLabel", "thresholdModeLabel",
@@ -156,8 +157,11 @@ def test_path_editors_filter_files_or_folders():
 def test_buttons_table_progress_and_sections(ui):
     apply = child(ui, "applyButton")
     assert apply.text() == "Auto-segment organs" and apply.isEnabled()
-    for name in ("previousRegionButton", "nextRegionButton"):
-        assert not child(ui, name).isEnabled()  # nothing to step through before a result
+    for name in ("previousRegionButton", "nextRegionButton", "takeRectifiedButton", "takeEnsembleButton",
+                 "eraseRegionButton"):
+        assert not child(ui, name).isEnabled()  # nothing to step through or decide before a result
+    assert [child(ui, n).text() for n in ("takeRectifiedButton", "takeEnsembleButton", "eraseRegionButton")] == \
+        ["Take rectified", "Take ensemble", "Erase region"]
     assert not child(ui, "showEnsembleCheckBox").isChecked()
     assert child(ui, "addSupportButton").text() == "Add support" and child(ui, "addSupportButton").isEnabled()
     assert child(ui, "clearSupportsButton").text() == "Clear supports"
@@ -166,7 +170,7 @@ def test_buttons_table_progress_and_sections(ui):
     assert (progress.minimum(), progress.maximum(), progress.value()) == (0, 100, 0)
     table = child(ui, "organTableWidget")
     assert [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())] == \
-        ["Organ", "Volume (mL)", "Mean uncertainty", "Reliability"]
+        ["Organ", "Volume (mL)", "Mean uncertainty", "Predicted DSC", "Reliability"]
     from PySide6.QtWidgets import QAbstractItemView
 
     assert table.editTriggers() == QAbstractItemView.EditTrigger.NoEditTriggers

@@ -41,6 +41,7 @@ from URSAMLib.job import BackboneLoader, SegmentJob
 from URSAMLib.job import cached_backbone as job_backbone
 from URSAMLib.pipeline import SegmentationResult, Settings, segment
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt, boxes_from_rows, boxes_to_rows
+from URSAMLib.quality import QualityContext
 
 EXIT_USER_ERROR = 2
 LOG_LIMIT = 20000
@@ -138,6 +139,8 @@ class Job:
     """Filled by :func:`compute`: organ → why localization did not find it."""
     warnings: list[str] = dataclasses.field(default_factory=list)
     """Filled by :func:`compute`: doubts for the user that did not stop the run (unverified weights)."""
+    quality_context: QualityContext | None = None
+    """Filled by :func:`compute`: what the organs' predicted DSC is computed from (:mod:`URSAMLib.quality`)."""
 
     @property
     def settings(self) -> Settings:
@@ -212,6 +215,11 @@ def localize(job: Job, progress: Callable[[float, str], None] | None = None,
     if not found.prompts:
         raise no_organ_found(dataclasses.replace(found, missing=job.not_found), template, "the input CT")
     job.prompts = [OrganPrompt(task.organs[p.name], p.label, p.boxes, p.prior) for p in found.prompts]
+    typical = template.typical_volumes_ml()
+    job.quality_context = QualityContext(
+        "automatic", float(np.prod(task.geometry.spacing)) / 1000.0,
+        {task.organs[name]: loc.agreement for name, loc in found.localizations.items()},
+        {task.organs[name]: ml for name, ml in typical.items() if name in task.organs})
 
 
 def compute(job: Job, progress: Callable[[float, str], None] | None = None,
@@ -231,6 +239,8 @@ def compute(job: Job, progress: Callable[[float, str], None] | None = None,
     if job.localization is not None:
         localize(job, _scaled(progress, 0.0, LOCALIZATION_SHARE), cancel)
         progress = _scaled(progress, LOCALIZATION_SHARE, 1.0 - LOCALIZATION_SHARE)
+    else:  # boxes a person drew or a label map gave; the organ volumes are not compared with a template
+        job.quality_context = QualityContext("given", 0.0)
     return segment(job.hu, job.prompts, backbone, job.settings, progress=progress, cancel=cancel)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from URSAMLib import io
+from URSAMLib import io, quality
 from URSAMLib.errors import URSAMError
 from URSAMLib.job import SegmentJob, check_model_choice
 from URSAMLib.pipeline import SegmentationResult
@@ -125,10 +125,10 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
         status = job.wait()
         if status.state != "done":
             raise URSAMError(status.error or f"The segmentation was {status.state}.")
-        return self.apply(prepared, job.result(), job.not_found)
+        return self.apply(prepared, job.result(), job.not_found, job.quality_context)
 
     def apply(self, prepared: PreparedRun, result: SegmentationResult,
-              notFound: dict[str, str] | None = None) -> URSAMOutputs:
+              notFound: dict[str, str] | None = None, qualityContext=None) -> URSAMOutputs:
         """Write a finished result into the scene: segments, ensemble segments, uncertainty volume.
 
         ``notFound``: organs the job could not localize (``job.not_found``), reported with the
@@ -185,11 +185,20 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
             for node in created:
                 scene.RemoveNode(node)
             raise
-        outputs = URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, organs,
-                               regions.organ_statistics(result, frame.spacing, rectifiedLabels),
-                               regions.uncertain_regions(result), {**prepared.missing, **(notFound or {})})
+        outputs = URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, organs, [], [],
+                               {**prepared.missing, **(notFound or {})}, qualityContext=qualityContext)
+        self._assess(outputs, rectifiedLabels)
         self._remember(outputs)
         return outputs
+
+    @staticmethod
+    def _assess(outputs: URSAMOutputs, labels) -> None:
+        """The organ table's rows (predicted DSC, Review flag) in review order, and the uncertain
+        regions in that order."""
+        assessed = (quality.assess_result(outputs.result, outputs.qualityContext)
+                    if outputs.qualityContext is not None else None)
+        outputs.statistics = regions.organ_statistics(outputs.result, outputs.frame.spacing, labels, assessed)
+        outputs.regions = regions.uncertain_regions(outputs.result, [row.name for row in outputs.statistics])
 
     @staticmethod
     def _remember(outputs: URSAMOutputs) -> None:
@@ -215,9 +224,34 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
         labels = outputs.result.label_map("rectified")
         mrml_outputs.write_organ_segments(outputs.segmentation, outputs.frame.from_axial(labels), outputs.organs,
                                           outputs.inputVolume, "rectified")
-        outputs.statistics = regions.organ_statistics(outputs.result, outputs.frame.spacing, labels)
-        outputs.regions = regions.uncertain_regions(outputs.result)
+        self._assess(outputs, labels)
         self._remember(outputs)
+
+    REGION_DECISIONS = ("rectified", "ensemble", "erase")
+    """What a reviewer can take for the voxels of an uncertain region: the rectification's decision,
+    the ensemble's (ŷ > 0.5), or neither (the region is removed from the organ)."""
+
+    def decideRegion(self, outputs: URSAMOutputs, region: regions.UncertainRegion, decision: str) -> None:
+        """Set the voxels of one uncertain region in its organ's rectified segment to ``decision``
+        (:data:`REGION_DECISIONS`). The rest of the segment, with any edits the user made, is kept;
+        the change counts as the user's edit (a later re-rectification asks before replacing it)."""
+        if decision not in self.REGION_DECISIONS:
+            raise ValueError(f"decision {decision!r} is not one of {self.REGION_DECISIONS}")
+        organ = next(o for o in outputs.result.organs if o.name == region.organ)
+        output = next(o for o in outputs.organs if o.label == organ.label)
+        segmentId = mrml_outputs.ursam_segments(outputs.segmentation, "rectified").get(output.key)
+        if segmentId is None:
+            raise URSAMError(f"The {region.organ} segment is gone from {outputs.segmentation.GetName()}; "
+                             "segment again to get it back.")
+        current = outputs.frame.to_axial(mrml.segment_mask(outputs.segmentation, segmentId, outputs.inputVolume))
+        inside = regions.region_mask(organ, region)
+        taken = {"rectified": organ.mask, "ensemble": organ.ensemble_mask,
+                 "erase": np.zeros_like(inside)}[decision]
+        crop = current[organ.region]
+        crop[inside] = taken[inside]
+        labels = np.where(current, organ.label, 0).astype(np.uint16)
+        mrml_outputs.write_organ_segments(outputs.segmentation, outputs.frame.from_axial(labels), [output],
+                                          outputs.inputVolume, "rectified")
 
     # -- viewing ------------------------------------------------------------------------
 

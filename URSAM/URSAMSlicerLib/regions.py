@@ -6,12 +6,12 @@ All indices are URSAMLib's axial ``(z, y, x)`` (see :mod:`URSAMLib.io`).
 voxels — those its rectification looked at, ``u > T`` inside the prompt boxes (Eq. 4) — ranked
 by their summed uncertainty, so the first regions are where a reviewer's time is best spent.
 
-The *reliability flag* is a rule of thumb, not a calibrated test: an organ is flagged for review
-when its mean uncertainty over its prompt boxes (the per-organ reliability score of
-:attr:`URSAMLib.pipeline.OrganResult.mean_uncertainty`) exceeds :data:`REVIEW_ABOVE`, 0.1 nats
-(14% of the maximum, ln 2). Where the augmented boxes agree the entropy is near zero, so a mean
-that high needs disagreement over a sizeable part of the box. The limit has not been measured
-against segmentation quality; the table shows the value itself next to the flag.
+Each organ's *predicted DSC* and *Review* flag come from :mod:`URSAMLib.quality` (a model fitted
+on training patients, as in ``summary.json``). The table lists organs in review order, the lowest
+predicted DSC first, and the uncertain regions follow that order: all regions of the organ most in
+need of review, most uncertain first, then the next organ's. Without a quality model (a package
+without ``quality.json``) an organ is flagged when its mean uncertainty over its prompt boxes
+exceeds :data:`REVIEW_ABOVE`, 0.1 nats, a rule of thumb.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from URSAMLib.pipeline import OrganResult, SegmentationResult
+from URSAMLib.quality import review_order
 
 REVIEW_ABOVE = 0.1
 """Mean uncertainty in the prompt boxes (nats) above which an organ is flagged "Review"."""
@@ -39,6 +40,8 @@ class OrganStatistics:
     mean_uncertainty: float
     """Mean uncertainty over the organ's prompt boxes, nats."""
     needs_review: bool
+    predicted_dsc: float | None = None
+    """The organ's DSC as :mod:`URSAMLib.quality` predicts it (None without a quality model)."""
 
 
 @dataclass(frozen=True)
@@ -55,21 +58,28 @@ class UncertainRegion:
 
 
 def organ_statistics(result: SegmentationResult, spacing_zyx: tuple[float, float, float],
-                     labels: np.ndarray | None = None) -> list[OrganStatistics]:
-    """Volume, mean uncertainty and review flag of each organ.
+                     labels: np.ndarray | None = None,
+                     assessed: dict[str, dict] | None = None) -> list[OrganStatistics]:
+    """Volume, mean uncertainty, predicted DSC and review flag of each organ, in review order.
 
     labels: the rectified label map ``[z, y, x]`` if already computed (it is the costly part).
+    assessed: :func:`URSAMLib.quality.assess_result` of the result (None: no predicted DSC).
     """
     if labels is None:
         labels = result.label_map("rectified")
     counts = np.bincount(labels.ravel(), minlength=max((o.label for o in result.organs), default=0) + 1)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     rows = []
+    assessed = assessed or {}
     for organ in result.organs:
         mean = organ.mean_uncertainty
+        quality = assessed.get(organ.name, {})
+        predicted = quality.get("predicted_dsc")
+        review = quality["review"] if predicted is not None else mean > REVIEW_ABOVE
         rows.append(OrganStatistics(organ.name, organ.label, float(counts[organ.label]) * voxel_ml,
-                                    mean, mean > REVIEW_ABOVE))
-    return rows
+                                    mean, review, predicted))
+    order = review_order({row.name: row.predicted_dsc for row in rows})
+    return sorted(rows, key=lambda row: order.index(row.name))
 
 
 def _uncertain_voxels(organ: OrganResult) -> np.ndarray:
@@ -103,10 +113,24 @@ def organ_regions(organ: OrganResult) -> list[UncertainRegion]:
     return sorted(regions, key=lambda r: -r.total_uncertainty)
 
 
-def uncertain_regions(result: SegmentationResult) -> list[UncertainRegion]:
-    """Every organ's uncertain regions, most uncertain first (at most :data:`MAX_REGIONS`)."""
+def region_mask(organ: OrganResult, region: UncertainRegion) -> np.ndarray:
+    """The voxels of one uncertain region of ``organ``: bool, on the organ's crop (``organ.region``)."""
+    from scipy import ndimage
+
+    components, _ = ndimage.label(_uncertain_voxels(organ), structure=np.ones((3, 3, 3), bool))
+    centre = tuple(c - s.start for c, s in zip(region.centre, organ.region))
+    return components == components[centre]
+
+
+def uncertain_regions(result: SegmentationResult, organ_order: list[str] | None = None) -> list[UncertainRegion]:
+    """Every organ's uncertain regions (at most :data:`MAX_REGIONS`): organ by organ in
+    ``organ_order`` (the review order; default: the most uncertain regions first over all organs),
+    each organ's most uncertain first."""
     regions = [region for organ in result.organs for region in organ_regions(organ)]
-    return sorted(regions, key=lambda r: -r.total_uncertainty)[:MAX_REGIONS]
+    if organ_order is None:
+        return sorted(regions, key=lambda r: -r.total_uncertainty)[:MAX_REGIONS]
+    rank = {name: k for k, name in enumerate(organ_order)}
+    return sorted(regions, key=lambda r: (rank.get(r.organ, len(rank)), -r.total_uncertainty))[:MAX_REGIONS]
 
 
 def organ_focus(result: SegmentationResult, label: int) -> tuple[int, int, int] | None:

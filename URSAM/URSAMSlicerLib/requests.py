@@ -148,3 +148,5 @@ class URSAMOutputs:
     written: dict[str, str] = field(default_factory=dict)
     """Digests of URSAM's rectified segments as URSAM last wrote them (segment id → digest), to
     notice the user's edits before they would be replaced."""
+    qualityContext: object = None
+    """The run's :class:`URSAMLib.quality.QualityContext` (None: no predicted DSC)."""

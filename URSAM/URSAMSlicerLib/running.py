@@ -26,12 +26,15 @@ import numpy as np
 from URSAMLib.errors import Cancelled, URSAMError
 from URSAMLib.pipeline import OrganResult, SegmentationResult, Settings
 from URSAMLib.prompts import boxes_from_rows, boxes_to_rows
+from URSAMLib.quality import QualityContext
 from URSAMSlicerLib import processes
 from URSAMSlicerLib.jobs import (EXIT_USER_ERROR, LOG_LIMIT, BackboneLoader, Job, JobStatus, _remove, compute,
                                  load_job, save_job, temporary_template, write_exports)
 
 
 _ORGAN_ARRAYS = ("box_region", "intensity", "ensemble", "uncertainty", "plain")
+_OPTIONAL_ORGAN_ARRAYS = ("votes", "prior")
+"""Kept where the organ has them: the quality signals (:mod:`URSAMLib.quality`) are computed from them."""
 
 
 def save_result(result: SegmentationResult, path: Path) -> None:
@@ -41,6 +44,9 @@ def save_result(result: SegmentationResult, path: Path) -> None:
     for index, organ in enumerate(result.organs):
         for name in _ORGAN_ARRAYS:
             arrays[f"{name}{index}"] = getattr(organ, name)
+        for name in _OPTIONAL_ORGAN_ARRAYS:
+            if getattr(organ, name) is not None:
+                arrays[f"{name}{index}"] = getattr(organ, name)
         arrays[f"boxz{index}"], arrays[f"boxes{index}"] = boxes_to_rows(organ.boxes)
         organs.append({"name": organ.name, "label": organ.label,
                        "region": [[s.start, s.stop] for s in organ.region]})
@@ -60,9 +66,10 @@ def load_result(path: Path) -> SegmentationResult:
         organs = []
         for index, organ in enumerate(meta["organs"]):
             boxes = boxes_from_rows(data[f"boxz{index}"], data[f"boxes{index}"])
+            optional = {name: data[f"{name}{index}"] for name in _OPTIONAL_ORGAN_ARRAYS if f"{name}{index}" in data}
             result_organ = OrganResult(organ["name"], int(organ["label"]),
                                        tuple(slice(a, b) for a, b in organ["region"]), boxes,
-                                       *(data[f"{name}{index}"] for name in _ORGAN_ARRAYS))
+                                       *(data[f"{name}{index}"] for name in _ORGAN_ARRAYS), **optional)
             result_organ.rectify(settings)
             organs.append(result_organ)
     return SegmentationResult(organs, tuple(meta["shape"]), settings, meta["timings"])
@@ -116,6 +123,8 @@ class InProcessJob:
         """Organ → why localization did not find it (known once the job is done)."""
         self.warnings: list[str] = []
         """Doubts about the run for the user (known once the job is done)."""
+        self.quality_context: QualityContext | None = None
+        """What the organs' predicted DSC is computed from (known once the job is done)."""
 
     def log(self) -> str:
         """The progress messages so far, one per line."""
@@ -131,6 +140,7 @@ class InProcessJob:
             self._result = compute(self.job, progress, lambda: self._cancelled, self.loader)
             self.not_found = dict(self.job.not_found)
             self.warnings = list(self.job.warnings)
+            self.quality_context = self.job.quality_context
             self._status = JobStatus("done", 1.0, "Done")
         except Cancelled:
             self._status = JobStatus("cancelled", self._status.fraction, "Cancelled")
@@ -196,6 +206,8 @@ class BackgroundJob:
         """Organ → why localization did not find it (known once the job is done)."""
         self.warnings: list[str] = []
         """Doubts about the run for the user (known once the job is done)."""
+        self.quality_context: QualityContext | None = None
+        """What the organs' predicted DSC is computed from (known once the job is done)."""
         self._temporary_template = temporary_template(job)
         self._writer: threading.Thread | None = None
         self._launch_error: str | None = None
@@ -257,6 +269,8 @@ class BackgroundJob:
                 self.not_found = json.loads((self.folder / "not_found.json").read_text())
             if (self.folder / "warnings.json").exists():
                 self.warnings = json.loads((self.folder / "warnings.json").read_text())
+            if (self.folder / "quality.json").exists():
+                self.quality_context = QualityContext.from_json(json.loads((self.folder / "quality.json").read_text()))
             self._status = JobStatus("done", 1.0, "Done")
         elif (self.folder / "error.json").exists():
             message = json.loads((self.folder / "error.json").read_text())["message"]
@@ -348,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         result = compute(job, progress, loader=loader)
         _write_atomically(folder / "not_found.json", json.dumps(job.not_found))
         _write_atomically(folder / "warnings.json", json.dumps(job.warnings))
+        if job.quality_context is not None:
+            _write_atomically(folder / "quality.json", json.dumps(job.quality_context.to_json()))
         for warning in job.warnings:
             print(f"Warning: {warning}", flush=True)
         save_result(result, folder / "result.npz")

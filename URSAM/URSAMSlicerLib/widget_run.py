@@ -114,7 +114,7 @@ class RunControls:
             slicer.util.errorDisplay(status.error, windowTitle=_("URSAM"), **details)
             return
         try:
-            self.outputs = self.logic.apply(prepared, job.result(), job.not_found)
+            self.outputs = self.logic.apply(prepared, job.result(), job.not_found, job.quality_context)
         except URSAMError as error:
             slicer.util.errorDisplay(str(error), windowTitle=_("URSAM"))
             return
@@ -205,6 +205,25 @@ class RunControls:
         self.logic.centreOn(self.outputs, region.centre)
         self.ui.statusLabel.text = _("Uncertain region {index} of {count}: {organ}, {voxels} voxels.").format(
             index=self.regionIndex + 1, count=count, organ=region.organ, voxels=region.voxels)
+        self.updateDecisionButtons()
+
+    def updateDecisionButtons(self) -> None:
+        """The region decisions apply to the region the views are centred on: enabled once there is one."""
+        current = self.outputs is not None and 0 <= self.regionIndex < len(self.outputs.regions)
+        for button in (self.ui.takeRectifiedButton, self.ui.takeEnsembleButton, self.ui.eraseRegionButton):
+            button.setEnabled(current)
+
+    @reportErrors
+    def onRegionDecision(self, decision: str) -> None:
+        """Take the rectified or the ensemble decision for the current uncertain region, or erase it."""
+        if self.outputs is None or not 0 <= self.regionIndex < len(self.outputs.regions):
+            return
+        region = self.outputs.regions[self.regionIndex]
+        self.logic.decideRegion(self.outputs, region, decision)
+        done = {"rectified": _("took the rectified decision"), "ensemble": _("took the ensemble's decision"),
+                "erase": _("erased it")}[decision]
+        self.ui.statusLabel.text = _("Uncertain region {index} of {organ}: {done}.").format(
+            index=self.regionIndex + 1, organ=region.organ, done=done)
 
     @reportErrors
     def onOrganClicked(self, row, column=0):
@@ -222,10 +241,12 @@ class RunControls:
         rows = self.outputs.statistics if self.outputs is not None else []
         table.setRowCount(len(rows))
         for row, statistics in enumerate(rows):
-            cells = (statistics.name, f"{statistics.volume_ml:.1f}", f"{statistics.mean_uncertainty:.3f}",
+            predicted = "" if statistics.predicted_dsc is None else f"{statistics.predicted_dsc:.2f}"
+            cells = (statistics.name, f"{statistics.volume_ml:.1f}", f"{statistics.mean_uncertainty:.3f}", predicted,
                      _("Review") if statistics.needs_review else _("OK"))
             for column, text in enumerate(cells):
                 table.setItem(row, column, qt.QTableWidgetItem(text))
         hasRegions = self.outputs is not None and bool(self.outputs.regions)
         self.ui.nextRegionButton.setEnabled(hasRegions)
         self.ui.previousRegionButton.setEnabled(hasRegions)
+        self.updateDecisionButtons()
