@@ -17,7 +17,7 @@ from test_pipeline import BrightInBox
 from URSAMLib import evaluation as ev
 from URSAMLib.cli import main
 from URSAMLib.metrics import HD95_DEFINITION, auroc, dice, hausdorff95
-from URSAMLib.pipeline import segment
+from URSAMLib.pipeline import Settings, segment
 from URSAMLib.prompts import OrganPrompt
 from URSAMLib.evaluation.tables import CSV_COLUMNS, METHOD_TITLES
 
@@ -110,7 +110,7 @@ def test_scores_from_crops_equal_whole_volume_scores():
     labels[2, 10:12, 8:10] = 0  # an error the stand-in makes (it marks bright pixels)
     # The prompt misses the organ's last slice and its right part: reference outside the crop.
     prompt = OrganPrompt("a", 1, {z: np.array([3.0, 3.0, 15.0, 17.0]) for z in (1, 2, 3)})
-    result = segment(ct, [prompt], StandIn(), ev.EvalConfig(ratio=0.05).settings())
+    result = segment(ct, [prompt], StandIn(), ev.EvalConfig(settings=Settings(ratio=0.05)).run_settings())
     loaded = ev.LoadedCase(ev.Case("p", None, None), None, ct, labels, (3.0, 1.5, 1.5), {1: "a"}, [])
     variant = ev.Variant("box3d", "box3d", result.settings, ("one-box", "ensemble", "ursam"), "n=3")
     rows = {r["method"]: r for r in ev.score_variant(result, variant, loaded, [])}
@@ -138,8 +138,14 @@ def test_a_run_writes_every_row_and_method_and_a_rerun_does_no_sam_work(dataset,
     assert {r["method"] for r in rows} == set(METHOD_TITLES)
     report = (out / "report.md").read_text()
     for title in list(METHOD_TITLES.values()) + ["Manual Prompting", "Slice-wise refinement", "AUROC",
-                                                  "ursam evaluate", "numpy"]:
+                                                  "ursam evaluate", "numpy", "Which organs to review"]:
         assert title in report, title
+    # every organ's predicted DSC and Review flag, the same on each method's row of a variant
+    ursam_rows = [r for r in rows if r["method"] == "ursam"]
+    assert all(0 <= float(r["predicted_dsc"]) <= 1 and r["review"] in ("True", "False") for r in ursam_rows)
+    for r in ursam_rows:
+        same = [x for x in rows if (x["patient"], x["organ"], x["variant"]) == (r["patient"], r["organ"], r["variant"])]
+        assert {x["predicted_dsc"] for x in same} == {r["predicted_dsc"]}
     assert "Partial" not in report
     for figure in ("dsc_by_organ.png", "uncertainty_vs_dsc.png", "examples.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
@@ -153,7 +159,8 @@ def test_a_run_writes_every_row_and_method_and_a_rerun_does_no_sam_work(dataset,
 
     # Another setting invalidates the cache; --limit gives a partial report.
     assert main(["evaluate", str(dataset), "-o", str(out), "--quiet", "--ratio", "0.05", "--limit", "1"]) == 0
-    assert len(stand_in) == 2
+    assert "(1 patients computed, 0 already done)" in capsys.readouterr().out
+    assert len(stand_in) == 1  # recomputed with the model this process already holds (job.cached_backbone)
     assert "Partial report: 1 of 1" not in (out / "report.md").read_text()  # --limit 1: 1 of 1 is complete
     assert {r["patient"] for r in read_csv(out / "results.csv")} == {"pt_1"}
 
@@ -167,8 +174,7 @@ def test_a_patient_scored_with_another_hd95_definition_is_recomputed(dataset, tm
     assert record["config"]["hd95"] == HD95_DEFINITION
     del record["config"]["hd95"]  # as written before the definition was part of the key
     record_path.write_text(json.dumps(record))
-    assert main(["evaluate", *one, "-o", str(out), "--quiet"]) == 0
-    assert len(stand_in) == 2  # recomputed, not reused
+    assert main(["evaluate", *one, "-o", str(out), "--quiet"]) == 0  # recomputed, not reused:
     assert capsys.readouterr().out.count("(1 patients computed, 0 already done)") == 2
 
 
@@ -327,3 +333,22 @@ def test_real_litemedsam_on_the_abdomen_slab(abdomen, tmp_path):
     assert 0.3 < float(rows[("box3d", "one-box")]["dsc"]) < float(rows[("slice", "one-box")]["dsc"])
     assert float(rows[("box3d", "ursam")]["hd95_mm"]) > 0
     assert "## DSC per organ" in (out / "report.md").read_text()
+
+
+def test_reliability_scores_on_hand_made_organs():
+    from URSAMLib.evaluation.tables import reliability_scores
+
+    dsc = [0.9, 0.8, 0.3, 0.1]
+    perfect = reliability_scores([0.9, 0.8, 0.3, 0.1], dsc, [False, False, True, True])
+    assert perfect["pearson_r"] == pytest.approx(1.0) and perfect["mae"] == 0 and perfect["ece"] == 0
+    assert perfect["aurc"] == pytest.approx(perfect["aurc_floor"])
+    assert (perfect["poor_caught"], perfect["good_flagged"], perfect["specificity"]) == (1.0, 0.0, 1.0)
+    # accepting the worst first: the largest area; a flag on a good organ counts against it
+    backwards = reliability_scores([0.1, 0.3, 0.8, 0.9], dsc, [True, False, False, False])
+    assert backwards["pearson_r"] < 0 and backwards["aurc"] > perfect["aurc"]
+    risks = np.cumsum([0.9, 0.7, 0.2, 0.1]) / np.arange(1, 5)
+    assert backwards["aurc"] == pytest.approx(risks.mean())
+    assert (backwards["poor_caught"], backwards["good_flagged"]) == (0.0, 0.5)
+    # a constant 0.5 prediction: calibration error is the mean gap per bin (one bin here)
+    flat = reliability_scores([0.5] * 4, dsc, [False] * 4)
+    assert flat["ece"] == pytest.approx(abs(0.5 - np.mean(dsc))) and math.isnan(flat["pearson_r"])

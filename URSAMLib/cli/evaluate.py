@@ -6,16 +6,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import backbones
-from ..embedding_cache import attach
 from ..errors import URSAMError
 from ..evaluation import (EvalConfig, EvalRun, evaluate_command, find_labelled_cases, find_classes, manual_jitter,
                           prepare_template)
 from ..io import read_classes
+from ..job import SegmentJob, cached_backbone
 from ..localize import LOCALIZERS
 from ..runtime import check_runtime_choice
 from .options import non_negative_int, warn, with_progress_bar
-from .parents import augmentation_parent, model_parent
+from .parents import augmentation_parent, model_parent, settings_from
 
 
 def add_parser(commands) -> None:
@@ -73,12 +72,11 @@ def _run_evaluate(args) -> int:
         raise URSAMError("--support-images and --support-labels go together (one label map per support CT).")
     template, template_key = prepare_template(output, args.template, args.support_images, args.support_labels,
                                               classes, organs, cases)
-    config = EvalConfig(organs=organs, num_aug=args.num_aug, ratio=args.ratio, seed=args.seed, jitter=args.jitter,
-                        margin=args.box_margin, alpha_h=args.alpha_h, lower_bound=args.lower_bound,
+    config = EvalConfig(organs=organs, settings=settings_from(args), jitter=args.jitter, margin=args.box_margin,
                         refine=not args.no_refine, backbone=args.backbone, checkpoint=args.checkpoint,
                         precision=args.precision, window=args.window, localizer=args.localizer,
                         localizer_weights=args.localizer_weights)
-    config.settings()  # invalid settings are user errors before anything runs
+    config.run_settings()  # invalid settings are user errors before anything runs
     check_runtime_choice(args.runtime, args.device, args.precision)
     if template is not None:
         if args.localizer not in LOCALIZERS:
@@ -88,18 +86,14 @@ def _run_evaluate(args) -> int:
 
         torch.set_num_threads(args.threads)
 
-    def load():
-        backbone = backbones.load_backbone(args.backbone, args.checkpoint, args.device,
-                                 runtime=args.runtime if args.precision == "float32" else "torch", warn=warn)
-        backbone.precision = args.precision
-        attach(backbone, args.embedding_cache)
-        if args.window:
-            backbone.window = args.window
-        return backbone
+    # the model is loaded and set up as `ursam segment` loads it (pin, runtime, precision, window, cache)
+    model = SegmentJob(ct="", output="", backbone=args.backbone, checkpoint=args.checkpoint, window=args.window,
+                       precision=args.precision, device=args.device, runtime=args.runtime,
+                       embedding_cache=args.embedding_cache)
 
     run = EvalRun(output, classes, template, json.dumps(template_key, sort_keys=True) if template_key else None,
                   args.sweep_patients if args.sweep_patients is not None else (-1 if args.sweep else 0),
-                  args.overwrite, args.device, args.box_batch, load)
+                  args.overwrite, args.device, args.box_batch, lambda: cached_backbone(model, warn=warn))
     notes = [f"Class map: {classes_path}. Labels: each case's reference label map (for abdomen-ts these are "
              "TotalSegmentator predictions, a reference rather than expert ground truth).",
              f"Manual prompting: per-slice boxes from the labels, each side widened by 0..{args.jitter} px of a "

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, replace
 from ..metrics import HD95_DEFINITION
 from ..pipeline import Settings
 from ..prompts import DEFAULT_BOX_MARGIN, BoxMargin
-from ..rectify import DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND
 
 
 RECTIFICATIONS = ("ensemble", "unc-fpc", "unc-fnc", "unc-fpnc", "fixed", "ursam")
@@ -45,16 +44,13 @@ class EvalConfig:
 
     organs: tuple[str, ...] = ()
     """Organ names to evaluate (empty: every class of the class map)."""
-    num_aug: int = 3
-    ratio: float = 0.01
-    seed: int = 0
+    settings: Settings = Settings()
+    """UR-SAM's parameters of the main runs, exactly as ``ursam segment`` takes them; the sweep,
+    refinement and manual prompting change only what they vary (:meth:`run_settings`)."""
     jitter: int = 20
     """Manual prompting: each side widened by 0..jitter px of a 512-px slice (scaled)."""
     margin: BoxMargin = DEFAULT_BOX_MARGIN
     """3-D box extension (default 5,10,10 mm: the paper's [2, 10, 10] voxels in physical size)."""
-    alpha_h: float = DEFAULT_ALPHA_H
-    lower_bound: str = DEFAULT_LOWER_BOUND
-    fixed_threshold: float = DEFAULT_FIXED_THRESHOLD
     refine: bool = True
     backbone: str = "litemedsam"
     checkpoint: str | None = None
@@ -63,10 +59,9 @@ class EvalConfig:
     localizer: str = "registration"
     localizer_weights: str | None = None
 
-    def settings(self, **changes) -> Settings:
-        return replace(Settings(num_aug=self.num_aug, ratio=self.ratio, seed=self.seed, alpha_h=self.alpha_h,
-                                lower_bound=self.lower_bound, fixed_threshold=self.fixed_threshold),
-                       **changes).validate()
+    def run_settings(self, **changes) -> Settings:
+        """The main runs' settings with ``changes`` (e.g. ``num_aug=1``), checked."""
+        return replace(self.settings, **changes).validate()
 
     def key(self, template: str | None, sweep: bool) -> dict:
         """JSON-able identity of a patient's run (template folder, whether it had the sweep, and
@@ -95,23 +90,23 @@ def setting_name(num_aug: int, ratio: float) -> str:
 def plan_variants(config: EvalConfig, has_template: bool, sweep: bool) -> list[Variant]:
     """The variants of one patient's run (see the module docstring)."""
     main = "auto" if has_template else "box3d"
-    base = config.settings()
-    default = setting_name(config.num_aug, config.ratio)
+    base = config.run_settings()
+    default = setting_name(base.num_aug, base.ratio)
     variants = []
     if has_template:
         variants.append(Variant("auto", "auto", base, ALL_METHODS, default))
     variants.append(Variant("box3d", "box3d", base, ALL_METHODS, default))
     if config.refine:
-        variants.append(Variant(f"{main}-refine", main, config.settings(refine=True), ALL_METHODS,
+        variants.append(Variant(f"{main}-refine", main, config.run_settings(refine=True), ALL_METHODS,
                                 f"{default}, refined"))
     variants.append(Variant("slice", "slice", base, ALL_METHODS, default))
-    variants.append(Variant("manual", "manual", config.settings(num_aug=1), ("one-box",), "one box"))
+    variants.append(Variant("manual", "manual", config.run_settings(num_aug=1), ("one-box",), "one box"))
     if sweep:
-        variants.append(Variant(f"{main}@n1", main, config.settings(num_aug=1), ("ensemble", "ursam"),
+        variants.append(Variant(f"{main}@n1", main, config.run_settings(num_aug=1), ("ensemble", "ursam"),
                                 setting_name(1, 0.0)))
         for n in SWEEP_NUM_AUG:
             for ratio in SWEEP_RATIOS:
-                if (n, ratio) != (config.num_aug, config.ratio):  # the default run is the main variant
-                    variants.append(Variant(f"{main}@n{n}r{ratio:g}", main, config.settings(num_aug=n, ratio=ratio),
+                if (n, ratio) != (base.num_aug, base.ratio):  # the default run is the main variant
+                    variants.append(Variant(f"{main}@n{n}r{ratio:g}", main, config.run_settings(num_aug=n, ratio=ratio),
                                             ("ensemble", "ursam"), setting_name(n, ratio)))
     return variants

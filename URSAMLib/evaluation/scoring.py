@@ -13,6 +13,7 @@ from ..localize import box_iou, prompts_from_template
 from ..metrics import auroc, dice, hausdorff95
 from ..pipeline import OrganResult, SegmentationResult, segment_variants
 from ..progress import Progress
+from ..quality import QualityContext, assess_result
 from ..prompts import Box3D, OrganPrompt, prompts_from_labels
 from .cases import LoadedCase
 from .plan import JITTER_REFERENCE_PX, SWEEP_NUM_AUG, SWEEP_RATIOS, EvalConfig, Variant, plan_variants
@@ -35,7 +36,7 @@ def build_prompts(loaded: LoadedCase, config: EvalConfig,
         "box3d": prompts_from_labels(labels, organs, "box3d", margin=config.margin, spacing=loaded.spacing)[0],
         "slice": prompts_from_labels(labels, organs, "slice")[0],
         "manual": prompts_from_labels(labels, organs, "slice", jitter=manual_jitter(config, labels.shape[1:]),
-                                      seed=config.seed)[0],
+                                      seed=config.settings.seed)[0],
     }
     if auto is not None:
         label_of = {name: label for label, name in organs.items()}
@@ -67,11 +68,14 @@ def _mask_key(mask: np.ndarray) -> str:
 
 
 def score_variant(result: SegmentationResult, variant: Variant, loaded: LoadedCase,
-                  missing: list[str]) -> list[dict]:
+                  missing: list[str], assessed: dict[str, dict] | None = None) -> list[dict]:
     """Rows for every organ x method of one variant's result (rectification re-run per method).
 
     Organs in ``missing`` (the localizer did not find them) score DSC 0 for every method.
+    assessed: :func:`URSAMLib.quality.assess_result` of the result as segmented (each organ's
+    predicted DSC and Review flag, the same on every method's row).
     """
+    assessed = assessed or {}
     rows, hd_cache = [], {}
     reference_counts = {label: int(np.count_nonzero(loaded.labels == label)) for label in loaded.organs}
     voxel_ml = float(np.prod(loaded.spacing)) / 1000.0
@@ -103,6 +107,8 @@ def score_variant(result: SegmentationResult, variant: Variant, loaded: LoadedCa
                          "threshold": threshold, "uncertain_voxels": uncertain, "changed_voxels": changed,
                          "predicted_ml": predicted * voxel_ml,
                          "reference_ml": reference_counts[organ.label] * voxel_ml,
+                         "predicted_dsc": assessed.get(organ.name, {}).get("predicted_dsc"),
+                         "review": assessed.get(organ.name, {}).get("review"),
                          **per_organ[organ.label]})
         for name in missing:
             label = next(v for v, n in loaded.organs.items() if n == name)
@@ -214,11 +220,18 @@ def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=Non
     results = segment_variants(loaded.hu, {v.key: (sources[v.prompt], v.settings) for v in variants}, backbone,
                                part(split, 1.0))
     segmented = time.perf_counter()
+    voxel_ml = float(np.prod(loaded.spacing)) / 1000.0
+    typical_ml = template.typical_volumes_ml() if template is not None else {}
     rows = []
     for variant in variants:
         found = {p.name for p in sources[variant.prompt]}
         missing = [n for n in loaded.organs.values() if n not in found]
-        rows += score_variant(results[variant.key], variant, loaded, missing)
+        automatic = variant.prompt == "auto"
+        context = QualityContext("automatic" if automatic else "given", voxel_ml,
+                                 {name: loc.agreement for name, loc in localizations.items()} if automatic else {},
+                                 typical_ml if automatic else {})
+        rows += score_variant(results[variant.key], variant, loaded, missing,
+                              assess_result(results[variant.key], context))
     rows += score_atlas_vote(localizations, loaded)
     main = variants[0].key  # auto, else box3d: the source of the methods table
     panels, arrays = panel_candidates(results[main], loaded, backbone.window)
@@ -250,7 +263,7 @@ def estimate_work(loaded_labels: np.ndarray, organs: dict[int, str], config: Eva
         zs.update(range(grown.z0, grown.z1 + 1))
         organ_slices += grown.z1 - grown.z0 + 1
         tight_slices += int((loaded_labels == label).any(axis=(1, 2)).sum())
-    n = config.num_aug
+    n = config.settings.num_aug
     main = 1 + len(SWEEP_RATIOS) * (max(SWEEP_NUM_AUG) - 1) if sweep else n
     per_box3d_slice = main + (n if config.refine else 0) + (n if has_template else 0)
     return len(zs), organ_slices * per_box3d_slice + tight_slices * (n + 1)

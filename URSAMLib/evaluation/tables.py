@@ -28,9 +28,41 @@ PROMPT_TITLES = {
 }
 CSV_COLUMNS = ["patient", "organ", "prompt", "variant", "setting", "num_aug", "ratio", "refine", "method",
                "found", "dsc", "hd95_mm", "mean_uncertainty", "auroc", "ensemble_error_voxels", "threshold",
-               "uncertain_voxels", "changed_voxels", "predicted_ml", "reference_ml", "reference_in_boxes"]
+               "uncertain_voxels", "changed_voxels", "predicted_ml", "reference_ml", "reference_in_boxes",
+               "predicted_dsc", "review"]
 REVIEW_THRESHOLD = 0.1
-"""The Slicer module's 'Review' flag: mean uncertainty over the boxes above 0.1 nats."""
+"""The earlier rule of thumb for the 'Review' flag (mean uncertainty over the boxes above 0.1 nats),
+reported beside the predicted-DSC flag of :mod:`URSAMLib.quality` for comparison."""
+POOR_DSC, GOOD_DSC = 0.5, 0.7
+"""An organ under POOR_DSC needs a reviewer; one at GOOD_DSC or above should not cost one."""
+
+
+def reliability_scores(predicted: list[float], dsc: list[float], review: list[bool]) -> dict:
+    """How well per-organ predicted DSC and a Review flag tell poor organs from good ones.
+
+    ``pearson_r`` of predicted and true DSC; ``mae``; ``ece``: the calibration error over 5 equal
+    bins of predicted DSC (the organ-weighted mean of |mean predicted − mean true| per bin);
+    ``aurc``: area under the risk-coverage curve when organs are accepted best-predicted first,
+    risk = 1 − DSC (lower is better; accepting in the order of true DSC is the floor);
+    ``poor_caught``: flagged among organs with DSC < POOR_DSC (sensitivity); ``good_flagged``: flagged
+    among organs with DSC >= GOOD_DSC; ``specificity``: not flagged among organs with DSC >= POOR_DSC.
+    """
+    p, d, flag = np.asarray(predicted, float), np.asarray(dsc, float), np.asarray(review, bool)
+    if len(p) < 2:
+        return {"organs": len(p)}
+    bins = np.minimum((p * 5).astype(int), 4)
+    ece = sum(np.count_nonzero(bins == b) / len(p) * abs(p[bins == b].mean() - d[bins == b].mean())
+              for b in range(5) if np.any(bins == b))
+    risk = np.cumsum(1.0 - d[np.argsort(-p, kind="stable")]) / np.arange(1, len(d) + 1)
+    floor = np.cumsum(1.0 - np.sort(d)[::-1]) / np.arange(1, len(d) + 1)
+
+    def share(selected):
+        return float(flag[selected].mean()) if np.any(selected) else math.nan
+
+    return {"organs": len(p), "pearson_r": float(np.corrcoef(p, d)[0, 1]) if p.std() > 0 else math.nan,
+            "mae": float(np.abs(p - d).mean()), "ece": float(ece), "aurc": float(risk.mean()),
+            "aurc_floor": float(floor.mean()), "poor_caught": share(d < POOR_DSC),
+            "good_flagged": share(d >= GOOD_DSC), "specificity": 1.0 - share(d >= POOR_DSC)}
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
