@@ -125,3 +125,43 @@ def test_implausible_boxes_are_not_found_and_all_of_them_mean_another_region():
     assert truncated["liver"].box is not None
     error = no_organ_found(TemplatePrompts([], {"liver": found["liver"].reason}, found, (0, 0, 0)), template, "ct")
     assert "probably for another body region" in str(error) and "implausible size" in str(error)
+
+
+@pytest.mark.parametrize("blanked", [False, True])
+def test_auto_registers_a_blanked_ct_to_the_blanked_supports_and_leaves_their_missing_organs_to_medlam(
+        blanked, monkeypatch, tmp_path):
+    from URSAMLib.localize import auto
+    from URSAMLib.localize.common import Localization
+    from URSAMLib.template import Support, Template
+
+    def template(folder, organs):
+        return Template(tmp_path / folder, {o: k + 1 for k, o in enumerate(organs)}, "head-and-neck",
+                        [Support("s", tmp_path / "s.nii.gz", {}, tmp_path / "s_labels.nii.gz")])
+
+    main = template("hn", ["Brainstem", "Esophagus", "Mandible"])
+    main.blanked = template("hn/blanked", ["Brainstem", "Mandible"])
+    calls = []
+
+    def localizer(name):
+        def localize(ct, chosen, organs, progress=None, **options):
+            calls.append((name, chosen.folder.name, list(organs)))
+            return {o: Localization(o, chosen.organs[o], box=Box3D(0, 1, 0, 1, 0, 1)) for o in organs}
+        return localize
+
+    monkeypatch.setattr(auto, "localize_by_atlas", localizer("atlas"))
+    monkeypatch.setattr(auto, "localize_by_medlam", localizer("medlam"))
+    array = np.full((20, 30, 30), -1000, np.int16)
+    array[:, 5:25, 5:25] = 40 if not blanked else -1000
+    array[8:12, 12:18, 12:18] = 40  # a blanked CT: intensities only around the organs
+    ct = sitk.GetImageFromArray(array)
+    found = auto.localize_automatically(ct, main, ["Brainstem", "Esophagus", "Mandible"])
+    if blanked:
+        assert calls == [("atlas", "blanked", ["Brainstem", "Mandible"]), ("medlam", "hn", ["Esophagus"])]
+        assert {o: loc.localizer for o, loc in found.items()} == \
+            {"Brainstem": "atlas", "Esophagus": "medlam", "Mandible": "atlas"}
+    else:
+        assert calls == [("atlas", "hn", ["Brainstem", "Esophagus", "Mandible"])]
+    main.blanked = None  # a template without blanked supports: a blanked CT goes to MedLAM
+    calls.clear()
+    auto.localize_automatically(ct, main, ["Brainstem"])
+    assert calls == [("medlam" if blanked else "atlas", "hn", ["Brainstem"])]

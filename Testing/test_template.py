@@ -118,3 +118,38 @@ def test_a_failed_rebuild_leaves_the_previous_template_intact_and_a_good_one_rep
     assert len(second.supports) == 2
     files = sorted(p.name for p in (folder / "supports").iterdir())
     assert files == sorted(f.name for s in second.supports for f in (s.image, s.labels))  # the old files are gone
+
+
+def test_a_template_names_its_blanked_supports_and_loads_them_with_it(template, tmp_path):
+    import shutil
+
+    from URSAMLib.template import link_blanked
+
+    folder = tmp_path / "hn"
+    shutil.copytree(template.folder, folder)
+    shutil.copytree(template.folder, folder / "blanked")  # stands in for a template of blanked scans
+    assert Template.load(folder).blanked is None
+    linked = link_blanked(folder, "blanked")
+    assert linked.blanked is not None and linked.blanked.folder == folder / "blanked"
+    assert [s.name for s in linked.blanked.supports] == [s.name for s in template.supports]
+    assert json.loads((folder / "template.json").read_text())["blanked"] == "blanked"
+    # a template of another body region is refused, and the manifest is left as it was
+    other = json.loads((folder / "blanked" / "template.json").read_text())
+    (folder / "abdomen").mkdir()
+    shutil.copytree(folder / "blanked" / "supports", folder / "abdomen" / "supports")
+    (folder / "abdomen" / "template.json").write_text(json.dumps({**other, "body_region": "abdomen"}))
+    before = (folder / "template.json").read_text()
+    with pytest.raises(URSAMError, match="abdomen"):
+        link_blanked(folder, "abdomen")
+    assert (folder / "template.json").read_text() == before
+    with pytest.raises(URSAMError, match="not an URSAM template"):
+        link_blanked(folder, "nowhere")
+
+
+def test_a_template_records_each_organs_typical_volume(template):
+    volumes = template.typical_volumes_ml()
+    assert set(volumes) == set(template.organs)
+    # the median over the supports of each organ's voxels on the 3 mm grid (27 µl per voxel)
+    for organ, value in template.organs.items():
+        counts = [int((sitk.GetArrayFromImage(s.read_labels()) == value).sum()) for s in template.supports]
+        assert volumes[organ] == pytest.approx(np.median(counts) * 0.027, rel=1e-3)

@@ -97,6 +97,11 @@ class Template:
     organs: dict[str, int]
     body_region: str
     supports: list[Support]
+    blanked: "Template | None" = None
+    """Supports of the same region whose CTs are blanked outside the organs' neighbourhood (air
+    elsewhere, as OpenKBP ships part of its scans), named by the manifest's ``blanked`` key (a
+    folder relative to this one, see :func:`link_blanked`). Registration matches a blanked CT only to
+    blanked supports: the ``auto`` localizer uses them for such CTs."""
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Template":
@@ -121,7 +126,8 @@ class Template:
             supports.append(Support(entry["name"], files[0],
                                     {organ: np.array(p["mm"]) for organ, p in entry["extreme_points"].items()},
                                     files[1] if len(files) > 1 else None))
-        return cls(folder, dict(manifest["organs"]), manifest.get("body_region", ""), supports)
+        blanked = cls.load(folder / manifest["blanked"]) if manifest.get("blanked") else None
+        return cls(folder, dict(manifest["organs"]), manifest.get("body_region", ""), supports, blanked)
 
     def typical_volumes_ml(self) -> dict[str, float]:
         """Organ → its median volume in ml over the supports whose label map the template keeps
@@ -237,6 +243,19 @@ def _labels_on(label_path: str, ct: sitk.Image, grid: sitk.Image, wanted: dict[i
     image = sitk.GetImageFromArray(kept)
     image.CopyInformation(labels)
     return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def link_blanked(folder: str | os.PathLike, blanked: str) -> Template:
+    """Name ``blanked`` (a template folder relative to ``folder``, built from blanked scans of the
+    same region) in the manifest of the template in ``folder`` as its blanked supports."""
+    folder = Path(folder)
+    companion = Template.load(folder / blanked)  # a user error now, not at the first blanked CT
+    if companion.body_region != Template.load(folder).body_region:
+        raise URSAMError(f"{folder / blanked} is a template of {companion.body_region or 'no region'}, not of "
+                         f"{Template.load(folder).body_region or 'no region'} like {folder}.")
+    manifest = json.loads((folder / "template.json").read_text())
+    atomic.write_json(folder / "template.json", {**manifest, "blanked": blanked}, indent=1)
+    return Template.load(folder)
 
 
 def _support_files(folder: Path) -> list[Path]:

@@ -4,7 +4,8 @@ localizer and their catalogue Resources/builtin.json (every file pinned by SHA-2
     python scripts/build_builtin_templates.py --data ../shared/data --localizer-weights W.pth
 
 * head-and-neck: OpenKBP training patients chosen by scripts/choose_hn_supports.py (never a
-  validation patient), the 7 organs at risk;
+  validation patient), the 7 organs at risk; and, in its blanked/ folder, five blanked training
+  CTs for blanked queries (HN_BLANKED_SUPPORTS);
 * abdomen: the one labelled abdominal CT available (abdomen-ts, TotalSegmentator's example), its
   FLARE22 organs;
 * the localizer: MedLAM weights trained by `ursam train-localizer` on every CT that is not a
@@ -25,12 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import io  # noqa: E402
 from URSAMLib.atomic import torch_save  # noqa: E402
 from URSAMLib.localize.medlam.infer import WEIGHTS_FORMAT, WEIGHTS_VERSION, read_payload  # noqa: E402
-from URSAMLib.template import build_template  # noqa: E402
+from URSAMLib.template import build_template, link_blanked  # noqa: E402
 from URSAMLib.weights import sha256_of  # noqa: E402
 
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
 HN_SUPPORTS = (119, 13, 82, 17, 59)
 """OpenKBP training patients; chosen on held-out training patients (scripts/choose_hn_supports.py)."""
+HN_BLANKED_SUPPORTS = (120, 104, 92, 196, 36)
+"""OpenKBP training patients whose CT is blanked outside the organs' neighbourhood (visible body under
+URSAMLib.localize.BLANKED_BELOW), for blanked CTs: the first five such patients in a seeded shuffle
+of the training set that hold the same six organs (every organ but the esophagus, which few blanked
+scans label). Kept at full field of view (not cropped): the blanking is what registration matches."""
 FLARE22_ORGANS = ("liver", "kidney_right", "kidney_left", "spleen", "pancreas", "aorta", "inferior_vena_cava",
                   "adrenal_gland_right", "adrenal_gland_left", "gallbladder", "esophagus", "stomach", "duodenum")
 OPENKBP = ("OpenKBP (github.com/ababier/open-kbp, MIT licence; CT and contours from The Cancer Imaging Archive "
@@ -68,6 +74,12 @@ def main() -> None:
                    [str(hn / f"pt_{n}_oar.nii.gz") for n in HN_SUPPORTS], io.read_classes(hn.parent / "classes.json"),
                    templates / "head-and-neck", body_region="head-and-neck", compact=True,
                    sources=[f"OpenKBP training patient pt_{n}" for n in HN_SUPPORTS])
+    build_template([str(hn / f"pt_{n}_ct.nii.gz") for n in HN_BLANKED_SUPPORTS],
+                   [str(hn / f"pt_{n}_oar.nii.gz") for n in HN_BLANKED_SUPPORTS],
+                   io.read_classes(hn.parent / "classes.json"), templates / "head-and-neck" / "blanked",
+                   body_region="head-and-neck", sources=[f"OpenKBP training patient pt_{n} (blanked CT)"
+                                                         for n in HN_BLANKED_SUPPORTS])
+    link_blanked(templates / "head-and-neck", "blanked")
     abdomen = data / "abdomen-ts"
     classes = io.read_classes(abdomen / "classes.json")
     labels = io.axial_array(io.read_label_map(abdomen / "labels.nii.gz", io.read_ct(abdomen / "ct.nii.gz")))[0]
@@ -89,7 +101,8 @@ def main() -> None:
             "head-and-neck": {"title": "Head and neck organs at risk", "folder": "templates/head-and-neck",
                               "localizer": "auto", "organs": organs("head-and-neck"), "supports": len(HN_SUPPORTS),
                               "provenance": f"{OPENKBP}, training patients "
-                                            f"{', '.join(f'pt_{n}' for n in HN_SUPPORTS)}"},
+                                            f"{', '.join(f'pt_{n}' for n in HN_SUPPORTS)}; for blanked CTs "
+                                            f"{', '.join(f'pt_{n}' for n in HN_BLANKED_SUPPORTS)}"},
             "abdomen": {"title": "Abdominal organs (FLARE22 set)", "folder": "templates/abdomen",
                         "localizer": "auto", "organs": organs("abdomen"), "supports": 1,
                         "provenance": f"{TOTALSEGMENTATOR}; one support scan, the only labelled abdominal CT "
