@@ -175,3 +175,25 @@ def test_the_check_can_fail_and_slicer_reads_our_serialized_entries(terminologie
         assert terminologies.DeserializeTerminologyEntry(catalogue.terminology_entry(organ), entry)
         assert entry.GetTerminologyContextName() == organ.context
         assert entry.GetTypeObject().GetCodeValue() == organ.type.value
+
+
+def test_one_look_per_label_for_slicer_segments_and_dicom_objects():
+    from URSAMLib import dicom_out
+
+    kidney = catalogue.match_name("kidney_right")
+    look = catalogue.OrganLook.of(3, "Kidney_Right", (0.1, 0.2, 0.3))  # any alias: the catalogue's look
+    assert (look.label, look.key, look.name, look.color, look.organ) == (3, kidney.key, kidney.name, kidney.color,
+                                                                         kidney)
+    assert look.terminology == catalogue.terminology_entry(kidney)
+    assert look.rgb == tuple(int(round(255 * c)) for c in kidney.color)
+    lesion = catalogue.OrganLook.of(9, "my lesion", (0.1, 0.2, 0.3))  # outside the catalogue: its own
+    assert (lesion.key, lesion.name, lesion.color, lesion.organ, lesion.terminology) == \
+        ("my lesion", "my lesion", (0.1, 0.2, 0.3), None, "")
+    # DICOM: the run's class name is the key (tracking id); codes from the catalogue or generic ones
+    in_dicom = dicom_out.organ_look(3, "kidney_right")
+    assert in_dicom.key == "kidney_right" and in_dicom.name == kidney.name
+    category, kind, modifier = dicom_out.organ_codes(in_dicom)
+    assert kind == (kidney.type.scheme, kidney.type.value, kidney.type.meaning) and modifier[2] == "Right"
+    assert dicom_out.organ_codes(dicom_out.organ_look(9, "my lesion")) == \
+        (dicom_out.UNKNOWN_CATEGORY, dicom_out.UNKNOWN_TYPE, None)
+    assert dicom_out.organ_look(9, "my lesion").color == dicom_out.UNKNOWN_COLOUR

@@ -1,9 +1,10 @@
 """The organ catalogue: display names, colours and standard terminology (``Resources/organs.json``).
 
-The catalogue is data; this module only reads it and answers two questions: which
+The catalogue is data; this module only reads it and answers three questions: which
 catalogue organ a class or segment name means (:func:`match_name`, :func:`match_terminology`),
-and how Slicer spells an organ's terminology (:func:`terminology_entry`). The 3D Slicer module
-names its segments from it, and the DICOM export its segments and ROIs.
+how Slicer spells an organ's terminology (:func:`terminology_entry`), and how one label of a run
+is shown (:class:`OrganLook`). The 3D Slicer module names its segments from it, and the DICOM
+export its segments and ROIs.
 """
 from __future__ import annotations
 
@@ -117,3 +118,42 @@ def terminology_entry(organ: Organ) -> str:
     modifier = organ.modifier.serialized() if organ.modifier else empty
     return "~".join([organ.context, organ.category.serialized(), organ.type.serialized(), modifier,
                      ANATOMIC_CONTEXT, empty, empty])
+
+
+@dataclass(frozen=True)
+class OrganLook:
+    """How one label of a run is shown, as a Slicer segment or a DICOM segment or ROI: the catalogue
+    organ it stands for (name, colour, codes), or for a structure the catalogue lacks its own name
+    and a colour of the caller's."""
+
+    label: int
+    """The label value of the organ in URSAMLib's label maps."""
+    key: str
+    """Identifies the organ across runs and objects (a Slicer segment's tag, a DICOM tracking id)."""
+    name: str
+    color: tuple[float, float, float]
+    """RGB in [0, 1]."""
+    organ: Organ | None = None
+    """The catalogue organ (None: not in the catalogue)."""
+
+    @classmethod
+    def of(cls, label: int, name: str, color: tuple[float, float, float], key: str | None = None) -> "OrganLook":
+        """The look of class or segment ``name``: its catalogue organ's where there is one, else
+        ``name`` and ``color``. key: default the catalogue key, or ``name`` outside the catalogue."""
+        organ = match_name(name)
+        if organ is None:
+            return cls(label, key or name, name, tuple(color))
+        return cls.of_organ(organ, label, key)
+
+    @classmethod
+    def of_organ(cls, organ: Organ, label: int = 0, key: str | None = None) -> "OrganLook":
+        return cls(label, key or organ.key, organ.name, organ.color, organ)
+
+    @property
+    def terminology(self) -> str:
+        """Serialized Slicer terminology entry ('' outside the catalogue: Slicer's default)."""
+        return terminology_entry(self.organ) if self.organ is not None else ""
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return tuple(int(round(255 * c)) for c in self.color)

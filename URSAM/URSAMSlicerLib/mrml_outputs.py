@@ -7,13 +7,13 @@ Nothing here reads the GUI; everything takes the scene or nodes as arguments.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 import slicer
 import vtk
 from vtk.util import numpy_support
 
+from URSAMLib.catalogue import OrganLook
 from URSAMLib.uncertainty import MAX_ENTROPY
 from URSAMSlicerLib.mrml import (HEAT_COLOR_NODE_NAME, OVERLAY_THRESHOLD, REFERENCE_ENSEMBLE, REFERENCE_INPUT,
                                  TAG_ORGAN, TAG_OUTPUT, _vtk_matrix, ijk_to_ras, segment_mask)
@@ -21,20 +21,6 @@ from URSAMSlicerLib.mrml import (HEAT_COLOR_NODE_NAME, OVERLAY_THRESHOLD, REFERE
 
 # ---------------------------------------------------------------------------------------
 # Results
-
-@dataclass(frozen=True)
-class OrganOutput:
-    """How one organ appears as a segment."""
-
-    label: int
-    """The label value of the organ in URSAMLib's label maps."""
-    key: str
-    """Identifies the organ across runs: the catalogue key, or the prompt's name."""
-    name: str
-    color: tuple[float, float, float]
-    terminology: str = ""
-    """Serialized Slicer terminology entry ('' to leave Slicer's default)."""
-
 
 def _mask_image(mask: np.ndarray, matrix: np.ndarray) -> tuple[slicer.vtkOrientedImageData, list[int]]:
     """The bounding box of a ``[k, j, i]`` mask as an oriented image (uint8, 0/1) and its extent."""
@@ -66,7 +52,7 @@ def ursam_segments(segmentation_node, output: str) -> dict[str, str]:
     return found
 
 
-def write_organ_segments(segmentation_node, labels: np.ndarray, organs: list[OrganOutput], volume_node,
+def write_organ_segments(segmentation_node, labels: np.ndarray, organs: list[OrganLook], volume_node,
                          output: str) -> dict[int, str]:
     """Write each organ of a label map ``[k, j, i]`` (on ``volume_node``'s grid) into its URSAM segment.
 

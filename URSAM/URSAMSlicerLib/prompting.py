@@ -16,8 +16,11 @@ from URSAMLib.errors import URSAMError
 from URSAMLib.localize import check_localizer
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt, prompts_from_labels
 from URSAMLib.template import Template
-from URSAMSlicerLib import catalogue, jobs, mrml, mrml_outputs
+from URSAMSlicerLib import catalogue, jobs, mrml
 from URSAMSlicerLib.requests import (ANY_ORGAN, REGION_SOURCES, PromptOrgan, SceneSupports, URSAMRequest)
+
+PROMPT_COLOUR = (0.9, 0.6, 0.2)
+"""The segment colour of a structure outside the catalogue whose prompt has no colour of its own."""
 
 
 class PromptReading:
@@ -57,16 +60,18 @@ class PromptReading:
         return inSet + absent
 
     @staticmethod
-    def _catalogueOutput(organ: catalogue.Organ) -> mrml_outputs.OrganOutput:
-        return mrml_outputs.OrganOutput(0, organ.key, organ.name, organ.color, catalogue.terminology_entry(organ))
+    def _catalogueOutput(organ: catalogue.Organ) -> catalogue.OrganLook:
+        return catalogue.OrganLook.of_organ(organ)
 
-    def _describe(self, label: int, name: str, terminology: str, color) -> mrml_outputs.OrganOutput:
+    def _describe(self, label: int, name: str, terminology: str, color) -> catalogue.OrganLook:
         organ = catalogue.match_terminology(terminology) if terminology else None
-        organ = organ or catalogue.match_name(name)
-        if organ is None:
-            return mrml_outputs.OrganOutput(label, f"prompt:{catalogue.normalise(name) or label}", name,
-                                            tuple(color) if color is not None else (0.9, 0.6, 0.2))
-        return replace(self._catalogueOutput(organ), label=label)
+        if organ is not None:
+            return catalogue.OrganLook.of_organ(organ, label)
+        # a structure outside the catalogue keeps the prompt's name and colour; 'prompt:' keeps its key
+        # apart from every catalogue key
+        return catalogue.OrganLook.of(label, name, tuple(color) if color is not None else PROMPT_COLOUR,
+                                      key=None if catalogue.match_name(name) else
+                                      f"prompt:{catalogue.normalise(name) or label}")
 
     def _segmentOrgans(self, segmentationNode) -> list[PromptOrgan]:
         segmentation = segmentationNode.GetSegmentation()
@@ -151,7 +156,7 @@ class PromptReading:
         return chosen
 
     def buildPrompts(self, request: URSAMRequest, image, frame: io.AxialFrame, margin: BoxMargin = DEFAULT_BOX_MARGIN
-                     ) -> tuple[list[OrganPrompt], list[mrml_outputs.OrganOutput], dict[str, str]]:
+                     ) -> tuple[list[OrganPrompt], list[catalogue.OrganLook], dict[str, str]]:
         """The box prompts of the requested organs drawn in the scene, in URSAMLib's axial frame.
 
         Returns the prompts, the organs they belong to and ``{name: reason}`` for requested organs
@@ -187,7 +192,7 @@ class PromptReading:
         return prompts, outputs, missing
 
     def templateLocalization(self, request: URSAMRequest, image, margin: BoxMargin = DEFAULT_BOX_MARGIN
-                             ) -> tuple[jobs.TemplateLocalization, list[mrml_outputs.OrganOutput]]:
+                             ) -> tuple[jobs.TemplateLocalization, list[catalogue.OrganLook]]:
         """What the job needs to localize the requested organs of a template in ``image`` itself
         (localizing takes a minute: it runs in the job), and the organs it may find.
 

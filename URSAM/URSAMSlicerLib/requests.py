@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from URSAMLib import io
 from URSAMLib.backbones import DEFAULT_BACKBONE
 from URSAMLib.pipeline import SegmentationResult, Settings
-from URSAMSlicerLib import jobs, mrml_outputs, regions
+from URSAMSlicerLib import catalogue, jobs, regions
 
 
 PROMPT_SOURCES = ("region", "segmentation", "labelmap", "template", "sceneTemplate")
@@ -100,7 +100,7 @@ class PromptOrgan:
 
     label: int
     """Its label value in URSAMLib's label maps (the label value, or the segment's position + 1)."""
-    output: mrml_outputs.OrganOutput
+    output: catalogue.OrganLook
     source: str = ""
     """Segment ID (source ``segmentation``), the template's organ name (template sources) or ''
     (``labelmap``)."""
@@ -125,7 +125,7 @@ class PreparedRun:
     request: URSAMRequest
     job: jobs.Job
     frame: io.AxialFrame
-    organs: list[mrml_outputs.OrganOutput]
+    organs: list[catalogue.OrganLook]
     missing: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     """Doubts that do not stop the run (e.g. intensities that are not CT), for the user."""
@@ -141,7 +141,7 @@ class URSAMOutputs:
     uncertainty: object
     result: SegmentationResult
     frame: io.AxialFrame
-    organs: list[mrml_outputs.OrganOutput]
+    organs: list[catalogue.OrganLook]
     statistics: list[regions.OrganStatistics]
     regions: list[regions.UncertainRegion]
     missing: dict[str, str] = field(default_factory=dict)

@@ -21,12 +21,12 @@ pydicom and highdicom are imported only when DICOM objects are made.
 Modules: :mod:`.source` (the source series), :mod:`.coding` (names and codes), :mod:`.seg` (Segmentation,
 Parametric Map), :mod:`.rtstruct`, :mod:`.kinds` (what each ``--dicom-out`` kind writes).
 """
-from .coding import OrganTerms
+from .coding import organ_codes, organ_look
 from .kinds import OUTPUTS, DicomOutput, check_request, filenames, parse_kinds, write_outputs
 from .rtstruct import slice_contours
 from .source import (CT_IMAGE_STORAGE, MANUFACTURER, NAT, POSITION_TOLERANCE, UNKNOWN_CATEGORY, UNKNOWN_COLOUR,
                      UNKNOWN_TYPE, DicomSource, read_source)
 
 __all__ = ["CT_IMAGE_STORAGE", "MANUFACTURER", "NAT", "OUTPUTS", "POSITION_TOLERANCE", "UNKNOWN_CATEGORY",
-           "UNKNOWN_COLOUR", "UNKNOWN_TYPE", "DicomOutput", "DicomSource", "OrganTerms", "check_request", "filenames",
-           "parse_kinds", "read_source", "slice_contours", "write_outputs"]
+           "UNKNOWN_COLOUR", "UNKNOWN_TYPE", "DicomOutput", "DicomSource", "check_request", "filenames", "organ_codes",
+           "organ_look", "parse_kinds", "read_source", "slice_contours", "write_outputs"]

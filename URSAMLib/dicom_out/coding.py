@@ -2,43 +2,27 @@
 algorithm identification, the contributing equipment, coded concepts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .. import __version__
-from ..catalogue import match_name
+from ..catalogue import OrganLook
 from .source import MANUFACTURER, UNKNOWN_CATEGORY, UNKNOWN_COLOUR, UNKNOWN_TYPE
 
 
-@dataclass(frozen=True)
-class OrganTerms:
-    """How one label of the run is named, coded and coloured in DICOM."""
+def organ_codes(look: OrganLook) -> tuple[tuple[str, str, str], tuple[str, str, str], tuple[str, str, str] | None]:
+    """(category, type, modifier) of an organ as ``(scheme, value, meaning)`` triples: its catalogue
+    codes, or a generic anatomical structure outside the catalogue (modifier None where there is none)."""
+    if look.organ is None:
+        return UNKNOWN_CATEGORY, UNKNOWN_TYPE, None
 
-    label: int
-    key: str
-    """The class name of the run (e.g. ``kidney_right``)."""
-    name: str
-    category: tuple[str, str, str]
-    type: tuple[str, str, str]
-    modifier: tuple[str, str, str] | None
-    color: tuple[float, float, float]
-    """RGB in [0, 1]."""
+    def triple(code):
+        return (code.scheme, code.value, code.meaning) if code else None
 
-    @classmethod
-    def of(cls, label: int, key: str) -> "OrganTerms":
-        """The catalogue organ of class name ``key`` (any alias), or a generic anatomical structure."""
-        organ = match_name(key)
-        if organ is None:
-            return cls(label, key, key, UNKNOWN_CATEGORY, UNKNOWN_TYPE, None, UNKNOWN_COLOUR)
+    return triple(look.organ.category), triple(look.organ.type), triple(look.organ.modifier)
 
-        def triple(code):
-            return (code.scheme, code.value, code.meaning) if code else None
 
-        return cls(label, key, organ.name, triple(organ.category), triple(organ.type), triple(organ.modifier),
-                   organ.color)
-
-    @property
-    def rgb(self) -> tuple[int, int, int]:
-        return tuple(int(round(255 * c)) for c in self.color)
+def organ_look(label: int, class_name: str) -> OrganLook:
+    """How a label of the run appears in DICOM: its catalogue organ, or its class name in the generic
+    colour; its key (the tracking id) is the run's class name."""
+    return OrganLook.of(label, class_name, UNKNOWN_COLOUR, key=class_name)
 
 
 def algorithm_identification(parameters: dict[str, str]):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import URSAMError
-from .coding import OrganTerms
+from .coding import organ_look
 from .rtstruct import write_rtstruct
 from .seg import write_parametric_map, write_segmentation
 from .source import DicomSource
@@ -77,7 +77,7 @@ def write_outputs(folder: Path, kinds, source: DicomSource, maps: dict[str, np.n
 
     parameters = {key: value for key, value in parameters.items() if value is not None}
 
-    described = [OrganTerms.of(label, name) for label, name in organs.items()]
+    described = [organ_look(label, name) for label, name in organs.items()]
     tracking = {organ.label: str(UID()) for organ in described}  # one finding per organ across objects
     written = []
     for kind in kinds:

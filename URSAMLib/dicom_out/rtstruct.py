@@ -6,7 +6,8 @@ import datetime
 import numpy as np
 
 from .. import __version__
-from .coding import OrganTerms, algorithm_identification, code_item, contribution, dicom_item
+from ..catalogue import OrganLook
+from .coding import algorithm_identification, code_item, contribution, dicom_item, organ_codes
 from .source import MANUFACTURER, DicomSource
 
 
@@ -53,7 +54,7 @@ def _points(dataset, contour: np.ndarray) -> list[float]:
     return [round(float(v), 4) for v in points.ravel()]
 
 
-def write_rtstruct(source: DicomSource, labels: np.ndarray, organs: list[OrganTerms], identity: dict,
+def write_rtstruct(source: DicomSource, labels: np.ndarray, organs: list[OrganLook], identity: dict,
                     parameters: dict, tracking: dict[int, str]):
     """An RT Structure Set: ROI ``n`` is ``organs[n - 1]``, one CLOSED_PLANAR contour per outline
     and source slice."""
@@ -121,7 +122,7 @@ def write_rtstruct(source: DicomSource, labels: np.ndarray, organs: list[OrganTe
         contours.append(roi_contour)
         observations.append(dicom_item(ObservationNumber=number, ReferencedROINumber=number,
                                   ROIObservationLabel=organ.key[:16], RTROIInterpretedType="ORGAN", ROIInterpreter="",
-                                  RTROIIdentificationCodeSequence=[code_item(organ.type)]))
+                                  RTROIIdentificationCodeSequence=[code_item(organ_codes(organ)[1])]))
     dataset.StructureSetROISequence = rois
     dataset.ROIContourSequence = contours
     dataset.RTROIObservationsSequence = observations

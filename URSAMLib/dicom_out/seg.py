@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..uncertainty import MAX_ENTROPY
-from .coding import OrganTerms, algorithm_identification, coded_concept, code_item, contribution, equipment
+from ..catalogue import OrganLook
+from .coding import algorithm_identification, coded_concept, code_item, contribution, equipment, organ_codes
 from .source import NAT, DicomSource
 
 
-def write_segmentation(source: DicomSource, labels: np.ndarray, organs: list[OrganTerms], identity: dict,
+def write_segmentation(source: DicomSource, labels: np.ndarray, organs: list[OrganLook], identity: dict,
                         parameters: dict, tracking: dict[int, str]):
     """A binary DICOM Segmentation: segment ``n`` is ``organs[n - 1]``."""
     import highdicom as hd
@@ -19,16 +20,17 @@ def write_segmentation(source: DicomSource, labels: np.ndarray, organs: list[Org
     segment_of = np.zeros(max([int(labels.max(initial=0))] + [o.label for o in organs]) + 1, np.uint16)
     for number, organ in enumerate(organs, start=1):
         segment_of[organ.label] = number
+        category, type_, modifier = organ_codes(organ)
         description = hd.seg.SegmentDescription(
             segment_number=number, segment_label=organ.name[:64],
-            segmented_property_category=coded_concept(organ.category),
-            segmented_property_type=coded_concept(organ.type),
+            segmented_property_category=coded_concept(category),
+            segmented_property_type=coded_concept(type_),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm, tracking_uid=tracking[organ.label], tracking_id=organ.key[:64],
             display_color=hd.color.CIELabColor.from_rgb(*organ.rgb))
-        if organ.modifier:  # e.g. Right for the right kidney; highdicom has no argument for it
+        if modifier:  # e.g. Right for the right kidney; highdicom has no argument for it
             description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = \
-                Sequence([code_item(organ.modifier)])
+                Sequence([code_item(modifier)])
         descriptions.append(description)
     pixels = segment_of[labels]  # label values → segment numbers; labels of no organ → 0
     segmentation = hd.seg.Segmentation(
@@ -40,7 +42,7 @@ def write_segmentation(source: DicomSource, labels: np.ndarray, organs: list[Org
     return segmentation
 
 
-def write_parametric_map(source: DicomSource, values: np.ndarray, organs: list[OrganTerms], identity: dict,
+def write_parametric_map(source: DicomSource, values: np.ndarray, organs: list[OrganLook], identity: dict,
                           parameters: dict, tracking: dict[int, str]):
     """A float32 Parametric Map of the uncertainty, in nats."""
     import highdicom as hd
