@@ -272,7 +272,9 @@ def test_organs_not_found_are_listed_and_the_others_go_on(head_neck, hn_template
         points = np.array([[0, 0, 0], [1, 1, 1]] * 3, float)
         return {"Brainstem": localize.Localization("Brainstem", 1, points, box=Box3D(60, 61, 60, 64, 60, 64),
                                                    agreement=1.0),
-                "Mandible": localize.Localization("Mandible", 7, points, reason="its box lies outside the image")}
+                "Mandible": localize.Localization("Mandible", 7, points, reason="its box lies outside the image"),
+                # an atlas vote that is empty places no point at all
+                "Larynx": localize.Localization("Larynx", 6, reason="the supports agree on none of its voxels")}
 
     monkeypatch.setitem(localize.LOCALIZERS, "registration", fake)
     out = tmp_path / "partial"
@@ -280,9 +282,12 @@ def test_organs_not_found_are_listed_and_the_others_go_on(head_neck, hn_template
                           "--template", hn_template_dir, "--num-aug", 1)
     assert code == 0 and "Mandible" in stdout and "not found" in stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["not_found"] == {"Mandible": "its box lies outside the image"}
+    assert summary["not_found"] == {"Mandible": "its box lies outside the image",
+                                    "Larynx": "the supports agree on none of its voxels"}
     assert list(summary["organs"]) == ["Brainstem"]
-    assert json.loads((out / "boxes.json").read_text())["organs"]["Mandible"]["found"] is False
+    boxes = json.loads((out / "boxes.json").read_text())["organs"]
+    assert boxes["Mandible"]["found"] is False and len(boxes["Mandible"]["extreme_points_mm"]) == 6
+    assert boxes["Larynx"]["found"] is False and boxes["Larynx"]["extreme_points_mm"] is None
 
 
 def test_template_and_labels_are_exclusive_prompt_sources(capsys, args, hn_template_dir):

@@ -168,12 +168,14 @@ def _boxes_json(localizations, frame, ct_image, margin) -> dict:
     """Per organ: fused extreme points in voxels (i, j, k) and LPS mm, the extended box, agreement."""
     entries = {}
     for name, loc in localizations.items():
-        ijk = frame.index_to_stored(loc.points)
         entry = {"label": loc.label, "found": loc.box is not None, "reason": loc.reason,
                  "agreement": round(loc.agreement, 4), **({"localizer": loc.localizer} if loc.localizer else {}),
-                 "extreme_points_ijk": np.round(ijk, 2).tolist(),
-                 "extreme_points_mm": [list(ct_image.TransformContinuousIndexToPhysicalPoint(p.tolist()))
-                                       for p in ijk]}
+                 "extreme_points_ijk": None, "extreme_points_mm": None}
+        if loc.points is not None:  # None: the localizer placed no point (an atlas vote that is empty)
+            ijk = frame.index_to_stored(loc.points)
+            entry["extreme_points_ijk"] = np.round(ijk, 2).tolist()
+            entry["extreme_points_mm"] = [list(ct_image.TransformContinuousIndexToPhysicalPoint(p.tolist()))
+                                          for p in ijk]
         if loc.box is not None:
             entry["box_axial_zyx"] = loc.box.as_list()
             if loc.slice_boxes:  # atlas prompts: per-slice part boxes, not the 3-D box extended
