@@ -37,8 +37,8 @@ def localize_automatically(ct: sitk.Image, template: Template, organs: list[str]
     prompts and vote beat the registered box (scripts/measure_atlas_prompts.py); but a scan blanked
     outside the organs' neighbourhood registered to complete supports lands centimetres off. Blanked
     scans share their kind of field of view, so registered to blanked supports they match again
-    (multi-atlas vote DSC 0.43-0.54 on three blanked validation CTs, against 0.06-0.09 for UR-SAM with
-    MedLAM's boxes; docs/atlas-prompts.md). Measured on held-out training patients
+    (UR-SAM DSC 0.25-0.38 on the first three blanked validation CTs, against 0.06-0.09 with MedLAM's
+    boxes; docs/atlas-prompts.md). Measured on held-out training patients
     (scripts/measure_region_localizers.py), atlas-or-registration on complete scans beat registration alone,
     MedLAM alone, and MedLAM wherever the registered supports disagree. Every organ's
     ``Localization.localizer`` says which placed it. An organ that registration places outside a
