@@ -65,6 +65,8 @@ def test_augmented_boxes_disagree_at_the_border_and_make_it_uncertain():
     assert np.allclose(a.ensemble[1], np.mean(maps, axis=0)[ys, xs])
     assert a.uncertainty.max() > 0.5  # boxes that cut the organ disagree
     assert np.allclose(a.plain[1], maps[0][ys, xs])  # the un-augmented box alone
+    # each voxel's count of members that segment it (the quality signals' member agreement)
+    assert np.array_equal(a.votes[1], (np.array(maps) > 0.5).sum(axis=0)[ys, xs]) and a.votes.max() == 5
     assert np.array_equal(result.label_map("plain")[2], np.where(maps[0] > 0.5, 1, 0))
 
 
@@ -95,6 +97,8 @@ def test_a_prior_joins_the_ensemble_as_a_weighted_member():
     both = segment(ct, [prompt], BrightInBox(), Settings(num_aug=1, prior_weight=1.0)).organs[0]
     assert np.allclose(both.ensemble[0, :, :10], (0.9 + 1.0) / 2) and np.allclose(both.ensemble[0, :, 10:], 0.45)
     assert both.uncertainty[0, :, 10:].min() > both.uncertainty[0, :, :10].max()  # disagreement is uncertain
+    assert np.array_equal(both.prior, prior) and sam_only.prior is not None  # kept on the crop for quality
+    assert segment(ct, [OrganPrompt("a", 1, prompt.boxes)], BrightInBox(), Settings(num_aug=1)).organs[0].prior is None
     with pytest.raises(URSAMError):
         Settings(prior_weight=-1).validate()
 
