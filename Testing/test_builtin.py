@@ -105,7 +105,7 @@ def test_the_shipped_defaults_localize_validation_patients(head_neck, patient, k
     # Measured (scripts/measure_region_localizers.py): pt_202 0.14 by the shipped MedLAM alone, 0.03
     # by registration to complete supports; misplaced boxes overlap the organs hardly at all.
     assert _mean_iou(found, labels, template) > 0.4
-    # the multi-atlas vote itself (scripts/measure_end_to_end.py): pt_201 0.52, pt_202 0.54
+    # the multi-atlas vote itself (scripts/measure_end_to_end.py): pt_201 0.52, pt_202 0.50
     votes = [dice(found[o].atlas.mask(labels.shape), labels == template.organs[o]) for o in by_atlas
              if (labels == template.organs[o]).any()]
     assert float(np.mean(votes)) > 0.45
