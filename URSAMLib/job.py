@@ -103,10 +103,8 @@ class _Prompting:
     """Axial label map for the DSC in summary.json (None: no score)."""
     reference_key: str = "dice_vs_reference"
     boxes_json: dict | None = None
-    support_agreement: dict[str, float] = field(default_factory=dict)
-    """Organ → how well the localizer's supports agree on its box (automatic prompts only)."""
-    typical_ml: dict[str, float] = field(default_factory=dict)
-    """Organ → its median volume over the template's supports (automatic prompts only)."""
+    quality_context: quality.QualityContext | None = None
+    """What the organs' predicted DSC is computed from, for automatic prompts (None: given boxes)."""
 
 
 def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
@@ -143,8 +141,8 @@ def _prompts_from_template(job: SegmentJob, chosen: TemplateChoice, ct_image, fr
         raise no_organ_found(found, chosen.template, str(job.ct))
     return _Prompting(found.prompts, found.missing, chosen.description,
                       boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin),
-                      support_agreement={name: loc.agreement for name, loc in found.localizations.items()},
-                      typical_ml=chosen.template.typical_volumes_ml())
+                      quality_context=quality.automatic_context(found.localizations, chosen.template,
+                                                                float(np.prod(frame.spacing)) / 1000.0))
 
 
 def template_organs(job: SegmentJob) -> TemplateChoice:
@@ -330,9 +328,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
         "warnings": warnings,
     }
     rectified, ensemble = result.label_map("rectified"), result.label_map("ensemble")
-    context = quality.QualityContext("given" if job.prompt_labels else "automatic",
-                                     float(np.prod(frame.spacing)) / 1000.0, prompting.support_agreement,
-                                     prompting.typical_ml)
+    context = prompting.quality_context or quality.QualityContext("given", float(np.prod(frame.spacing)) / 1000.0)
     assessed = quality.assess_result(result, context)
     for organ in result.organs:
         entry = outputs.organ_summary(organ, frame, ct_image)

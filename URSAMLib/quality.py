@@ -169,6 +169,20 @@ class QualityContext:
                    dict(entry["typical_ml"]))
 
 
+def automatic_context(localizations: dict, template, voxel_ml: float,
+                      names: dict[str, str] | None = None) -> QualityContext:
+    """The context of prompts a localizer placed: each organ's support agreement (``localizations``,
+    :class:`URSAMLib.localize.Localization` by organ) and the ``template``'s typical volumes.
+    names: template organ → the organ's name in the run (default: the same; given, only those)."""
+    def rename(organ: str) -> str:
+        return names.get(organ, organ) if names else organ
+
+    return QualityContext("automatic", voxel_ml,
+                          {rename(organ): loc.agreement for organ, loc in localizations.items()},
+                          {rename(organ): ml for organ, ml in template.typical_volumes_ml().items()
+                           if not names or organ in names})
+
+
 def assess_result(result: SegmentationResult, context: QualityContext) -> dict[str, dict]:
     """Organ name → ``{"predicted_dsc", "review", "signals"}`` for every organ of a run (signals
     rounded, None where missing). Call it again after a re-rectification: some signals change."""

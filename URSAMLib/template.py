@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,7 @@ class Template:
     elsewhere, as OpenKBP ships part of its scans), named by the manifest's ``blanked`` key (a
     folder relative to this one, see :func:`link_blanked`). Registration matches a blanked CT only to
     blanked supports: the ``auto`` localizer uses them for such CTs."""
+    _typical_ml: dict[str, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Template":
@@ -131,7 +132,9 @@ class Template:
 
     def typical_volumes_ml(self) -> dict[str, float]:
         """Organ → its median volume in ml over the supports whose label map the template keeps
-        (organs absent from every label map are left out)."""
+        (organs absent from every label map are left out); read once per loaded template."""
+        if self._typical_ml is not None:
+            return self._typical_ml
         volumes: dict[str, list[float]] = {}
         for support in self.supports:
             labels = support.read_labels()
@@ -142,7 +145,8 @@ class Template:
             for organ, value in self.organs.items():
                 if value < len(counts) and counts[value]:
                     volumes.setdefault(organ, []).append(float(counts[value]) * voxel_ml)
-        return {organ: float(np.median(v)) for organ, v in volumes.items()}
+        self._typical_ml = {organ: float(np.median(v)) for organ, v in volumes.items()}
+        return self._typical_ml
 
 
 def build_template(images: list[str], labels: list[str], classes: dict[int, str], folder: str | os.PathLike,

@@ -41,7 +41,7 @@ from URSAMLib.job import BackboneLoader, SegmentJob
 from URSAMLib.job import cached_backbone as job_backbone
 from URSAMLib.pipeline import SegmentationResult, Settings, segment
 from URSAMLib.prompts import DEFAULT_BOX_MARGIN, BoxMargin, OrganPrompt, boxes_from_rows, boxes_to_rows
-from URSAMLib.quality import QualityContext
+from URSAMLib.quality import QualityContext, automatic_context
 
 EXIT_USER_ERROR = 2
 LOG_LIMIT = 20000
@@ -215,11 +215,8 @@ def localize(job: Job, progress: Callable[[float, str], None] | None = None,
     if not found.prompts:
         raise no_organ_found(dataclasses.replace(found, missing=job.not_found), template, "the input CT")
     job.prompts = [OrganPrompt(task.organs[p.name], p.label, p.boxes, p.prior) for p in found.prompts]
-    typical = template.typical_volumes_ml()
-    job.quality_context = QualityContext(
-        "automatic", float(np.prod(task.geometry.spacing)) / 1000.0,
-        {task.organs[name]: loc.agreement for name, loc in found.localizations.items()},
-        {task.organs[name]: ml for name, ml in typical.items() if name in task.organs})
+    job.quality_context = automatic_context(found.localizations, template,
+                                            float(np.prod(task.geometry.spacing)) / 1000.0, task.organs)
 
 
 def compute(job: Job, progress: Callable[[float, str], None] | None = None,

@@ -13,7 +13,7 @@ from ..localize import box_iou, prompts_from_template
 from ..metrics import auroc, dice, hausdorff95
 from ..pipeline import OrganResult, SegmentationResult, segment_variants
 from ..progress import Progress
-from ..quality import QualityContext, assess_result
+from ..quality import QualityContext, assess_result, automatic_context
 from ..prompts import Box3D, OrganPrompt, prompts_from_labels
 from .cases import LoadedCase
 from .plan import JITTER_REFERENCE_PX, SWEEP_NUM_AUG, SWEEP_RATIOS, EvalConfig, Variant, plan_variants
@@ -221,15 +221,12 @@ def evaluate_case(loaded: LoadedCase, config: EvalConfig, backbone, template=Non
                                part(split, 1.0))
     segmented = time.perf_counter()
     voxel_ml = float(np.prod(loaded.spacing)) / 1000.0
-    typical_ml = template.typical_volumes_ml() if template is not None else {}
     rows = []
     for variant in variants:
         found = {p.name for p in sources[variant.prompt]}
         missing = [n for n in loaded.organs.values() if n not in found]
-        automatic = variant.prompt == "auto"
-        context = QualityContext("automatic" if automatic else "given", voxel_ml,
-                                 {name: loc.agreement for name, loc in localizations.items()} if automatic else {},
-                                 typical_ml if automatic else {})
+        context = (automatic_context(localizations, template, voxel_ml) if variant.prompt == "auto"
+                   else QualityContext("given", voxel_ml))
         rows += score_variant(results[variant.key], variant, loaded, missing,
                               assess_result(results[variant.key], context))
     rows += score_atlas_vote(localizations, loaded)
