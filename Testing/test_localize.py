@@ -99,6 +99,36 @@ def test_registration_is_repeatable(head_neck, hn_template):
     assert np.array_equal(first.points, again.points)
 
 
+
+def test_supports_are_registered_side_by_side_in_order_and_a_failure_is_raised():
+    import threading
+    import time
+
+    from URSAMLib.localize.registration import for_each_support
+    from URSAMLib.template import Support
+
+    supports = [Support(f"s{k}", None, {}) for k in range(4)]
+    threads, messages = set(), []
+
+    def register(support):
+        threads.add(threading.get_ident())
+        time.sleep(0.05 * (4 - int(support.name[1:])))  # the first finishes last
+        return support.name
+
+    names = for_each_support(supports, register, lambda fraction, message: messages.append((fraction, message)))
+    assert names == ["s0", "s1", "s2", "s3"]
+    assert messages[-1][0] == 1.0 and [f for f, _ in messages] == sorted(f for f, _ in messages)
+    import os
+    assert len(threads) == min(4, os.cpu_count() or 1)
+
+    def failing(support):
+        if support.name == "s2":
+            raise URSAMError("s2 could not be registered")
+        return support.name
+
+    with pytest.raises(URSAMError, match="s2 could not"):
+        for_each_support(supports, failing)
+
 def test_implausible_boxes_are_not_found_and_all_of_them_mean_another_region():
     from URSAMLib.localize import (Localization, TemplatePrompts, fuse_supports, no_organ_found,
                                    reject_implausible)

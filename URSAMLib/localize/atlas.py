@@ -22,9 +22,9 @@ from ..io import AIR_THRESHOLD_HU, AIR_VALUE_HU, AxialFrame, axial_array
 from ..organs import check_known
 from ..progress import Progress
 from ..prompts import Box3D, part_boxes
-from ..template import Template, extreme_points
+from ..template import Support, Template, extreme_points
 from .common import OUTSIDE_IMAGE, VOTE_THRESHOLD, AtlasVote, Localization, box_iou, clipped_box
-from .registration import _single_threaded_itk, register_affine, registration_image
+from .registration import for_each_support, register_affine, registration_image, single_threaded_itk
 
 ATLAS_MARGIN_MM = 3.0
 """How far each per-slice box of the fused map is extended in-plane, in mm."""
@@ -57,7 +57,7 @@ def register_deformable(fixed: sitk.Image, moving: sitk.Image, affine: sitk.Tran
     method.SetSmoothingSigmasPerLevel([2.0, 1.0])
     method.SetMovingInitialTransform(affine)
     method.SetInitialTransform(bspline, inPlace=True)
-    with _single_threaded_itk():
+    with single_threaded_itk():
         method.Execute(fixed, moving)
     composite = sitk.CompositeTransform(affine)
     composite.AddTransform(bspline)  # applied first: fixed → B-spline → affine → moving
@@ -65,7 +65,9 @@ def register_deformable(fixed: sitk.Image, moving: sitk.Image, affine: sitk.Tran
 
 
 def _body_dice(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) -> float:
-    """Dice of the two bodies (air threshold) once ``moving`` is carried onto ``fixed``'s grid."""
+    """Dice of the two bodies (air threshold) once ``moving`` is carried onto ``fixed``'s grid, at
+    twice its voxel size (6 mm): a check for divergence, eight times cheaper through a B-spline."""
+    fixed = sitk.Shrink(fixed, [2, 2, 2])
     warped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0)
     air = AIR_THRESHOLD_HU - AIR_VALUE_HU  # registration images are HU shifted so that air is 0
     a, b = sitk.GetArrayViewFromImage(fixed) > air, sitk.GetArrayViewFromImage(warped) > air
@@ -82,16 +84,14 @@ def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
         raise URSAMError(f"Atlas prompts need the supports' label maps, and the template's {', '.join(without)} "
                          "has none; rebuild the template with `ursam build-template` (it now keeps them).")
     fixed = registration_image(ct)
-    carried, used, dropped = [], [], []
-    for k, support in enumerate(template.supports):
-        if progress:
-            progress(k / len(template.supports), f"Registering support {support.name}")
+
+    def carry(support: Support) -> np.ndarray | str:
+        """The support's label map on the CT's grid, or why it was dropped."""
         moving = registration_image(support.read())
         try:
             transform = register_affine(fixed, moving)
         except RuntimeError as error:  # ITK fails on fields of view too small for its pyramid
-            dropped.append(f"{support.name} ({str(error).strip().splitlines()[-1][:80]})")
-            continue
+            return f"{support.name} ({str(error).strip().splitlines()[-1][:80]})"
         if deformable:
             try:
                 transform = register_deformable(fixed, moving, transform)
@@ -99,11 +99,14 @@ def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
                 pass
         overlap = _body_dice(fixed, moving, transform)
         if overlap < MIN_BODY_DICE:
-            dropped.append(f"{support.name} (its body overlaps the CT's by Dice {overlap:.2f} after registration)")
-            continue
+            return f"{support.name} (its body overlaps the CT's by Dice {overlap:.2f} after registration)"
         labels = sitk.Resample(support.read_labels(), ct, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        carried.append(axial_array(labels, np.uint8)[0])
-        used.append(support.name)
+        return axial_array(labels, np.uint8)[0]
+
+    results = for_each_support(template.supports, carry, progress)
+    carried = [r for r in results if not isinstance(r, str)]
+    used = [s.name for s, r in zip(template.supports, results) if not isinstance(r, str)]
+    dropped = [r for r in results if isinstance(r, str)]
     if dropped and carried:
         warnings.warn(f"Atlas: support {'; '.join(dropped)} could not be registered to this CT and is left out; "
                       f"the other {len(carried)} vote.", stacklevel=2)
