@@ -401,8 +401,9 @@ def test_segment_batch_and_evaluate_take_their_defaults_from_the_code():
         {k: v for k, v in batch.items() if k in segment and k not in per_case}
     assert set(segment) - per_case <= set(batch)
     for name in (f.name for f in fields(EvalConfig)):
-        if name in evaluate and name != "organs":  # --organs is a comma-separated list, parsed later
+        if name in evaluate and name not in ("organs", "localizer"):  # --organs is a comma-separated list
             assert evaluate[name] == getattr(config, name), name
+    assert evaluate["localizer"] is None  # the region's choice with --region, else EvalConfig.localizer
     # evaluate's UR-SAM parameters are segment's, with its defaults (it scores every rectification
     # method, so it has no --method)
     in_evaluate = [name for name in in_settings if name in evaluate]

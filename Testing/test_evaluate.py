@@ -318,6 +318,48 @@ def test_user_mistakes_are_one_line_errors(dataset, tmp_path, stand_in, capsys):
     assert stand_in == []  # nothing was loaded for a mistake
 
 
+
+def test_region_evaluates_with_the_built_in_template_and_its_localizer(head_neck, tmp_path, stand_in, monkeypatch):
+    """`--region` is `ursam segment --region`'s template and localizer; the localizer is a stand-in that
+    returns the labels' box, so only the wiring is under test here."""
+    from conftest import hn_pair
+
+    from URSAMLib import io
+    from URSAMLib.builtin import region_template
+    from URSAMLib.localize import LOCALIZERS, Localization
+    from URSAMLib.prompts import Box3D
+
+    ct, labels = hn_pair(head_neck, 201, "validation")
+    calls = []
+
+    def labels_box(image, template, organs, progress=None, **options):
+        calls.append((template.folder, tuple(organs)))
+        reference, _ = io.axial_array(io.read_label_map(labels, image), np.uint16)
+        return {o: Localization(o, template.organs[o], box=Box3D.from_mask(reference == template.organs[o]),
+                                agreement=1.0) for o in organs}
+
+    builtin = region_template("head-and-neck")
+    monkeypatch.setitem(LOCALIZERS, builtin.localizer, labels_box)
+    out = tmp_path / "report"
+    assert main(["evaluate", ct, "--labels", labels, "--classes", str(head_neck / "classes.json"), "-o", str(out),
+                 "--region", "head-and-neck", "--organs", "Brainstem", "--no-refine", "--num-aug", "1",
+                 "--quiet"]) == 0
+    assert calls == [(builtin.folder, ("Brainstem",))]
+    record = json.loads(next((out / "cases").glob("*.json")).read_text())
+    assert record["config"]["localizer"] == builtin.localizer
+    assert json.loads(record["config"]["template"])["supports"][0] == "pt_119_ct"
+    auto = [r for r in read_csv(out / "results.csv") if r["variant"] == "auto" and r["method"] == "one-box"]
+    assert len(auto) == 1 and auto[0]["found"] == "True"
+
+
+def test_region_mistakes_are_one_line_errors(dataset, tmp_path, stand_in, capsys):
+    ct = str(dataset / "pt_1_ct.nii.gz")
+    assert main(["evaluate", ct, "-o", str(tmp_path / "r"), "--region", "knee"]) == 2
+    assert "Unknown region 'knee'; the built-in templates are: head-and-neck, abdomen" in capsys.readouterr().err
+    assert main(["evaluate", ct, "-o", str(tmp_path / "r"), "--region", "abdomen", "--template", "T"]) == 2
+    assert "Give one of --region, --template or --support-images" in capsys.readouterr().err
+    assert stand_in == []
+
 @pytest.mark.model
 @pytest.mark.slow
 def test_real_litemedsam_on_the_abdomen_slab(abdomen, tmp_path):

@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..builtin import region_template
 from ..errors import URSAMError
 from ..evaluation import (EvalConfig, EvalRun, evaluate_command, find_labelled_cases, find_classes, manual_jitter,
                           prepare_template)
@@ -33,12 +34,14 @@ def add_parser(commands) -> None:
     ev.add_argument("--classes", metavar="CLASSES.json",
                     help="label value → organ name (default: classes.json in the input folder or its parent)")
     ev.add_argument("--organs", help="comma-separated organ names (default: every class)")
+    ev.add_argument("--region", metavar="REGION", help="automatic prompts from a built-in template, localized "
+                    "as `ursam segment --region` localizes ('ursam templates' lists them)")
     ev.add_argument("--template", metavar="TEMPLATE_DIR", help="automatic prompts from this template")
     ev.add_argument("--support-images", nargs="+", metavar="CT", help="build a template from these CTs (into "
                     "REPORT_DIR/template) for automatic prompts")
     ev.add_argument("--support-labels", nargs="+", metavar="LABELS", help="the support CTs' label maps")
-    ev.add_argument("--localizer", default=EvalConfig.localizer, help="how the template localizes organs "
-                    f"(default {EvalConfig.localizer})")
+    ev.add_argument("--localizer", help="how the template localizes organs (default: the region's choice for "
+                    f"--region, {EvalConfig.localizer} otherwise)")
     ev.add_argument("--localizer-weights", metavar="WEIGHTS", help="weights of a learned localizer")
     ev.add_argument("--jitter", type=non_negative_int, default=EvalConfig.jitter, metavar="PX",
                     help="manual prompting: widen each box side by 0..PX pixels of a 512-pixel slice, scaled to "
@@ -70,17 +73,23 @@ def _run_evaluate(args) -> int:
     output = Path(args.output)
     if bool(args.support_images) != bool(args.support_labels):
         raise URSAMError("--support-images and --support-labels go together (one label map per support CT).")
+    localizer = args.localizer or EvalConfig.localizer
+    if args.region:
+        if args.template or args.support_images:
+            raise URSAMError("Give one of --region, --template or --support-images, not several.")
+        builtin = region_template(args.region)
+        args.template, localizer = str(builtin.folder), args.localizer or builtin.localizer
     template, template_key = prepare_template(output, args.template, args.support_images, args.support_labels,
                                               classes, organs, cases)
     config = EvalConfig(organs=organs, settings=settings_from(args), jitter=args.jitter, margin=args.box_margin,
                         refine=not args.no_refine, backbone=args.backbone, checkpoint=args.checkpoint,
-                        precision=args.precision, window=args.window, localizer=args.localizer,
+                        precision=args.precision, window=args.window, localizer=localizer,
                         localizer_weights=args.localizer_weights)
     config.run_settings()  # invalid settings are user errors before anything runs
     check_runtime_choice(args.runtime, args.device, args.precision)
     if template is not None:
-        if args.localizer not in LOCALIZERS:
-            raise URSAMError(f"Unknown localizer {args.localizer!r}; choose one of: {', '.join(LOCALIZERS)}.")
+        if localizer not in LOCALIZERS:
+            raise URSAMError(f"Unknown localizer {localizer!r}; choose one of: {', '.join(LOCALIZERS)}.")
     if args.threads:
         import torch
 
