@@ -169,11 +169,12 @@ def test_a_patient_scored_with_another_hd95_definition_is_recomputed(dataset, tm
     out = tmp_path / "report"
     one = [str(dataset / "pt_2_ct.nii.gz")]
     assert main(["evaluate", *one, "-o", str(out), "--quiet"]) == 0
-    record_path = out / "cases" / "pt_2.json"
-    record = json.loads(record_path.read_text())
+    record_path = ev.case_record_path(out, "pt_2")
+    record = ev.load_record(record_path)
     assert record["config"]["hd95"] == HD95_DEFINITION
     del record["config"]["hd95"]  # as written before the definition was part of the key
-    record_path.write_text(json.dumps(record))
+    record_path.unlink()
+    record_path.with_suffix("").write_text(json.dumps(record))  # a plain .json, as older runs wrote
     assert main(["evaluate", *one, "-o", str(out), "--quiet"]) == 0  # recomputed, not reused:
     assert capsys.readouterr().out.count("(1 patients computed, 0 already done)") == 2
 
@@ -218,7 +219,7 @@ def test_sweep_on_the_first_patient_only(dataset, tmp_path, stand_in):
     settings = {r["setting"] for r in rows if r["patient"] == "pt_1"}
     assert {"no augmentation", "n=7, r=0.1", "n=3, r=0.005"} <= settings
     assert "Table I" in (out / "report.md").read_text()
-    record = json.loads((out / "cases" / "pt_1.json").read_text())
+    record = ev.load_record(ev.case_record_path(out, "pt_1"))
     timings = record["timings"]
     assert timings["decoded_boxes"] < timings["boxes"]  # the sweep's shared boxes decoded once
 
@@ -345,7 +346,7 @@ def test_region_evaluates_with_the_built_in_template_and_its_localizer(head_neck
                  "--region", "head-and-neck", "--organs", "Brainstem", "--no-refine", "--num-aug", "1",
                  "--quiet"]) == 0
     assert calls == [(builtin.folder, ("Brainstem",))]
-    record = json.loads(next((out / "cases").glob("*.json")).read_text())
+    record = ev.load_record(ev.case_record_path(out, "pt_201"))
     assert record["config"]["localizer"] == builtin.localizer
     assert json.loads(record["config"]["template"])["supports"][0] == "pt_119_ct"
     auto = [r for r in read_csv(out / "results.csv") if r["variant"] == "auto" and r["method"] == "one-box"]
@@ -394,3 +395,31 @@ def test_reliability_scores_on_hand_made_organs():
     # a constant 0.5 prediction: calibration error is the mean gap per bin (one bin here)
     flat = reliability_scores([0.5] * 4, dsc, [False] * 4)
     assert flat["ece"] == pytest.approx(abs(0.5 - np.mean(dsc))) and math.isnan(flat["pearson_r"])
+
+
+REPORTS_WITH_RECORDS = ("hn-openkbp",)
+"""Committed reports (docs/results/NAME) that carry their per-patient records (cases/, run.json)."""
+
+
+@pytest.mark.parametrize("name", REPORTS_WITH_RECORDS)
+def test_a_committed_report_is_rewritten_to_the_same_values_from_its_records(name, head_neck, tmp_path,
+                                                                            monkeypatch, stand_in):
+    """`ursam evaluate --report-only` with the command recorded in run.json rewrites report.md and
+    results.csv byte for byte from the committed records, loading no model."""
+    import shlex
+    import shutil
+
+    from conftest import DATA, ROOT
+
+    committed = ROOT / "docs" / "results" / name
+    copy = tmp_path / name
+    shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("report.md", "results.csv", "figures"))
+    command = shlex.split(json.loads((committed / "run.json").read_text())["invocations"][0]["command"])
+    assert command[:2] == ["ursam", "evaluate"]
+    args = [str(DATA) + a[len("../shared/data"):] if a.startswith("../shared/data") else a for a in command[1:]]
+    args[args.index("-o") + 1] = str(copy)
+    monkeypatch.chdir(ROOT)
+    assert main([*args, "--report-only", "--quiet"]) == 0
+    assert stand_in == []
+    for written in ("results.csv", "report.md"):
+        assert (copy / written).read_text() == (committed / written).read_text(), written

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The auto localizer's own measure of a blanked scan; measure_localizers.py imports it from here.
 from URSAMLib.localize import BLANKED_BELOW, visible_body  # noqa: E402,F401
+from URSAMLib.evaluation import load_record  # noqa: E402
 
 
 def main() -> None:
@@ -43,8 +44,8 @@ def main() -> None:
     groups = defaultdict(lambda: defaultdict(list))
     folder = Path(args.data) / "hn-openkbp" / "validation"
     classes = {name: int(value) for value, name in json.loads((folder.parent / "classes.json").read_text()).items()}
-    for case in sorted((report / "cases").glob("*.json"), key=lambda p: int(p.stem.split("_")[1])):
-        record = json.loads(case.read_text())
+    for case in sorted((report / "cases").glob("*.json*"), key=lambda p: int(p.name.split(".")[0].split("_")[1])):
+        record = load_record(case)
         if args.batch and not (Path(args.batch) / record["patient"] / "summary.json").exists():
             continue  # not (yet) in the batch run: leave it out of every column
         visible = visible_body(sitk.ReadImage(str(folder / f"{record['patient']}_ct.nii.gz")))

@@ -1,7 +1,8 @@
-"""``ursam evaluate`` over many patients: each computed once and cached in ``REPORT/cases/<patient>.json``
+"""``ursam evaluate`` over many patients: each computed once and cached in ``REPORT/cases/<patient>.json.gz``
 (a rerun skips patients already done with the same configuration), then the report written."""
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,11 +43,33 @@ def _json_default(value):
     raise TypeError(f"not JSON-able: {type(value)}")
 
 
+def case_record_path(output: Path, patient: str) -> Path:
+    """Where a patient's record is cached: gzip-compressed JSON, a tenth of its size, so that the
+    committed reports can carry their records (docs/results/*/cases)."""
+    return output / CASES_DIR / f"{patient}.json.gz"
+
+
+def _write_record(path: Path, record: dict) -> None:
+    """Atomic, and the same bytes for the same record (no time stamp in the gzip header)."""
+    text = json.dumps(record, indent=1, default=_json_default) + "\n"
+    with atomic.replacing(path) as temporary, open(temporary, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as packed:
+        packed.write(text.encode("utf-8"))
+
+
 def load_record(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    """A record or history written here (``.json.gz`` or ``.json``); None if missing or unreadable.
+    A patient's ``.json.gz`` that is missing is looked for as the plain ``.json`` of older runs."""
+    candidates = [path, path.with_suffix("")] if path.suffix == ".gz" else [path]
+    for candidate in candidates:
+        try:
+            data = gzip.decompress(candidate.read_bytes()) if candidate.suffix == ".gz" else candidate.read_bytes()
+            return json.loads(data.decode("utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+    return None
 
 
 @dataclass
@@ -81,7 +104,7 @@ def run_cases(cases: list[Case], config: EvalConfig, run: EvalRun, progress: Pro
     for index, case in enumerate(cases):
         sweep = run.sweep_patients < 0 or index < run.sweep_patients
         key = config.key(run.template_dir, sweep)
-        cached = None if run.overwrite else load_record(cases_dir / f"{case.name}.json")
+        cached = None if run.overwrite else load_record(case_record_path(run.output, case.name))
         if cached is not None and cached.get("config") == key:
             records[case.name] = cached
             run.skipped.append(case.name)
@@ -108,7 +131,7 @@ def run_cases(cases: list[Case], config: EvalConfig, run: EvalRun, progress: Pro
                                            lambda f, m, step=step: step(0.05 + 0.9 * f, m), run.box_batch)
             record["config"] = key
             np.savez_compressed(panels_dir / f"{case.name}.npz", **arrays)
-            _write_json(cases_dir / f"{case.name}.json", record)
+            _write_record(case_record_path(run.output, case.name), record)
             records[case.name] = record
             run.computed.append(case.name)
             step(1.0, f"done in {record['timings']['total_s']:.0f} s")
@@ -182,7 +205,7 @@ def evaluate_command(cases: list[Case], config: EvalConfig, run: EvalRun, contex
         _write_json(history_path, history)
 
     if report_only:
-        records = [r for c in cases if (r := load_record(run.output / CASES_DIR / f"{c.name}.json")) is not None]
+        records = [r for c in cases if (r := load_record(case_record_path(run.output, c.name))) is not None]
     else:
         # After each patient the history is saved, so a partial report made meanwhile is current.
         records = run_cases(cases, config, run, progress, log, on_done=lambda name: record_progress())
