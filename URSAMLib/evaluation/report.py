@@ -217,7 +217,10 @@ def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
               "Per organ: the one-box prompt, the ensemble and UR-SAM (like the paper's Figs. 3-4).", "",
               "![uncertainty vs DSC](figures/uncertainty_vs_dsc.png)", "",
               f"One point per patient and organ; dashed: the *Review* flag at {REVIEW_THRESHOLD} nats.", ""]
-    if figure_examples(load_examples(records, output / "cache" / "panels"), figures / "examples.png"):
+    # The crops are CT pixels and stay out of a committed report: without them, the figure that was
+    # drawn from them when the patients were computed is kept.
+    if figure_examples(load_examples(records, output / "cache" / "panels"), figures / "examples.png") \
+            or (figures / "examples.png").is_file():
         lines += ["![examples](figures/examples.png)", "",
                   "Like the paper's Fig. 5: the slices where UR-SAM's rectification changed most voxels (green "
                   "contour: ground truth; cyan dashed: the prompt box). The slice DSC under each mask says whether "
