@@ -103,6 +103,30 @@ def test_a_prior_joins_the_ensemble_as_a_weighted_member():
         Settings(prior_weight=-1).validate()
 
 
+def test_another_prior_weight_after_the_run_is_the_run_with_that_weight():
+    rng = np.random.default_rng(4)
+    ct = rng.normal(-100, 20, (3, 24, 24)).astype(np.float32)
+    ct[:, 5:15, 4:18] = 90
+    prior = np.zeros((3, 24, 24), np.float32)
+    prior[:, 6:16, 3:12] = 0.6
+    prior[1, 6:16, 3:12] = 1.0
+    boxes = {z: np.array([[2.0, 3.0, 20.0, 18.0]]) for z in range(3)}
+    prompt = OrganPrompt("a", 1, boxes, prior=((slice(0, 3), slice(0, 24), slice(0, 24)), prior))
+    result = segment(ct, [prompt, OrganPrompt("b", 2, boxes)], BrightInBox(), Settings(num_aug=3))
+    without_prior = result.organs[1].ensemble.copy()
+    for weight in (0.0, 2.0, 64.0, Settings().prior_weight):
+        result.reweigh_prior(weight)
+        direct = segment(ct, [prompt], BrightInBox(), Settings(num_aug=3, prior_weight=weight)).organs[0]
+        organ = result.organs[0]
+        assert np.allclose(organ.ensemble, direct.ensemble, atol=1e-5), weight
+        assert np.allclose(organ.uncertainty, direct.uncertainty, atol=1e-4), weight
+        assert np.array_equal(organ.mask, direct.mask), weight
+        assert result.settings.prior_weight == weight
+    assert np.array_equal(result.organs[1].ensemble, without_prior)  # no prior: untouched
+    with pytest.raises(URSAMError, match="prior's weight"):
+        result.reweigh_prior(-1)
+
+
 def test_overlaps_go_to_the_organ_with_the_higher_ensemble_probability():
     ct = np.full((2, 20, 20), 100.0, np.float32)
     a = OrganPrompt("a", 1, {0: np.array([0.0, 0.0, 9.0, 19.0])})

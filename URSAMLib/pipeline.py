@@ -137,6 +137,20 @@ class SegmentationResult:
         for organ in self.organs:
             organ.rectify(self.settings)
 
+    def reweigh_prior(self, prior_weight: float) -> None:
+        """The ensemble of every organ with a prior again, with the prior at ``prior_weight``
+        (:attr:`Settings.prior_weight`), then its uncertainty and rectification: no SAM computation.
+
+        The SAM members' sum is recovered from the ensemble, ``ŷ (n + w) - w · prior``, so a weight
+        can be chosen per organ by measurement, or moved by a slider, after one run."""
+        before, self.settings = self.settings, replace(self.settings, prior_weight=prior_weight).validate()
+        for organ in self.organs:
+            if organ.prior is not None:
+                members = organ.ensemble * (before.num_aug + before.prior_weight) - before.prior_weight * organ.prior
+                organ.ensemble = np.clip(_ensemble(members, organ.prior, self.settings), 0.0, 1.0).astype(np.float32)
+                organ.uncertainty = predictive_entropy(organ.ensemble)
+                organ.rectify(self.settings)
+
     def label_map(self, which: str = "rectified") -> np.ndarray:
         """Multi-organ label map ``[z, y, x]`` (uint16) of the ``rectified``, ``ensemble`` or
         ``plain`` (un-augmented box) masks.
