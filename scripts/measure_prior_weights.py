@@ -4,7 +4,7 @@ The one-click path (``ursam segment --region head-and-neck``) puts the multi-atl
 ensemble as a member of weight w (``Settings.prior_weight``): ŷ = (Σ n SAM members + w · vote) / (n + w).
 Per patient this script localizes and segments once, exactly as that path does, then re-weighs the
 prior for every w of ``--weights`` (``SegmentationResult.reweigh_prior``: no SAM work) and scores the
-rectified and ensemble masks of every organ against the labels, beside the vote alone. Rows go to
+masks of every organ under each rectification of ``METHODS`` against the labels, beside the vote alone. Rows go to
 OUTPUT/rows.jsonl after every patient (a rerun resumes); ``--table`` prints the mean DSC per organ
 and weight, and the weight that is best for each organ. Choose on training patients that are not
 supports of the template; report on validation patients.
@@ -34,6 +34,8 @@ from URSAMLib.template import Template  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hn-openkbp"
 WEIGHTS = (0.0, 1.0, 3.0, 6.0, 12.0, 24.0, 64.0)
+METHODS = ("ursam", "unc-fnc", "ensemble")
+"""Rectifications scored at every weight: UR-SAM's, adding every uncertain voxel, and none."""
 
 
 def score_patient(split: str, patient: str, backbone, weights: tuple[float, ...]) -> list[dict]:
@@ -50,30 +52,32 @@ def score_patient(split: str, patient: str, backbone, weights: tuple[float, ...]
     rows = []
     for weight in weights:
         result.reweigh_prior(weight)
-        for organ in result.organs:
-            reference = labels == organ.label
-            if not reference.any():
-                continue  # OpenKBP leaves some organs out of some patients: nothing to score against
-            scores = {}
-            for which, mask in (("rectified", organ.mask), ("ensemble", organ.ensemble_mask)):
+        scores = defaultdict(dict)  # organ → rectification method → DSC
+        for method in METHODS:
+            result.rerectify(method=method)
+            for organ in result.organs:
                 full = np.zeros(labels.shape, bool)
-                full[organ.region] = mask
-                scores[which] = round(dice(full, reference), 4)
+                full[organ.region] = organ.mask
+                scores[organ.name][method] = round(dice(full, labels == organ.label), 4)
+        for organ in result.organs:
+            if not (labels == organ.label).any():
+                continue  # OpenKBP leaves some organs out of some patients: nothing to score against
             localization = found.localizations[organ.name]
-            vote = dice(localization.atlas.mask(labels.shape), reference) if localization.atlas else None
+            vote = dice(localization.atlas.mask(labels.shape), labels == organ.label) if localization.atlas else None
             rows.append({"patient": patient, "organ": organ.name, "weight": weight,
-                         "has_prior": organ.prior is not None, "dsc": scores["rectified"],
-                         "dsc_ensemble": scores["ensemble"],
+                         "has_prior": organ.prior is not None, "dsc": scores[organ.name]["ursam"],
+                         "dsc_by_method": scores[organ.name],
                          "dsc_atlas_vote": None if vote is None else round(vote, 4), "seconds": seconds})
+        result.rerectify(method=Settings().method)
     return rows
 
 
-def table(folder: Path) -> str:
+def table(folder: Path, method: str = "ursam") -> str:
     rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["has_prior"]]
     by = defaultdict(list)
     for r in rows:
-        by[(r["organ"], r["weight"])].append(r["dsc"])
+        by[(r["organ"], r["weight"])].append(r["dsc_by_method"][method])
     votes = defaultdict(list)
     for r in rows:
         if r["weight"] == rows[0]["weight"] and r["dsc_atlas_vote"] is not None:
@@ -81,7 +85,7 @@ def table(folder: Path) -> str:
     organs = sorted({o for o, _ in by}, key=lambda o: [r["organ"] for r in rows].index(o))
     weights = sorted({w for _, w in by})
     patients = len({r["patient"] for r in rows})
-    lines = [f"Mean rectified DSC per organ and prior weight w ({patients} patients; organs placed by the atlas)", "",
+    lines = [f"Mean DSC ({method}) per organ and prior weight w ({patients} patients; organs placed by the atlas)", "",
              "| w | " + " | ".join(organs) + " | mean |", "|---|" + "---|" * (len(organs) + 1)]
     for w in weights:
         means = [float(np.mean(by[(o, w)])) for o in organs]
@@ -102,7 +106,7 @@ def main() -> None:
     parser.add_argument("--table", type=Path, metavar="FOLDER", help="print the table of FOLDER's rows and stop")
     args = parser.parse_args()
     if args.table:
-        print(table(args.table))
+        print("\n\n".join(table(args.table, method) for method in METHODS))
         return
     if not args.output:
         parser.error("-o OUTPUT is needed to measure")
@@ -126,7 +130,7 @@ def main() -> None:
         with rows_path.open("a") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in rows)
         print(f"{name}: {rows[0]['seconds'] if rows else 0} s", flush=True)
-    print(table(args.output))
+    print("\n\n".join(table(args.output, method) for method in METHODS))
 
 
 if __name__ == "__main__":
