@@ -3,10 +3,10 @@
 The one-click path (``ursam segment --region head-and-neck``) puts the multi-atlas vote into the
 ensemble as a member of weight w (``Settings.prior_weight``): ŷ = (Σ n SAM members + w · vote) / (n + w).
 Per patient this script localizes and segments once, exactly as that path does, then re-weighs the
-prior for every w of ``--weights`` (``SegmentationResult.reweigh_prior``: no SAM work) and scores the
-masks of every organ under each rectification of ``METHODS`` against the labels, beside the vote alone. Rows go to
-OUTPUT/rows.jsonl after every patient (a rerun resumes); ``--table`` prints the mean DSC per organ
-and weight, and the weight that is best for each organ. Choose on training patients that are not
+prior for every w of ``--weights`` (``SegmentationResult.reweigh_prior``: no SAM work) and scores
+every organ under each rectification of ``METHODS`` against the labels, beside the vote alone. Rows
+go to OUTPUT/rows.jsonl after every patient (a rerun resumes); ``--table`` prints, per method, the
+mean DSC per organ and weight, and the weight that is best for each organ. Choose on training patients that are not
 supports of the template; report on validation patients.
 
     python scripts/measure_prior_weights.py --split train --patients 33,40,52 -o /tmp/prior-weights
