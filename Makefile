@@ -2,7 +2,7 @@
 #   make demo   install, then segment the organs at risk of a head-and-neck CT that nobody labelled for it,
 #               automatically (--region), and print the DSC beside per-slice label-box prompting
 #   make test   install, then lint (ruff) and run the whole test suite, printing the 15 slowest tests
-#   make test-fast  the tests without a real network or a long run (pytest -m "not slow and not model")
+#   make test-fast  the tests of logic alone: no real network, CT data, other process or long run (under 2 min)
 #   make test-slicer-py312  the 3D Slicer module's glue tests on Python 3.12 (Slicer 5.10+'s), without torch
 #   make bench  install, then benchmarks/run.py (speed and memory; writes benchmarks/results/latest.*)
 PYTHON ?= python3
@@ -84,7 +84,7 @@ test-slicer-py312:
 	PYTHONPATH=$(CURDIR) $(VENV312)/bin/python -m pytest -q -p no:cacheprovider -m "not model" Testing/test_slicer_*.py
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not model"
+	$(BIN)/python -m pytest -m "not slow and not model and not data and not subprocess"
 
 bench: install
 	$(BIN)/python benchmarks/run.py
