@@ -38,32 +38,35 @@ METHODS = ("ursam", "unc-fnc", "ensemble")
 """Rectifications scored at every weight: UR-SAM's, adding every uncertain voxel, and none."""
 
 
-def score_patient(split: str, patient: str, backbone, weights: tuple[float, ...]) -> list[dict]:
+def score_patient(split: str, patient: str, template: Template, localizer: str, backbone,
+                  weights: tuple[float, ...]) -> list[dict]:
     ct_path = DATA / split / f"{patient}_ct.nii.gz"
     ct = io.read_ct(str(ct_path))
     hu, _ = io.axial_array(ct)
     labels, _ = io.axial_array(io.read_label_map(str(ct_path).replace("_ct.nii.gz", "_oar.nii.gz"), ct), np.uint16)
-    builtin = region_template("head-and-neck")
-    template = Template.load(builtin.folder)
     started = time.perf_counter()
-    found = prompts_from_template(ct, template, localizer=builtin.localizer)
+    found = prompts_from_template(ct, template, localizer=localizer)
     result = segment(hu, found.prompts, backbone, Settings())
     seconds = round(time.perf_counter() - started, 1)
+    references = {organ.name: labels == organ.label for organ in result.organs}
+    # OpenKBP leaves some organs out of some patients: there is nothing to score them against
+    scored = [organ for organ in result.organs if references[organ.name].any()]
+    votes = {}
+    for organ in scored:
+        atlas = found.localizations[organ.name].atlas
+        votes[organ.name] = dice(atlas.mask(labels.shape), references[organ.name]) if atlas else None
     rows = []
     for weight in weights:
         result.reweigh_prior(weight)
         scores = defaultdict(dict)  # organ → rectification method → DSC
         for method in METHODS:
             result.rerectify(method=method)
-            for organ in result.organs:
+            for organ in scored:
                 full = np.zeros(labels.shape, bool)
                 full[organ.region] = organ.mask
-                scores[organ.name][method] = round(dice(full, labels == organ.label), 4)
-        for organ in result.organs:
-            if not (labels == organ.label).any():
-                continue  # OpenKBP leaves some organs out of some patients: nothing to score against
-            localization = found.localizations[organ.name]
-            vote = dice(localization.atlas.mask(labels.shape), labels == organ.label) if localization.atlas else None
+                scores[organ.name][method] = round(dice(full, references[organ.name]), 4)
+        for organ in scored:
+            vote = votes[organ.name]
             rows.append({"patient": patient, "organ": organ.name, "weight": weight,
                          "has_prior": organ.prior is not None, "dsc": scores[organ.name]["ursam"],
                          "dsc_by_method": scores[organ.name],
@@ -114,7 +117,8 @@ def main() -> None:
                    key=lambda name: int(name.split("_")[1]))
     if args.patients:
         names = [f"pt_{n.strip()}" for n in args.patients.split(",")]
-    template = Template.load(region_template("head-and-neck").folder)
+    builtin = region_template("head-and-neck")
+    template = Template.load(builtin.folder)
     supports = {s.name.removesuffix("_ct") for t in (template, template.blanked) if t for s in t.supports}
     if supports & set(names):
         raise SystemExit(f"{', '.join(sorted(supports & set(names)))} are supports of the template: choose others")
@@ -126,7 +130,7 @@ def main() -> None:
     for name in names:
         if name in done:
             continue
-        rows = score_patient(args.split, name, backbone, weights)
+        rows = score_patient(args.split, name, template, builtin.localizer, backbone, weights)
         with rows_path.open("a") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in rows)
         print(f"{name}: {rows[0]['seconds'] if rows else 0} s", flush=True)

@@ -73,13 +73,13 @@ def _run_evaluate(args) -> int:
     output = Path(args.output)
     if bool(args.support_images) != bool(args.support_labels):
         raise URSAMError("--support-images and --support-labels go together (one label map per support CT).")
-    localizer = args.localizer or EvalConfig.localizer
+    template_dir, localizer = args.template, args.localizer or EvalConfig.localizer
     if args.region:
         if args.template or args.support_images:
             raise URSAMError("Give one of --region, --template or --support-images, not several.")
         builtin = region_template(args.region)
-        args.template, localizer = str(builtin.folder), args.localizer or builtin.localizer
-    template, template_key = prepare_template(output, args.template, args.support_images, args.support_labels,
+        template_dir, localizer = str(builtin.folder), args.localizer or builtin.localizer
+    template, template_key = prepare_template(output, template_dir, args.support_images, args.support_labels,
                                               classes, organs, cases)
     config = EvalConfig(organs=organs, settings=settings_from(args), jitter=args.jitter, margin=args.box_margin,
                         refine=not args.no_refine, backbone=args.backbone, checkpoint=args.checkpoint,
