@@ -80,6 +80,7 @@ def test_summary_records_organs_parameters_and_timings(abdomen_run):
     assert liver["label"] == 5 and liver["voxels"]["rectified"] > 10_000
     assert 0 < liver["mean_uncertainty_in_box"] < math.log(2)
     assert liver["threshold"] > 0 and liver["dice_vs_prompt_labels"]["rectified"] > 0.85
+    assert liver["rectification"] == "ursam" and summary["parameters"]["method"] == "per-organ"  # labels: no choice
     assert len(liver["box_ijk"]) == 2 and len(liver["box_lps_mm"]) == 2
     assert summary["parameters"]["num_aug"] == 3 and summary["parameters"]["ratio"] == 0.01
     assert summary["backbone"]["name"] == "litemedsam" and "sha256" in summary["backbone"]["weights"]

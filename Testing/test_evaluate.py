@@ -132,8 +132,8 @@ def test_a_run_writes_every_row_and_method_and_a_rerun_does_no_sam_work(dataset,
     assert main(["evaluate", str(dataset), "-o", str(out), "--quiet"]) == 0
     rows = read_csv(out / "results.csv")
     assert list(rows[0]) == CSV_COLUMNS
-    # pt_1, pt_2: 2 organs, pt_10: 1. Variants box3d, box3d-refine, slice (7 methods each), manual (1).
-    assert len(rows) == (2 + 2 + 1) * (3 * 7 + 1)
+    # pt_1, pt_2: 2 organs, pt_10: 1. Variants box3d, box3d-refine, slice (8 methods each), manual (1).
+    assert len(rows) == (2 + 2 + 1) * (3 * 8 + 1)
     assert not any(r["patient"] == "pt_10" and r["organ"] == "alpha" for r in rows)
     assert {r["method"] for r in rows} == set(METHOD_TITLES)
     report = (out / "report.md").read_text()

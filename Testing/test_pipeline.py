@@ -156,6 +156,25 @@ def test_rerectify_changes_only_the_rectification():
         result.rerectify(num_aug=0)
 
 
+def test_per_organ_rectification_takes_each_prompts_measured_rule_and_ursam_elsewhere():
+    from dataclasses import replace
+
+    from URSAMLib.rectify import rectify
+
+    measured = [replace(prompts()[0], method="unc-fnc"), prompts()[1]]
+    result = segment(volume(), measured, BrightInBox(), Settings(num_aug=3, ratio=0.05))
+    assert result.settings.method == "per-organ"
+    for organ, expected in zip(result.organs, ("unc-fnc", "ursam")):
+        assert organ.rectification.method == expected
+        alone = rectify(organ.intensity, organ.ensemble, organ.uncertainty, organ.box_region, expected)
+        assert np.array_equal(organ.mask, alone.mask)
+    assert not np.array_equal(result.organs[0].mask, result.organs[0].ensemble_mask)  # the rule did something
+    result.rerectify(method="fixed")  # a rule chosen for the run applies to every organ
+    assert [organ.rectification.method for organ in result.organs] == ["fixed", "fixed"]
+    result.rerectify(method="per-organ")
+    assert [organ.rectification.method for organ in result.organs] == ["unc-fnc", "ursam"]
+
+
 def test_same_seed_same_result_bit_for_bit():
     runs = [segment(volume(), prompts(), BrightInBox(), Settings(num_aug=4, ratio=0.05, seed=11))
             for _ in range(2)]

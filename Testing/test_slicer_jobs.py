@@ -76,11 +76,14 @@ def test_an_organ_in_two_parts_on_a_slice_keeps_both_boxes_through_the_job_and_i
 
 
 def test_a_saved_result_is_the_same_result_and_rerectifies_the_same(tmp_path):
-    result = jobs.compute(small_job(), loader=bright_in_box)
+    job = small_job()
+    job.prompts[0].method = "unc-fnc"  # a built-in template's measured choice, which per-organ follows
+    result = jobs.compute(job, loader=bright_in_box)
     running.save_result(result, tmp_path / "result.npz")
     loaded = running.load_result(tmp_path / "result.npz")
     assert_same_result(loaded, result)
-    for changes in ({"alpha_h": 1.0}, {"method": "fixed"}, {"method": "unc-fpc"}):
+    assert loaded.organs[0].rectification.method == "unc-fnc"
+    for changes in ({"alpha_h": 1.0}, {"method": "fixed"}, {"method": "unc-fpc"}, {"method": "per-organ"}):
         result.rerectify(**changes)
         loaded.rerectify(**changes)
         assert np.array_equal(loaded.label_map(), result.label_map())

@@ -304,7 +304,7 @@ def test_the_controls_reach_the_logic_and_apply_turns_into_cancel(env, monkeypat
     ui.numAugSliderWidget.value = 7
     ui.ratioSliderWidget.value = 0.05
     ui.alphaHSliderWidget.value = 1.6
-    ui.thresholdModeComboBox.currentIndex = 1
+    ui.thresholdModeComboBox.currentIndex = 2  # fixed
     ui.promptModeComboBox.currentIndex = 1
     ui.deviceComboBox.currentIndex = 1
     ui.backboneComboBox.currentIndex = ui.backboneComboBox.findData("sam-vit-b")
@@ -403,7 +403,7 @@ def test_a_full_run_through_the_widget(env):
     # α_h and the threshold mode re-rectify the kept result: no SAM, URSAM's segments updated
     calls = list(backbone.embedded)
     liver = mrml_outputs.ursam_segments(outputs.segmentation, "rectified")["liver"]
-    ui.thresholdModeComboBox.currentIndex = 1
+    ui.thresholdModeComboBox.currentIndex = 2  # fixed
     ui.alphaHSliderWidget.value = 1.05
     assert backbone.embedded == calls
     assert outputs.result.settings.method == "fixed" and outputs.result.settings.alpha_h == pytest.approx(1.05)
@@ -782,7 +782,7 @@ def test_settings_and_node_choices_survive_saving_and_loading_the_scene(env, tmp
     ui.numAugSliderWidget.value = 7
     ui.ratioSliderWidget.value = 0.05
     ui.alphaHSliderWidget.value = 1.6
-    ui.thresholdModeComboBox.currentIndex = 1
+    ui.thresholdModeComboBox.currentIndex = 2  # fixed
     ui.promptModeComboBox.currentIndex = 1
     ui.organSetComboBox.currentIndex = ui.organSetComboBox.findData("abdomen")
     ui.backboneComboBox.currentIndex = ui.backboneComboBox.findData("sam-vit-b")

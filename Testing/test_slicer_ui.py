@@ -40,7 +40,7 @@ COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
     "promptModeComboBox": ["Per-slice boxes", f"3-D box (+{MARGIN} mm margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
     "precisionComboBox": ["float32", "bfloat16 (GPU)"],
-    "thresholdModeComboBox": ["Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
+    "thresholdModeComboBox": ["Per organ, as measured", "Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
     "organSetComboBox": [],
     "backboneComboBox": [],
     "localizerComboBox": [],
@@ -196,7 +196,8 @@ def test_the_widget_code_uses_only_controls_that_exist_and_the_same_item_orders(
     assert len(constants["DEVICES"]) == len(COMBOS["deviceComboBox"])
     assert len(constants["THRESHOLD_MODES"]) == len(COMBOS["thresholdModeComboBox"])
     assert len(constants["PRECISIONS"]) == len(COMBOS["precisionComboBox"])
-    assert constants["THRESHOLD_MODES"] == ("ursam", "fixed") and constants["PROMPT_MODES"] == ("slice", "box3d")
+    assert constants["THRESHOLD_MODES"] == ("per-organ", "ursam", "fixed")
+    assert constants["PROMPT_MODES"] == ("slice", "box3d")
 
 
 def test_the_documented_workflow_names_only_controls_that_exist():
@@ -239,7 +240,7 @@ def test_the_box_margin_the_ui_names_is_the_one_the_code_applies(ui):
 
 
 def test_the_default_rectification_method_is_urSAMLibs(ui):
-    assert child(ui, "thresholdModeComboBox").currentIndex() == ("ursam", "fixed").index(DEFAULTS.method)
+    assert child(ui, "thresholdModeComboBox").currentIndex() == ("per-organ", "ursam", "fixed").index(DEFAULTS.method)
 
 
 def test_the_log_is_read_only_and_folded_away(ui):

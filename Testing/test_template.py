@@ -146,6 +146,33 @@ def test_a_template_names_its_blanked_supports_and_loads_them_with_it(template, 
         link_blanked(folder, "nowhere")
 
 
+def test_a_template_records_each_organs_measured_rectification_and_its_prompts_carry_it(template, head_neck,
+                                                                                       tmp_path):
+    import shutil
+
+    from URSAMLib.localize import prompts_from_template
+    from URSAMLib.template import set_rectification
+
+    folder = tmp_path / "hn"
+    shutil.copytree(template.folder, folder)
+    assert Template.load(folder).rectification == {}
+    organ = next(iter(template.organs))
+    assert set_rectification(folder, {organ: "unc-fnc"}).rectification == {organ: "unc-fnc"}
+    before = (folder / "template.json").read_text()
+    for wrong in ({organ: "guess"}, {"Kidney": "unc-fnc"}):
+        with pytest.raises(URSAMError, match="not an organ of the template or not one of"):
+            set_rectification(folder, wrong)
+    assert (folder / "template.json").read_text() == before
+    ct = io.read_ct(hn_pair(head_neck, 201, "validation")[0])
+    found = prompts_from_template(ct, Template.load(folder), localizer="medlam")  # the shipped weights: fast
+    assert found.prompts
+    assert {p.name: p.method for p in found.prompts} == {p.name: "unc-fnc" if p.name == organ else None
+                                                         for p in found.prompts}
+    (folder / "template.json").write_text(before.replace('"unc-fnc"', '"guess"'))
+    with pytest.raises(URSAMError, match="fix or rebuild the template"):
+        Template.load(folder)
+
+
 def test_a_template_records_each_organs_typical_volume(template):
     volumes = template.typical_volumes_ml()
     assert set(volumes) == set(template.organs)

@@ -114,6 +114,7 @@ def organ_summary(organ: OrganResult, frame: AxialFrame, reference: sitk.Image) 
         "volume_ml": {"ensemble": round(organ.ensemble_mask.sum() * voxel_ml, 2),
                       "rectified": round(organ.mask.sum() * voxel_ml, 2)},
         "mean_uncertainty_in_box": round(organ.mean_uncertainty, 5),
+        "rectification": None if rect is None else rect.method,
         "threshold": None if rect is None or np.isnan(rect.threshold) else round(rect.threshold, 5),
         "uncertain_voxels": 0 if rect is None else int(rect.uncertain.sum()),
         "target_intensity": None if rect is None else rect.target_intensity,

@@ -18,7 +18,7 @@ from .embedding_cache import embed_slices
 from .errors import Cancelled, URSAMError
 from .progress import Progress
 from .prompts import OrganPrompt, augment_box, augmentation_rng, clip_boxes
-from .rectify import (DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND, METHODS,
+from .rectify import (DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND, METHOD_CHOICES, PER_ORGAN,
                       Rectification, rectify)
 from .uncertainty import predictive_entropy
 
@@ -27,15 +27,18 @@ from .uncertainty import predictive_entropy
 
 @dataclass(frozen=True)
 class Settings:
-    """Parameters of a UR-SAM run (defaults: the paper's best setting)."""
+    """Parameters of a UR-SAM run (defaults: the paper's best setting, n = 3 and ratio 0.01; the
+    rectification as measured per organ where a built-in template chose one, else the paper's)."""
 
     num_aug: int = 3
     """Boxes per slice and organ (1 = no augmentation)."""
     ratio: float = 0.01
     """Perturbation of the augmented boxes, a fraction of the slice's longest side."""
     seed: int = 0
-    method: str = "ursam"
-    """Rectification method, a key of :data:`URSAMLib.rectify.METHODS`."""
+    method: str = PER_ORGAN
+    """Rectification method: a key of :data:`URSAMLib.rectify.METHODS` for every organ, or
+    :data:`~URSAMLib.rectify.PER_ORGAN`: each organ's measured choice where its prompt has one
+    (a built-in template's), else ``ursam`` (the paper's)."""
     alpha_h: float = DEFAULT_ALPHA_H
     lower_bound: str = DEFAULT_LOWER_BOUND
     fixed_threshold: float = DEFAULT_FIXED_THRESHOLD
@@ -63,9 +66,9 @@ class Settings:
             raise URSAMError(f"The number of augmented prompts must be 1..64, not {self.num_aug}.")
         if not 0.0 <= self.ratio <= 0.5:
             raise URSAMError(f"The perturbation ratio must be between 0 and 0.5, not {self.ratio}.")
-        if self.method not in METHODS:
+        if self.method not in METHOD_CHOICES:
             raise URSAMError(f"Unknown rectification method {self.method!r}; "
-                             f"choose one of {', '.join(METHODS)}.")
+                             f"choose one of {', '.join(METHOD_CHOICES)}.")
         if not 1.0 <= self.alpha_h <= 3.0:
             raise URSAMError(f"alpha_h must be between 1 and 3, not {self.alpha_h}.")
         if not 0.0 <= self.prior_weight <= 64:
@@ -101,6 +104,8 @@ class OrganResult:
     their agreement is a signal of the organ's quality (:mod:`URSAMLib.quality`)."""
     prior: np.ndarray | None = None
     """The prompt's prior probability (atlas vote) on this organ's crop, float32; None without one."""
+    preferred_method: str | None = None
+    """The prompt's measured rectification (:attr:`URSAMLib.prompts.OrganPrompt.method`), if any."""
 
     @property
     def ensemble_mask(self) -> np.ndarray:
@@ -116,9 +121,15 @@ class OrganResult:
         """Mean entropy over the box region: the organ's reliability score (lower is better)."""
         return float(self.uncertainty[self.box_region].mean())
 
+    def method(self, settings: Settings) -> str:
+        """The rectification ``settings`` give this organ: theirs, or with ``per-organ`` its own choice."""
+        if settings.method == PER_ORGAN:
+            return self.preferred_method or "ursam"
+        return settings.method
+
     def rectify(self, settings: Settings) -> None:
         self.rectification = rectify(self.intensity, self.ensemble, self.uncertainty, self.box_region,
-                                     settings.method, settings.alpha_h, settings.lower_bound,
+                                     self.method(settings), settings.alpha_h, settings.lower_bound,
                                      settings.fixed_threshold)
 
 
@@ -407,7 +418,8 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
             ensemble = _ensemble(total, prior, settings)
             organ = OrganResult(plan.prompt.name, plan.prompt.label, plan.region, plan.boxes,
                                 _box_region(plan, ensemble.shape), intensity[plan.region].copy(),
-                                ensemble, predictive_entropy(ensemble), plain, votes=vote, prior=prior)
+                                ensemble, predictive_entropy(ensemble), plain, votes=vote, prior=prior,
+                                preferred_method=plan.prompt.method)
             organ.rectify(settings)
             organs.append(organ)
         results[key] = SegmentationResult(organs, tuple(ct.shape), settings, timings)

@@ -108,6 +108,9 @@ class OrganPrompt:
     """Optionally an independent estimate of the organ's probability, ``(region, p[z, y, x])`` over
     ``region`` of the volume (e.g. the atlas vote): it joins the ensemble with
     :attr:`URSAMLib.pipeline.Settings.prior_weight`."""
+    method: str | None = None
+    """The rectification (a key of :data:`URSAMLib.rectify.METHODS`) measured best for this organ with
+    these prompts, where a template chose one; a run with method ``per-organ`` uses it."""
 
 
 MIN_PART_FRACTION = 0.2

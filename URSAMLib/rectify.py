@@ -52,6 +52,8 @@ class Rectification:
     background_intensity: float | None = None
     band: tuple[float, float] | None = None
     """Windowed intensities between which uncertain voxels joined the organ."""
+    method: str = ""
+    """The rule applied, a key of :data:`METHODS`."""
 
 
 def intensity_band(target: float, background: float, alpha_h: float = DEFAULT_ALPHA_H,
@@ -123,6 +125,15 @@ METHODS: dict[str, Callable[..., Rectification]] = {
     "ensemble": _none,  # no rectification: the ensemble mask (p > 0.5)
 }
 
+PER_ORGAN = "per-organ"
+"""A run setting, not a rule of its own: each organ takes the rule a template chose for it by measurement
+(:attr:`URSAMLib.prompts.OrganPrompt.method`, from the template's ``rectification``), UR-SAM's where
+none was chosen. Which rule is best depends on the organ (on OpenKBP training patients adding every
+uncertain voxel beat the intensity rule on the parotids, esophagus and larynx, not on the mandible:
+docs/atlas-prompts.md)."""
+METHOD_CHOICES = (PER_ORGAN, *METHODS)
+"""What a run's ``method`` may be."""
+
 
 def rectify(intensity: np.ndarray, ensemble: np.ndarray, uncertainty: np.ndarray,
             box_region: np.ndarray, method: str = "ursam", alpha_h: float = DEFAULT_ALPHA_H,
@@ -139,6 +150,8 @@ def rectify(intensity: np.ndarray, ensemble: np.ndarray, uncertainty: np.ndarray
     box_region = np.asarray(box_region, dtype=bool)
     ensemble_mask = ensemble > 0.5
     if not box_region.any():
-        return Rectification(ensemble_mask, np.zeros_like(box_region), float("nan"))
-    return METHODS[method](intensity, ensemble_mask, uncertainty, box_region, alpha_h, lower_bound,
-                           fixed_threshold)
+        return Rectification(ensemble_mask, np.zeros_like(box_region), float("nan"), method=method)
+    result = METHODS[method](intensity, ensemble_mask, uncertainty, box_region, alpha_h, lower_bound,
+                             fixed_threshold)
+    result.method = method
+    return result

@@ -11,6 +11,8 @@ The manifest lists the organs (name → label value in the supports' label maps)
 region, and per support its extreme points: for every organ the six voxels of the mask
 that lie furthest along -x, +x, -y, +y, -z, +z, in LPS millimetres and in the support's
 voxel indices (i, j, k). The localizers (:mod:`URSAMLib.localize`) need nothing else.
+Optionally it names a companion template of blanked scans (``blanked``, :func:`link_blanked`) and the
+rectification measured best per organ (``rectification``, :func:`set_rectification`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import SimpleITK as sitk
 from . import __version__, atomic
 from .errors import URSAMError
 from .io import AIR_THRESHOLD_HU, AIR_VALUE_HU, axial_array, read_ct, read_label_map, write_image
+from .rectify import METHODS
 
 TEMPLATE_FORMAT = "ursam-template"
 TEMPLATE_VERSION = 1
@@ -102,6 +105,10 @@ class Template:
     elsewhere, as OpenKBP ships part of its scans), named by the manifest's ``blanked`` key (a
     folder relative to this one, see :func:`link_blanked`). Registration matches a blanked CT only to
     blanked supports: the ``auto`` localizer uses them for such CTs."""
+    rectification: dict[str, str] = field(default_factory=dict)
+    """Organ → the rectification measured best for it with this template's prompts (a key of
+    :data:`URSAMLib.rectify.METHODS`; the manifest's optional ``rectification``): runs with method
+    ``per-organ`` use it. Organs not named get UR-SAM's."""
     _typical_ml: dict[str, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -128,7 +135,10 @@ class Template:
                                     {organ: np.array(p["mm"]) for organ, p in entry["extreme_points"].items()},
                                     files[1] if len(files) > 1 else None))
         blanked = cls.load(folder / manifest["blanked"]) if manifest.get("blanked") else None
-        return cls(folder, dict(manifest["organs"]), manifest.get("body_region", ""), supports, blanked)
+        rectification = dict(manifest.get("rectification", {}))
+        _check_rectification(rectification, manifest["organs"], manifest_path)
+        return cls(folder, dict(manifest["organs"]), manifest.get("body_region", ""), supports, blanked,
+                   rectification)
 
     def typical_volumes_ml(self) -> dict[str, float]:
         """Organ → its median volume in ml over the supports whose label map the template keeps
@@ -260,6 +270,24 @@ def link_blanked(folder: str | os.PathLike, blanked: str) -> Template:
     manifest = json.loads((folder / "template.json").read_text())
     atomic.write_json(folder / "template.json", {**manifest, "blanked": blanked}, indent=1)
     return Template.load(folder)
+
+
+def set_rectification(folder: str | os.PathLike, choices: dict[str, str]) -> Template:
+    """Record in the manifest of the template in ``folder`` the rectification measured best for each
+    organ with its prompts (``choices``: organ → a key of :data:`URSAMLib.rectify.METHODS`; organs left
+    out get UR-SAM's), which runs with method ``per-organ`` use."""
+    folder = Path(folder)
+    _check_rectification(choices, Template.load(folder).organs, folder / "template.json")
+    manifest = json.loads((folder / "template.json").read_text())
+    atomic.write_json(folder / "template.json", {**manifest, "rectification": dict(choices)}, indent=1)
+    return Template.load(folder)
+
+
+def _check_rectification(choices: dict[str, str], organs, where: Path) -> None:
+    wrong = [organ for organ, method in choices.items() if organ not in organs or method not in METHODS]
+    if wrong:
+        raise URSAMError(f"{where} names a rectification for {', '.join(wrong)} that is not an organ of the "
+                         f"template or not one of {', '.join(METHODS)}; fix or rebuild the template.")
 
 
 def _support_files(folder: Path) -> list[Path]:

@@ -214,7 +214,7 @@ def localize(job: Job, progress: Callable[[float, str], None] | None = None,
     job.not_found = {task.organs[name]: reason for name, reason in found.missing.items()}
     if not found.prompts:
         raise no_organ_found(dataclasses.replace(found, missing=job.not_found), template, "the input CT")
-    job.prompts = [OrganPrompt(task.organs[p.name], p.label, p.boxes, p.prior) for p in found.prompts]
+    job.prompts = [dataclasses.replace(p, name=task.organs[p.name]) for p in found.prompts]
     job.quality_context = automatic_context(found.localizations, template,
                                             float(np.prod(task.geometry.spacing)) / 1000.0, task.organs)
 

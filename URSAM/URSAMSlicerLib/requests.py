@@ -46,9 +46,10 @@ PRECISIONS = ("float32", "bfloat16")
 """Model precisions, in the order of precisionComboBox's items (bfloat16: autocast on the GPU)."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """Devices, in the order of deviceComboBox's items."""
-THRESHOLD_MODES = ("ursam", "fixed")
-"""Rectification methods, in the order of thresholdModeComboBox's items: the class-specific
-threshold of Eq. 3, or the fixed ln(2)/2, each followed by Algorithm 1."""
+THRESHOLD_MODES = ("per-organ", "ursam", "fixed")
+"""Rectification methods, in the order of thresholdModeComboBox's items: each organ's measured rule
+(URSAMLib.rectify.PER_ORGAN), or the paper's Algorithm 1 after the class-specific threshold of Eq. 3
+or the fixed ln(2)/2."""
 ANY_ORGAN = "any"
 """Organ set of every structure found in the prompts."""
 

@@ -49,7 +49,8 @@ def save_result(result: SegmentationResult, path: Path) -> None:
                 arrays[f"{name}{index}"] = getattr(organ, name)
         arrays[f"boxz{index}"], arrays[f"boxes{index}"] = boxes_to_rows(organ.boxes)
         organs.append({"name": organ.name, "label": organ.label,
-                       "region": [[s.start, s.stop] for s in organ.region]})
+                       "region": [[s.start, s.stop] for s in organ.region],
+                       "preferred_method": organ.preferred_method})
     meta = {"organs": organs, "shape": list(result.shape), "settings": dataclasses.asdict(result.settings),
             "timings": result.timings}
     arrays["meta"] = np.array(json.dumps(meta))
@@ -69,7 +70,8 @@ def load_result(path: Path) -> SegmentationResult:
             optional = {name: data[f"{name}{index}"] for name in _OPTIONAL_ORGAN_ARRAYS if f"{name}{index}" in data}
             result_organ = OrganResult(organ["name"], int(organ["label"]),
                                        tuple(slice(a, b) for a, b in organ["region"]), boxes,
-                                       *(data[f"{name}{index}"] for name in _ORGAN_ARRAYS), **optional)
+                                       *(data[f"{name}{index}"] for name in _ORGAN_ARRAYS), **optional,
+                                       preferred_method=organ.get("preferred_method"))
             result_organ.rectify(settings)
             organs.append(result_organ)
     return SegmentationResult(organs, tuple(meta["shape"]), settings, meta["timings"])

@@ -38,7 +38,7 @@ SAVED_CONTROLS = {
     "Window": ("windowLineEdit", "text"),
     "Device": ("deviceComboBox", "currentIndex"),
     "AlphaH": ("alphaHSliderWidget", "value"),
-    "ThresholdMode": ("thresholdModeComboBox", "currentIndex"),
+    "Rectification": ("thresholdModeComboBox", "currentIndex"),  # not "ThresholdMode": its items changed
     "Localizer": ("localizerComboBox", "currentData"),
     "LocalizerWeights": ("localizerWeightsPathLineEdit", "currentPath"),
     "ShowEnsemble": ("showEnsembleCheckBox", "checked"),

@@ -13,7 +13,7 @@ from ..backbones import PRECISIONS
 from ..job import PROMPT_MODES, SegmentJob
 from ..pipeline import Settings
 from ..prompts import DEFAULT_BOX_MARGIN
-from ..rectify import LOWER_BOUNDS, METHODS
+from ..rectify import LOWER_BOUNDS, METHOD_CHOICES
 from ..runtime import CHOICES as RUNTIMES
 from .options import box_margin, dicom_kinds, non_negative_int, window
 
@@ -103,8 +103,9 @@ def job_parent(labels: tuple[str, str, str]) -> argparse.ArgumentParser:
     parent.add_argument("--checkpoint-sha256", metavar="HEX",
                         help="SHA-256 the checkpoint must have (e.g. from 'sha256sum'): verifies weights that "
                         "URSAM's catalogue does not know, such as MedSAM's")
-    parent.add_argument("--method", choices=tuple(METHODS), default=SETTINGS.method,
-                        help=f"rectification (default {SETTINGS.method}: class-specific threshold + Algorithm 1)")
+    parent.add_argument("--method", choices=METHOD_CHOICES, default=SETTINGS.method,
+                        help=f"rectification (default {SETTINGS.method}: per organ the rule a built-in template chose "
+                        "by measurement, else ursam: the paper's class-specific threshold + Algorithm 1)")
     parent.add_argument("--dicom-out", type=dicom_kinds, default=JOB.dicom_out, metavar="KINDS",
                         help="for a DICOM series: also write DICOM objects, any of seg (DICOM SEG of the rectified "
                         "organs), seg-ensemble, rtstruct (RT Structure Set), uncertainty (Parametric Map), "

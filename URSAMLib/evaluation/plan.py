@@ -28,7 +28,9 @@ from ..pipeline import Settings
 from ..prompts import DEFAULT_BOX_MARGIN, BoxMargin
 
 
-RECTIFICATIONS = ("ensemble", "unc-fpc", "unc-fnc", "unc-fpnc", "fixed", "ursam")
+RECTIFICATIONS = ("ensemble", "unc-fpc", "unc-fnc", "unc-fpnc", "fixed", "ursam", "per-organ")
+"""Scored on every run; ``per-organ`` (the default) equals ``ursam`` except for organs whose prompts
+carry a template's measured choice (automatic prompts of a built-in region)."""
 ALL_METHODS = ("one-box",) + RECTIFICATIONS
 SWEEP_NUM_AUG = (3, 5, 7)
 SWEEP_RATIOS = (0.005, 0.01, 0.03, 0.05, 0.1)

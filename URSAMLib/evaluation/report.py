@@ -14,8 +14,8 @@ import numpy as np
 from ..metrics import spearman
 from .figures import figure_bars, figure_examples, figure_scatter, load_examples
 from .plan import SWEEP_NUM_AUG, SWEEP_RATIOS, setting_name
-from .tables import (METHOD_TITLES, PROMPT_TITLES, REVIEW_THRESHOLD, by_organ, cell, fmt, organ_mean, paired, pick,
-                     reliability_scores, short_name, table, verdict, write_csv)
+from .tables import (METHOD_TITLES, PROMPT_TITLES, REVIEW_THRESHOLD, by_organ, cell, delivered_method, fmt, organ_mean,
+                     paired, pick, reliability_scores, short_name, table, verdict, write_csv)
 
 
 def claims(rows: list[dict], main: str, refine_variant: str | None) -> list[str]:
@@ -36,6 +36,9 @@ def claims(rows: list[dict], main: str, refine_variant: str | None) -> list[str]
         ("manual prompting beats automatic prompting with UR-SAM", sel("ursam"),
          pick(rows, variant="manual", method="one-box"), "better"),
     ]
+    if any(r["method"] == "per-organ" for r in rows):
+        checks.append(("the per-organ rectification beats UR-SAM's everywhere (not a claim of the paper; our "
+                       "addition)", sel("ursam"), sel("per-organ"), "better"))
     if refine_variant:
         checks.append(("slice-wise refinement improves UR-SAM (not a claim of the paper; our addition)",
                        sel("ursam"), sel("ursam", refine_variant), "better"))
@@ -79,7 +82,7 @@ def review_flag_lines(rows: list[dict], variants: list[tuple[str, str]]) -> list
     lines = ["| prompts | flag | organs | Pearson r | MAE | ECE | AURC (floor) | DSC < 0.5 flagged | "
              "DSC ≥ 0.7 flagged | specificity |", "|---|---|---|---|---|---|---|---|---|---|"]
     for variant, title in variants:
-        scored = [r for r in pick(rows, variant=variant, method="ursam") if r["found"]]
+        scored = [r for r in pick(rows, variant=variant, method=delivered_method(rows)) if r["found"]]
         with_prediction = [r for r in scored if r.get("predicted_dsc") not in (None, "")]
         flags = {"predicted DSC": (with_prediction, [bool(r["review"]) for r in with_prediction]),
                  f"mean unc. > {REVIEW_THRESHOLD}": (scored, [r["mean_uncertainty"] > REVIEW_THRESHOLD
@@ -136,7 +139,8 @@ PAPER_CONTEXT = ("The paper (SAM / MedSAM ViT-B, auto-prompting with a trained l
 def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
     """Write results.csv, report.md and figures/ from the per-patient records; returns the
     report's Markdown lines. ``context``: title, organs (column order), total_cases, config,
-    invocations, template (or None), notes."""
+    invocations, amendments (run.json's: what was changed in the records after they were computed), template
+    (or None), notes."""
     rows = [row for record in records for row in record["rows"]]
     write_csv(rows, output / "results.csv")
     present = {r["organ"] for r in rows}
@@ -193,7 +197,8 @@ def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
     lines += uncertainty_lines(rows, organs, uvariants) + [""]
     lines += ["## Which organs to review", "",
               "Each organ's predicted DSC (URSAMLib.quality: a linear model of quality signals, fitted on training "
-              "patients only) and its *Review* flag, against the organ's true UR-SAM DSC; beside it the earlier "
+              "patients only) and its *Review* flag, against the organ's true DSC with the default rectification; "
+              "beside it the earlier "
               f"rule (mean uncertainty in the boxes above {REVIEW_THRESHOLD} nats), whose Pearson r is that of "
               "the negated mean uncertainty. AURC: the mean risk (1 − DSC) of the organs accepted when accepting "
               "the best-predicted first; in brackets the floor that a perfect ranking reaches. Targets: r ≥ 0.7, "
@@ -236,7 +241,9 @@ def _prompt_section(rows, organs, variants, main, refine) -> list[str]:
     order = [v for v in ("auto", refine, "box3d", "slice", "manual") if v and v in variants]
     for variant in order:
         source = PROMPT_TITLES[variant.split("-")[0]] + (", refined" if variant.endswith("refine") else "")
-        for method in (("one-box",) if variant == "manual" else ("one-box", "ensemble", "ursam")):
+        for method in (("one-box",) if variant == "manual" else ("one-box", "ensemble", "ursam", "per-organ")):
+            if not pick(rows, variant=variant, method=method):
+                continue
             titles[f"{source}: {METHOD_TITLES[method].split(' (')[0]}"] = pick(rows, variant=variant, method=method)
     return ["## Prompt sources (like Table IV): the effect of localization error", "",
             "The same organs with prompts from the template's localization, from the reference labels' 3-D box "
@@ -271,7 +278,7 @@ def _patient_section(records, rows, variants, main) -> list[str]:
     sources = [v for v in (main, "box3d", "slice") if v in variants]
     sources = list(dict.fromkeys(sources))
     lines = ["## Per patient", "",
-             "Mean over the patient's organs. UR-SAM DSC per prompt source"
+             "Mean over the patient's organs. DSC with the default rectification per prompt source"
              + (", and the localized boxes' IoU with the reference's (extended) boxes" if main == "auto" else "")
              + "; sorted by the first DSC column, worst first.", "",
              "| patient | organs | " + ("box IoU | " if main == "auto" else "")
@@ -287,7 +294,7 @@ def _patient_section(records, rows, variants, main) -> list[str]:
 
         found = [e["box_iou"] for e in record.get("localization", {}).values() if e.get("found")]
         entries.append((patient, len(record["organs"]), float(np.mean(found)) if found else 0.0,
-                        [mean_dsc(v, "ursam") for v in sources], mean_dsc("manual", "one-box")))
+                        [mean_dsc(v, delivered_method(rows)) for v in sources], mean_dsc("manual", "one-box")))
     for patient, count, iou, dsc, manual in sorted(entries, key=lambda e: e[3][0]):
         lines.append(f"| {patient} | {count} | " + (f"{iou:.2f} | " if main == "auto" else "")
                      + " | ".join(fmt(d) for d in dsc) + f" | {fmt(manual)} |")
@@ -321,4 +328,7 @@ def _run_section(records, context) -> list[str]:
         lines += [f"Template: {len(template['supports'])} supports ({', '.join(template['supports'])}); organs "
                   f"{', '.join(template['organs'])}; localizer {context['config']['localizer']}.", ""]
     lines += [f"- {note}" for note in context.get("notes", [])]
+    # run.json's "amendments": changes made to the records after they were computed, said here
+    for amendment in context.get("amendments", []):
+        lines += ["", f"Amended {amendment['date']}: {amendment['what']}"]
     return lines + [""]

@@ -216,5 +216,6 @@ def evaluate_command(cases: list[Case], config: EvalConfig, run: EvalRun, contex
     organs = list(select(run.classes, config.organs).values())
     write_report(run.output, records, {**context, "organs": organs, "total_cases": len(cases),
                                        "config": asdict(config), "invocations": history["invocations"],
+                                       "amendments": history.get("amendments", []),
                                        "template": context.get("template")})
     return run.output / "report.md"

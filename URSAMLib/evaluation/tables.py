@@ -18,7 +18,15 @@ METHOD_TITLES = {
     "unc-fpnc": "Unc-FPNC",
     "fixed": "Fixed T_unc + Rec",
     "ursam": "UR-SAM (class-specific T_unc + Rec)",
+    "per-organ": "Per-organ rectification (measured; the default)",
 }
+
+
+def delivered_method(rows: list[dict]) -> str:
+    """The rectification a user gets by default (``per-organ``), or ``ursam`` in reports from before it."""
+    return "per-organ" if any(r["method"] == "per-organ" for r in rows) else "ursam"
+
+
 PROMPT_TITLES = {
     "auto": "auto (template localization)",
     "box3d": "box3d from labels (perfect localization)",

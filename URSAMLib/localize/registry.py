@@ -6,7 +6,7 @@ runs one and turns each organ found into its box prompt.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import SimpleITK as sitk
@@ -57,7 +57,8 @@ def prompts_from_template(ct: sitk.Image, template: Template, organs: list[str] 
                           margin: BoxMargin = DEFAULT_BOX_MARGIN,
                           progress: Progress | None = None) -> TemplatePrompts:
     """Localize ``organs`` (default: all of the template's) in ``ct`` with one of :data:`LOCALIZERS`
-    and turn each organ found into the paper's auto-prompt (its box, extended by ``margin``).
+    and turn each organ found into the paper's auto-prompt (its box, extended by ``margin``), or the
+    localizer's per-slice boxes; each prompt carries the template's measured rectification for its organ.
 
     ``weights`` go to a learned localizer. Organs not found are listed with a reason; finding none
     is not an error here (the caller knows what to call the CT in its message).
@@ -68,7 +69,8 @@ def prompts_from_template(ct: sitk.Image, template: Template, organs: list[str] 
     frame = AxialFrame.of(ct)
     reject_implausible(localizations, template, frame)
     voxels = margin.voxels(frame.spacing)
-    prompts = [loc.prompt(frame.shape, voxels) for loc in localizations.values() if loc.box is not None]
+    prompts = [replace(loc.prompt(frame.shape, voxels), method=template.rectification.get(loc.organ))
+               for loc in localizations.values() if loc.box is not None]
     missing = {name: loc.reason for name, loc in localizations.items() if loc.box is None}
     return TemplatePrompts(prompts, missing, localizations, voxels)
 
