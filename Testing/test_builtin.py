@@ -57,6 +57,21 @@ def test_the_head_and_neck_supports_are_never_validation_patients():
     assert not {s.name.split("_ct")[0] for s in template.supports} & validation
 
 
+def test_the_head_and_neck_rectification_per_organ_is_the_one_measured_on_training_patients():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("measure_prior_weights",
+                                                  ROOT / "scripts" / "measure_prior_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.read_rows(ROOT / "docs" / "results" / "prior-weights" / "train")
+    measured = {r["patient"] for r in rows}
+    template = Template.load(builtin.region_template("head-and-neck").folder)
+    supports = {s.name.split("_ct")[0] for t in (template, template.blanked) for s in t.supports}
+    assert len(measured) >= 12 and not measured & supports
+    assert template.rectification == script.choose_rectification(rows) != {}
+
+
 def test_an_unknown_region_is_one_line_naming_the_known_ones(abdomen, tmp_path, capsys):
     code = main(["segment", str(abdomen / "ct_small.nii.gz"), "-o", str(tmp_path / "out"), "--region", "thorax"])
     err = capsys.readouterr().err

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import io  # noqa: E402
 from URSAMLib.atomic import torch_save  # noqa: E402
 from URSAMLib.localize.medlam.infer import WEIGHTS_FORMAT, WEIGHTS_VERSION, read_payload  # noqa: E402
-from URSAMLib.template import build_template, link_blanked  # noqa: E402
+from URSAMLib.template import build_template, link_blanked, set_rectification  # noqa: E402
 from URSAMLib.weights import sha256_of  # noqa: E402
 
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
@@ -37,6 +37,10 @@ HN_BLANKED_SUPPORTS = (120, 104, 92, 196, 36)
 URSAMLib.localize.BLANKED_BELOW), for blanked CTs: the first five such patients in a seeded shuffle
 of the training set that hold the same six organs (every organ but the esophagus, which few blanked
 scans label). Kept at full field of view (not cropped): the blanking is what registration matches."""
+HN_RECTIFICATION = {"RightParotid": "unc-fnc", "LeftParotid": "unc-fnc", "Larynx": "unc-fnc", "Esophagus": "unc-fnc"}
+"""The rectification per organ that ``--method per-organ`` (the default) applies with this template:
+``python scripts/measure_prior_weights.py --choose docs/results/prior-weights/train`` on OpenKBP training
+patients that are not supports (Testing/test_builtin.py checks the two agree); UR-SAM's elsewhere."""
 FLARE22_ORGANS = ("liver", "kidney_right", "kidney_left", "spleen", "pancreas", "aorta", "inferior_vena_cava",
                   "adrenal_gland_right", "adrenal_gland_left", "gallbladder", "esophagus", "stomach", "duodenum")
 OPENKBP = ("OpenKBP (github.com/ababier/open-kbp, MIT licence; CT and contours from The Cancer Imaging Archive "
@@ -80,6 +84,7 @@ def main() -> None:
                    body_region="head-and-neck", sources=[f"OpenKBP training patient pt_{n} (blanked CT)"
                                                          for n in HN_BLANKED_SUPPORTS])
     link_blanked(templates / "head-and-neck", "blanked")
+    set_rectification(templates / "head-and-neck", HN_RECTIFICATION)
     abdomen = data / "abdomen-ts"
     classes = io.read_classes(abdomen / "classes.json")
     labels = io.axial_array(io.read_label_map(abdomen / "labels.nii.gz", io.read_ct(abdomen / "ct.nii.gz")))[0]

@@ -9,8 +9,12 @@ go to OUTPUT/rows.jsonl after every patient (a rerun resumes); ``--table`` print
 mean DSC per organ and weight, and the weight that is best for each organ. Choose on training patients that are not
 supports of the template; report on validation patients.
 
+``--choose`` prints each organ's rectification by :func:`choose_rectification` (the choice the built-in
+template ships, scripts/build_builtin_templates.py: ``HN_RECTIFICATION``).
+
     python scripts/measure_prior_weights.py --split train --patients 33,40,52 -o /tmp/prior-weights
     python scripts/measure_prior_weights.py --table /tmp/prior-weights
+    python scripts/measure_prior_weights.py --choose docs/results/prior-weights/train
 """
 from __future__ import annotations
 
@@ -75,8 +79,35 @@ def score_patient(split: str, patient: str, template: Template, localizer: str, 
     return rows
 
 
+MIN_GAIN = 0.02
+"""Another rule replaces UR-SAM's for an organ only if its mean DSC is higher by this much: a smaller
+difference over a dozen patients is noise."""
+
+
+def read_rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines() if line.strip()]
+
+
+def choose_rectification(rows: list[dict], weight: float = Settings().prior_weight) -> dict[str, str]:
+    """Per organ, the rule of ``METHODS`` with the highest mean DSC over the patients of ``rows`` at the
+    prior weight the product uses, where it beats UR-SAM's by :data:`MIN_GAIN`; organs where UR-SAM's
+    rule stays are left out. Organs whose prompts had no prior (not placed by the atlas) do not count."""
+    by = defaultdict(lambda: defaultdict(list))  # organ → method → DSC per patient
+    for r in rows:
+        if r["has_prior"] and r["weight"] == weight:
+            for method, value in r["dsc_by_method"].items():
+                by[r["organ"]][method].append(value)
+    chosen = {}
+    for organ, scores in by.items():
+        means = {method: float(np.mean(values)) for method, values in scores.items()}
+        best = max(means, key=means.get)
+        if best != "ursam" and means[best] >= means["ursam"] + MIN_GAIN:
+            chosen[organ] = best
+    return chosen
+
+
 def table(folder: Path, method: str = "ursam") -> str:
-    rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_rows(folder)
     rows = [r for r in rows if r["has_prior"]]
     by = defaultdict(list)
     for r in rows:
@@ -107,9 +138,14 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, help="folder for rows.jsonl")
     parser.add_argument("--weights", default=",".join(f"{w:g}" for w in WEIGHTS))
     parser.add_argument("--table", type=Path, metavar="FOLDER", help="print the table of FOLDER's rows and stop")
+    parser.add_argument("--choose", type=Path, metavar="FOLDER", help="print each organ's rectification chosen "
+                        "from FOLDER's rows and stop")
     args = parser.parse_args()
     if args.table:
         print("\n\n".join(table(args.table, method) for method in METHODS))
+        return
+    if args.choose:
+        print(json.dumps(choose_rectification(read_rows(args.choose)), indent=1))
         return
     if not args.output:
         parser.error("-o OUTPUT is needed to measure")
