@@ -14,6 +14,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 from URSAMLib import builtin
 from URSAMLib.errors import URSAMError
 from URSAMLib.pipeline import Settings
+from URSAMLib.template import Template
 from URSAMSlicerLib import catalogue, dependencies, mrml, mrml_outputs
 from URSAMSlicerLib.requests import URSAMRequest
 from URSAMSlicerLib.logic import URSAMLogic
@@ -194,6 +195,8 @@ class URSAMTest(ScriptedLoadableModuleTest):
         self.assertEqual(Path(localization.folder), builtin.region_template("head-and-neck").folder)
         self.assertEqual(localization.localizer, builtin.region_template("head-and-neck").localizer)
         self.assertEqual(len(prepared.organs), 7)
+        self.assertEqual(prepared.job.settings.method, "per-organ")  # the rule measured per organ, by default
+        self.assertTrue(Template.load(localization.folder).rectification)
         self.assertTrue(builtin.localizer_weights().is_file())
         with self.assertRaises(URSAMError):
             logic.prepare(URSAMRequest(volume, promptSource="region", region="thorax"))
