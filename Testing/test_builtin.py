@@ -72,6 +72,15 @@ def test_the_head_and_neck_rectification_per_organ_is_the_one_measured_on_traini
     assert template.rectification == script.choose_rectification(rows) != {}
 
 
+def test_ursam_templates_lists_each_regions_organs_and_its_rectification_per_organ(capsys):
+    assert main(["templates"]) == 0
+    listing = capsys.readouterr().out
+    head_and_neck = listing[listing.index("head-and-neck:"):listing.index("abdomen:")]
+    chosen = Template.load(builtin.region_template("head-and-neck").folder).rectification
+    assert chosen and f"unc-fnc for {', '.join(chosen)}; ursam for the others" in head_and_neck
+    assert "rectification (--method per-organ): ursam for all" in listing[listing.index("abdomen:"):]
+
+
 def test_an_unknown_region_is_one_line_naming_the_known_ones(abdomen, tmp_path, capsys):
     code = main(["segment", str(abdomen / "ct_small.nii.gz"), "-o", str(tmp_path / "out"), "--region", "thorax"])
     err = capsys.readouterr().err

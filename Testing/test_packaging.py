@@ -58,7 +58,7 @@ def test_templates_and_backbones_run_from_the_installed_wheel(installed_wheel):
     assert templates.returncode == 0, templates.stderr
     assert f"from {site}" in templates.stdout  # the wheel, not the checkout
     assert "head-and-neck:" in templates.stdout and "abdomen:" in templates.stdout
-    assert "Mandible" in templates.stdout and "liver" in templates.stdout
+    assert "Mandible" in templates.stdout and "liver" in templates.stdout and "unc-fnc for" in templates.stdout
     backbones = _run_installed(site, "backbones")
     assert backbones.returncode == 0 and "litemedsam (default)" in backbones.stdout, backbones.stderr
 

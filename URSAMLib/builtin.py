@@ -65,9 +65,11 @@ def localizer_weights() -> Path:
 
 
 def describe() -> list[dict]:
-    """Every built-in template as ``ursam templates`` lists it (files not read)."""
+    """Every built-in template as ``ursam templates`` lists it, with the rectification it names per
+    organ (only its manifest is read; the scans are not)."""
     return [{"region": name, "title": entry["title"], "organs": entry["organs"], "supports": entry["supports"],
-             "localizer": entry["localizer"], "provenance": entry["provenance"]}
+             "localizer": entry["localizer"], "provenance": entry["provenance"],
+             "rectification": load_json(f"{entry['folder']}/template.json").get("rectification", {})}
             for name, entry in _catalogue()["templates"].items()]
 
 

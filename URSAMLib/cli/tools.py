@@ -92,9 +92,15 @@ def _run_backbones(args) -> int:
 
 def _run_templates(args) -> int:
     for entry in describe():
+        rules = {}
+        for organ, method in entry["rectification"].items():
+            rules.setdefault(method, []).append(organ)
+        measured = "".join(f"{method} for {', '.join(organs)}; " for method, organs in rules.items())
         print(f"{entry['region']}: {entry['title']}; {len(entry['organs'])} organs, {entry['supports']} support "
               f"scan{'s' if entry['supports'] > 1 else ''}, localizer {entry['localizer']}\n"
-              f"  organs: {', '.join(entry['organs'])}\n  from: {entry['provenance']}")
+              f"  organs: {', '.join(entry['organs'])}\n"
+              f"  rectification (--method per-organ): {measured}ursam for {'the others' if rules else 'all'}\n"
+              f"  from: {entry['provenance']}")
     return 0
 
 
