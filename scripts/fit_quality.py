@@ -114,6 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("train", type=Path, help="measure_end_to_end.py output on training patients")
     parser.add_argument("--evaluate", type=Path, help="score the shipped model on these rows instead of fitting")
+    parser.add_argument("--only", choices=PROMPT_KINDS, help="refit only this kind's model and keep the others "
+                        "as shipped (e.g. when only what that kind judges has changed)")
     args = parser.parse_args()
     if args.evaluate:
         shipped = json.loads(MODEL_FILE.read_text())
@@ -123,8 +125,10 @@ def main() -> None:
             predicted = np.array([model.predict(signals(r)) for r in rows])
             print(kind, json.dumps(scores(predicted, np.array([r["dsc"] for r in rows]), model.review_below)))
         return
-    models, report = {}, {}
-    for kind in PROMPT_KINDS:
+    shipped = json.loads(MODEL_FILE.read_text())
+    models = {k: v for k, v in shipped["models"].items() if args.only and k != args.only}
+    report = {k: v for k, v in shipped.get("fitted_on", {}).items() if args.only and k != args.only}
+    for kind in (args.only,) if args.only else PROMPT_KINDS:
         rows = load_rows(args.train, kind)
         features, error = select_features(rows)
         held_out = held_out_predictions(rows, features)
@@ -137,7 +141,7 @@ def main() -> None:
     atomic.write_json(MODEL_FILE, {
         "_comment": "Per-organ quality model (URSAMLib.quality); rebuilt by scripts/fit_quality.py from "
                     "scripts/measure_end_to_end.py rows of OpenKBP training patients.",
-        "models": models, "fitted_on": report}, indent=1)
+        "models": {k: models[k] for k in PROMPT_KINDS}, "fitted_on": {k: report[k] for k in PROMPT_KINDS}}, indent=1)
 
 
 if __name__ == "__main__":

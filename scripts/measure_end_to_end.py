@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib.job import SegmentJob, run_segment_job  # noqa: E402
@@ -47,11 +48,13 @@ def patient_ids(split: str, wanted: str | None) -> list[str]:
     return found
 
 
-def run_patient(split: str, patient: str, scratch: Path) -> list[dict]:
+def run_patient(split: str, patient: str, scratch: Path, runs: tuple[str, ...] = RUNS) -> list[dict]:
     ct, labels = DATA / split / f"{patient}_ct.nii.gz", DATA / split / f"{patient}_oar.nii.gz"
     jobs = {"auto": SegmentJob(str(ct), str(scratch / "auto"), region="head-and-neck", reference=str(labels)),
             "label": SegmentJob(str(ct), str(scratch / "label"), prompt_labels=str(labels),
                                 classes=str(DATA / "classes.json"), reference=str(labels))}
+    jobs = {run: job for run, job in jobs.items() if run in runs}
+    labelled = labelled_organs(labels)
     rows = []
     for run, job in jobs.items():
         started = time.perf_counter()
@@ -63,24 +66,35 @@ def run_patient(split: str, patient: str, scratch: Path) -> list[dict]:
             localizers = {k: v.get("localizer", "") for k, v in json.loads(boxes.read_text())["organs"].items()}
         for organ, entry in summary["organs"].items():
             scores = entry["dice_vs_reference"]
-            rows.append({"patient": patient, "run": run, "organ": organ, "seconds": round(seconds, 1),
-                         "localizer": localizers.get(organ, ""), "dsc": scores["rectified"],
+            rows.append({"patient": patient, "run": run, "organ": organ, "labelled": organ in labelled,
+                         "seconds": round(seconds, 1), "localizer": localizers.get(organ, ""),
+                         "dsc": scores["rectified"],
                          "dsc_ensemble": scores["ensemble"], "dsc_atlas_vote": scores.get("atlas_vote"),
                          "predicted_dsc": entry["predicted_dsc"], "signals": entry["quality_signals"]})
         for organ, reason in summary["not_found"].items():
-            rows.append({"patient": patient, "run": run, "organ": organ, "seconds": round(seconds, 1),
-                         "localizer": localizers.get(organ, ""), "dsc": 0.0, "dsc_ensemble": 0.0,
+            rows.append({"patient": patient, "run": run, "organ": organ, "labelled": organ in labelled,
+                         "seconds": round(seconds, 1), "localizer": localizers.get(organ, ""), "dsc": 0.0,
+                         "dsc_ensemble": 0.0,
                          "dsc_atlas_vote": None, "predicted_dsc": None, "signals": None, "not_found": reason})
     return rows
 
 
+def labelled_organs(labels: Path) -> set[str]:
+    """The organs a patient's label map holds."""
+    from URSAMLib import io
+
+    values = set(np.unique(sitk.GetArrayViewFromImage(sitk.ReadImage(str(labels)))).tolist())
+    return {name for value, name in io.read_classes(DATA / "classes.json").items() if value in values}
+
+
 def scored_rows(folder: Path) -> list[dict]:
     """The rows of organs the patient's labels hold: OpenKBP leaves out some organs on some patients
-    (the automatic run still segments them; there is nothing to score them against). The label run
-    prompts exactly the organs the labels hold."""
+    (the automatic run still segments them; there is nothing to score them against). Rows say so
+    (``labelled``); in rows written before they did, the label run tells, as it prompts exactly the
+    organs the labels hold."""
     rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
-    labelled = {(r["patient"], r["organ"]) for r in rows if r["run"] == "label"}
-    return [r for r in rows if (r["patient"], r["organ"]) in labelled]
+    prompted = {(r["patient"], r["organ"]) for r in rows if r["run"] == "label"}
+    return [r for r in rows if r.get("labelled", (r["patient"], r["organ"]) in prompted)]
 
 
 def scan_kind(split: str, patient: str) -> str:
@@ -135,6 +149,7 @@ def main() -> None:
     parser.add_argument("--patients", help="comma-separated numbers (default: every patient of the split)")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--table", type=Path, help="print the summary of a finished OUTPUT folder and exit")
+    parser.add_argument("--runs", default=",".join(RUNS), help="which runs per patient (default: auto,label)")
     args = parser.parse_args()
     if args.table:
         text = table(args.table, args.split or "validation")
@@ -148,7 +163,7 @@ def main() -> None:
         if patient in done:
             continue
         with tempfile.TemporaryDirectory() as scratch:
-            rows = run_patient(args.split, patient, Path(scratch))
+            rows = run_patient(args.split, patient, Path(scratch), tuple(args.runs.split(",")))
         with rows_file.open("a") as out:
             out.writelines(json.dumps(row) + "\n" for row in rows)
         auto = [r["dsc"] for r in rows if r["run"] == "auto"]
