@@ -129,11 +129,12 @@ def table(folder: Path, split: str) -> str:
              "not localized scores 0; the atlas vote is scored where the atlas placed the organ (a blanked "
              "scan's esophagus is placed by MedLAM).", "",
              "| prompts | mean | " + " | ".join(organs) + " |", "|---" * (len(organs) + 2) + "|"]
-    for name, (run, key) in COLUMNS.items():
+    columns = {name: (run, key) for name, (run, key) in COLUMNS.items() if any(r["run"] == run for r in rows)}
+    for name, (run, key) in columns.items():
         per_organ = [mean_dsc(run, key, organ) for organ in organs]
         lines.append(f"| {name} | {np.nanmean(per_organ):.3f} | " + " | ".join(f"{v:.3f}" for v in per_organ) + " |")
     lines += ["", "Mean over organs by kind of scan:", "", "| prompts | complete | blanked |", "|---|---|---|"]
-    for name, (run, key) in COLUMNS.items():
+    for name, (run, key) in columns.items():
         cells = [np.nanmean([mean_dsc(run, key, organ, kind) for organ in organs]) for kind in ("complete", "blanked")]
         lines.append(f"| {name} | {cells[0]:.3f} | {cells[1]:.3f} |")
     seconds = {p: next(r["seconds"] for r in auto if r["patient"] == p) for p in patients}
