@@ -81,8 +81,9 @@ def review_flag_lines(rows: list[dict], variants: list[tuple[str, str]]) -> list
     find the organs that need a reviewer, beside the earlier mean-uncertainty rule."""
     lines = ["| prompts | flag | organs | Pearson r | MAE | ECE | AURC (floor) | DSC < 0.5 flagged | "
              "DSC ≥ 0.7 flagged | specificity |", "|---|---|---|---|---|---|---|---|---|---|"]
+    delivered = delivered_method(rows)
     for variant, title in variants:
-        scored = [r for r in pick(rows, variant=variant, method=delivered_method(rows)) if r["found"]]
+        scored = [r for r in pick(rows, variant=variant, method=delivered) if r["found"]]
         with_prediction = [r for r in scored if r.get("predicted_dsc") not in (None, "")]
         flags = {"predicted DSC": (with_prediction, [bool(r["review"]) for r in with_prediction]),
                  f"mean unc. > {REVIEW_THRESHOLD}": (scored, [r["mean_uncertainty"] > REVIEW_THRESHOLD
@@ -242,9 +243,9 @@ def _prompt_section(rows, organs, variants, main, refine) -> list[str]:
     for variant in order:
         source = PROMPT_TITLES[variant.split("-")[0]] + (", refined" if variant.endswith("refine") else "")
         for method in (("one-box",) if variant == "manual" else ("one-box", "ensemble", "ursam", "per-organ")):
-            if not pick(rows, variant=variant, method=method):
-                continue
-            titles[f"{source}: {METHOD_TITLES[method].split(' (')[0]}"] = pick(rows, variant=variant, method=method)
+            selected = pick(rows, variant=variant, method=method)
+            if selected:  # reports from before per-organ have no such rows
+                titles[f"{source}: {METHOD_TITLES[method].split(' (')[0]}"] = selected
     return ["## Prompt sources (like Table IV): the effect of localization error", "",
             "The same organs with prompts from the template's localization, from the reference labels' 3-D box "
             "(perfect localization), from tight per-slice boxes, and jittered per-slice boxes (manual). Mean "
@@ -284,6 +285,7 @@ def _patient_section(records, rows, variants, main) -> list[str]:
              "| patient | organs | " + ("box IoU | " if main == "auto" else "")
              + " | ".join(f"DSC {v}" for v in sources) + " | DSC manual (one box) |",
              "|---|---|" + ("---|" if main == "auto" else "") + "---|" * (len(sources) + 1)]
+    delivered = delivered_method(rows)  # once: it scans every row
     entries = []
     for record in records:
         patient = record["patient"]
@@ -294,7 +296,7 @@ def _patient_section(records, rows, variants, main) -> list[str]:
 
         found = [e["box_iou"] for e in record.get("localization", {}).values() if e.get("found")]
         entries.append((patient, len(record["organs"]), float(np.mean(found)) if found else 0.0,
-                        [mean_dsc(v, delivered_method(rows)) for v in sources], mean_dsc("manual", "one-box")))
+                        [mean_dsc(v, delivered) for v in sources], mean_dsc("manual", "one-box")))
     for patient, count, iou, dsc, manual in sorted(entries, key=lambda e: e[3][0]):
         lines.append(f"| {patient} | {count} | " + (f"{iou:.2f} | " if main == "auto" else "")
                      + " | ".join(fmt(d) for d in dsc) + f" | {fmt(manual)} |")
