@@ -44,6 +44,26 @@ def test_an_organ_no_majority_places_is_not_found_with_the_reason():
     assert nowhere.outside and nowhere.reason == OUTSIDE_IMAGE
 
 
+def test_the_organ_region_is_where_the_affine_puts_the_supports_organs_grown_by_the_margin():
+    points = {"Brainstem": np.array([[0.0, 0, 0], [10, 0, 0], [5, -4, 0], [5, 6, 0], [5, 0, 20], [5, 0, 30]]),
+              "Larynx": np.array([[40.0, 50, 60]] * 6)}
+    support = atlas.Support("s", None, points)
+    shift = sitk.TranslationTransform(3, (1.0, 2.0, 3.0))  # query point → support point: support = query + shift
+    low, high = atlas.organ_region_mm(support, shift, margin_mm=5.0)
+    assert np.allclose(low, [-1 - 5, -6 - 5, -3 - 5]) and np.allclose(high, [39 + 5, 48 + 5, 57 + 5])
+
+
+def test_the_index_region_covers_the_physical_box_on_any_grid_and_is_clipped_to_the_image():
+    image = sitk.Image(20, 30, 10, sitk.sitkUInt8)
+    image.SetSpacing((2.0, 1.0, 3.0))
+    image.SetDirection((-1.0, 0, 0, 0, 1, 0, 0, 0, 1))  # i runs towards -x
+    image.SetOrigin((0.0, 0.0, 0.0))
+    lower, upper = atlas.index_region(image, np.array([-10.0, 5.0, -100.0]), np.array([-4.0, 7.5, 7.0]))
+    assert lower.tolist() == [2, 5, 0] and upper.tolist() == [6, 9, 4]  # x -4..-10 → i 2..5; z clipped at 0
+    lower, upper = atlas.index_region(image, np.array([500.0, 0, 0]), np.array([600.0, 5, 5]))
+    assert (upper - lower).min() == 0  # all of it outside the image: empty
+
+
 @pytest.fixture(scope="module")
 def hn_template(head_neck, tmp_path_factory):
     images, labels = zip(*(hn_pair(head_neck, n) for n in (4, 13, 17)))
@@ -68,10 +88,30 @@ def test_a_support_that_fails_is_dropped_with_a_warning_and_all_failing_is_one_e
     with pytest.warns(UserWarning, match=f"support {first} .* left out; the other 2 vote"):
         carried, used = atlas.carry_supports(ct, hn_template, deformable=False)
     assert len(carried) == 2 and first not in used
+    lower, upper = atlas.index_region(ct, *atlas.organ_region_mm(hn_template.supports[1], real(
+        registration_image(ct), registration_image(hn_template.supports[1].read()))))
+    outside = np.ones(ct.GetSize()[::-1], bool)  # [k, j, i]
+    outside[lower[2]:upper[2], lower[1]:upper[1], lower[0]:upper[0]] = False
+    frame = io.AxialFrame.of(ct)
+    assert carried[0].any() and not carried[0][frame.to_axial(outside)].any()  # nothing carried outside the region
+    assert outside.any()  # the region is smaller than the CT
     monkeypatch.setattr(atlas, "register_affine",  # diverged: every support lands 1 m away
                         lambda fixed, moving, seed=0: sitk.TranslationTransform(3, (0.0, 0.0, -1000.0)))
     with pytest.raises(URSAMError, match="No support of the template could be registered .* Dice 0.00"):
         localize_by_atlas(ct, hn_template, deformable=False)
+
+
+def test_the_b_spline_bends_only_the_organs_region(head_neck, hn_template, monkeypatch):
+    bent = []
+
+    def recording(fixed, moving, affine, seed=0):  # the affine stands: only what the B-spline would see counts
+        bent.append(fixed.GetSize())
+        return affine
+
+    monkeypatch.setattr(atlas, "register_deformable", recording)
+    ct = io.read_ct(hn_pair(head_neck, 201, "validation")[0])
+    atlas.carry_supports(ct, Template(hn_template.folder, hn_template.organs, "", hn_template.supports[:1]))
+    assert len(bent) == 1 and np.prod(bent[0]) < 0.6 * np.prod(registration_image(ct).GetSize())
 
 
 def test_supports_without_label_maps_are_one_clear_error(hn_template):

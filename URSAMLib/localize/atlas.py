@@ -2,7 +2,10 @@
 
 Every support of the template is registered to the query CT (the affine registration of
 :func:`~URSAMLib.localize.registration.register_affine`, then a coarse B-spline that bends it to
-the patient), and its label map is resampled onto the CT's own grid through that transform. A
+the patient), and its label map is resampled onto the CT's own grid through that transform. The
+B-spline and the resampling cover only the box where the affine puts the support's organs, grown
+by :data:`REGION_MARGIN_MM`: the rest of the scan holds none of them, and a B-spline over that box
+alone fits the organs better. A
 voxel belongs to an organ where at least half of the supports say so: that is classical
 multi-atlas segmentation, and it is kept as its own result
 (:class:`~URSAMLib.localize.common.AtlasVote`). Its shape gives each organ its prompts: on every
@@ -12,13 +15,14 @@ is far too large on most slices of a curved or tapering organ (mandible, spinal 
 """
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import URSAMError
-from ..io import AIR_THRESHOLD_HU, AIR_VALUE_HU, AxialFrame, axial_array
+from ..io import AIR_THRESHOLD_HU, AIR_VALUE_HU, AxialFrame
 from ..organs import check_known
 from ..progress import Progress
 from ..prompts import Box3D, part_boxes
@@ -31,6 +35,10 @@ ATLAS_MARGIN_MM = 3.0
 BSPLINE_MESH = 4
 """Control-point intervals of the B-spline per axis: a coarse grid bends the affine result to the
 patient's anatomy (neck flexion, body size) without the cost or the folding of a fine one."""
+REGION_MARGIN_MM = 30.0
+"""How far beyond the support's organs, as the affine carries them, the B-spline and the label maps
+reach, in mm: room for the B-spline's corrections (a centimetre or two) and the organs' own extent
+around their extreme points."""
 MIN_BODY_DICE = 0.5
 """A support whose registered body (voxels above the air threshold) overlaps the CT's body less
 than this (Dice) has diverged and is dropped."""
@@ -74,6 +82,32 @@ def _body_dice(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform)
     return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
+def organ_region_mm(support: Support, affine: sitk.Transform,
+                    margin_mm: float = REGION_MARGIN_MM) -> tuple[np.ndarray, np.ndarray]:
+    """The box of the query CT's physical space (LPS mm, lower and upper corner) where ``affine``
+    (query → support points) puts all of ``support``'s organs, grown by ``margin_mm``."""
+    points = np.concatenate(list(support.points_mm.values()))
+    inverse = affine.GetInverse()  # support points → query points
+    corners = np.array([inverse.TransformPoint(corner) for corner in
+                        itertools.product(*zip(points.min(axis=0).tolist(), points.max(axis=0).tolist()))])
+    return corners.min(axis=0) - margin_mm, corners.max(axis=0) + margin_mm
+
+
+def index_region(image: sitk.Image, low_mm: np.ndarray, high_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The index box ``[lower, upper)`` (``(i, j, k)``, clipped to the image) of ``image``'s voxels
+    inside the physical box ``low_mm``..``high_mm``; empty along an axis where lower == upper."""
+    corners = itertools.product(*zip(low_mm.tolist(), high_mm.tolist()))
+    index = np.array([image.TransformPhysicalPointToContinuousIndex(corner) for corner in corners])
+    size = np.array(image.GetSize())
+    lower = np.clip(np.floor(index.min(axis=0)), 0, size).astype(int)
+    upper = np.clip(np.ceil(index.max(axis=0)) + 1, 0, size).astype(int)
+    return lower, np.maximum(upper, lower)
+
+
+def _crop(image: sitk.Image, lower: np.ndarray, upper: np.ndarray) -> sitk.Image:
+    return sitk.RegionOfInterest(image, [int(v) for v in upper - lower], [int(v) for v in lower])
+
+
 def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
                    progress: Progress | None = None) -> tuple[list[np.ndarray], list[str]]:
     """Each support's label map registered onto ``ct``: axial ``[z, y, x]`` uint8 arrays on the CT's
@@ -84,6 +118,7 @@ def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
         raise URSAMError(f"Atlas prompts need the supports' label maps, and the template's {', '.join(without)} "
                          "has none; rebuild the template with `ursam build-template` (it now keeps them).")
     fixed = registration_image(ct)
+    frame = AxialFrame.of(ct)
 
     def carry(support: Support) -> np.ndarray | str:
         """The support's label map on the CT's grid, or why it was dropped."""
@@ -92,16 +127,24 @@ def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
             transform = register_affine(fixed, moving)
         except RuntimeError as error:  # ITK fails on fields of view too small for its pyramid
             return f"{support.name} ({str(error).strip().splitlines()[-1][:80]})"
-        if deformable:
+        # Only the organs' region is bent and resampled: measured on training patients, half the
+        # cost of the whole scan and a better vote (docs/atlas-prompts.md).
+        region_mm = organ_region_mm(support, transform)
+        lower, upper = index_region(ct, *region_mm)
+        if deformable and (upper > lower).all():
             try:
-                transform = register_deformable(fixed, moving, transform)
-            except RuntimeError:  # a CT too small for the B-spline's grid: the affine result stands
+                transform = register_deformable(_crop(fixed, *index_region(fixed, *region_mm)), moving, transform)
+            except RuntimeError:  # a region too small for the B-spline's grid: the affine result stands
                 pass
         overlap = _body_dice(fixed, moving, transform)
         if overlap < MIN_BODY_DICE:
             return f"{support.name} (its body overlaps the CT's by Dice {overlap:.2f} after registration)"
-        labels = sitk.Resample(support.read_labels(), ct, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        return axial_array(labels, np.uint8)[0]
+        stored = np.zeros(ct.GetSize()[::-1], np.uint8)  # [k, j, i]; no organ outside the region
+        if (upper > lower).all():
+            labels = sitk.Resample(support.read_labels(), _crop(ct, lower, upper), transform,
+                                   sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+            stored[lower[2]:upper[2], lower[1]:upper[1], lower[0]:upper[0]] = sitk.GetArrayViewFromImage(labels)
+        return np.ascontiguousarray(frame.to_axial(stored))
 
     results = for_each_support(template.supports, carry, progress)
     carried = [r for r in results if not isinstance(r, str)]
