@@ -5,9 +5,8 @@ Every support of the template is registered to the query CT (the affine registra
 the patient), and its label map is resampled onto the CT's own grid through that transform. The
 B-spline and the resampling cover only the box where the affine puts the support's organs, grown
 by :data:`REGION_MARGIN_MM`: the rest of the scan holds none of them, and a B-spline over that box
-alone fits the organs better. A
-voxel belongs to an organ where at least half of the supports say so: that is classical
-multi-atlas segmentation, and it is kept as its own result
+alone fits the organs better. A voxel belongs to an organ where at least half of the supports say
+so: that is classical multi-atlas segmentation, and it is kept as its own result
 (:class:`~URSAMLib.localize.common.AtlasVote`). Its shape gives each organ its prompts: on every
 slice where the fused map has the organ, one box around each separate part of it, extended by
 :data:`ATLAS_MARGIN_MM`; no box on slices where it has none. One 3-D box repeated on every slice
