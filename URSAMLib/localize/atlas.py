@@ -99,8 +99,8 @@ def index_region(image: sitk.Image, low_mm: np.ndarray, high_mm: np.ndarray) -> 
     index = np.array([image.TransformPhysicalPointToContinuousIndex(corner) for corner in corners])
     size = np.array(image.GetSize())
     lower = np.clip(np.floor(index.min(axis=0)), 0, size).astype(int)
-    upper = np.clip(np.ceil(index.max(axis=0)) + 1, 0, size).astype(int)
-    return lower, np.maximum(upper, lower)
+    upper = np.clip(np.ceil(index.max(axis=0)) + 1, 0, size).astype(int)  # never below lower
+    return lower, upper
 
 
 def _crop(image: sitk.Image, lower: np.ndarray, upper: np.ndarray) -> sitk.Image:
@@ -130,7 +130,8 @@ def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
         # cost of the whole scan and a better vote (docs/atlas-prompts.md).
         region_mm = organ_region_mm(support, transform)
         lower, upper = index_region(ct, *region_mm)
-        if deformable and (upper > lower).all():
+        inside = bool((upper > lower).all())  # else the affine puts every organ outside the CT
+        if deformable and inside:
             try:
                 transform = register_deformable(_crop(fixed, *index_region(fixed, *region_mm)), moving, transform)
             except RuntimeError:  # a region too small for the B-spline's grid: the affine result stands
@@ -139,7 +140,7 @@ def carry_supports(ct: sitk.Image, template: Template, deformable: bool = True,
         if overlap < MIN_BODY_DICE:
             return f"{support.name} (its body overlaps the CT's by Dice {overlap:.2f} after registration)"
         stored = np.zeros(ct.GetSize()[::-1], np.uint8)  # [k, j, i]; no organ outside the region
-        if (upper > lower).all():
+        if inside:
             labels = sitk.Resample(support.read_labels(), _crop(ct, lower, upper), transform,
                                    sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
             stored[lower[2]:upper[2], lower[1]:upper[1], lower[0]:upper[0]] = sitk.GetArrayViewFromImage(labels)
