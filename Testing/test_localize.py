@@ -153,6 +153,15 @@ def test_implausible_boxes_are_not_found_and_all_of_them_mean_another_region():
     truncated = localized((5, 140, 170), start=(94, 10, 10))  # 10 mm tall, but up to the CT's last slice
     reject_implausible(truncated, template, frame)
     assert truncated["liver"].box is not None
+    # 40 mm tall (0.45 of the usual length): 30 mm deep is 0.33 of the usual depth, too little for the whole
+    # organ but plausible for a stretch of it; 5 mm deep is not (under 0.45 / 3 with the slack)
+    for depth_voxels, plausible_stretch in ((30, True), (5, False)):
+        stretch = localized((20, depth_voxels, 150))
+        reject_implausible(stretch, template, frame)
+        assert (stretch["liver"].box is not None) == plausible_stretch
+    flat = localized((60, 30, 150))  # the whole length but 30 mm deep: a box on other anatomy
+    reject_implausible(flat, template, frame)
+    assert flat["liver"].box is None and flat["liver"].implausible
     error = no_organ_found(TemplatePrompts([], {"liver": found["liver"].reason}, found, (0, 0, 0)), template, "ct")
     assert "probably for another body region" in str(error) and "implausible size" in str(error)
 

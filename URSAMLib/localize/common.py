@@ -135,7 +135,10 @@ def reject_implausible(localizations: dict[str, Localization], template: Templat
     :data:`PLAUSIBLE_SIZE_FACTOR` times larger, or smaller, along an axis than in the template's
     scans. Such a box would prompt SAM on anatomy that is not the organ. Along an axis where the
     points reach the edge of the CT the organ may go on outside it (a scan of part of the region),
-    so there only a box too large counts."""
+    so there only a box too large counts. A box that covers only part of the organ's usual length
+    (z) may also be narrower in the slice plane by the same fraction: a curved organ shows less of
+    its curve over a shorter stretch (the spinal cord spans about 70 mm front to back over the whole
+    neck, 15 mm over a short segment), so there the least in-plane size shrinks with the length."""
     for name, loc in localizations.items():
         if loc.box is None or loc.points is None:
             continue
@@ -144,7 +147,9 @@ def reject_implausible(localizations: dict[str, Localization], template: Templat
             + SIZE_SLACK_MM  # LPS (x, y, z) -> (z, y, x)
         at_edge = (loc.points.min(axis=0) <= 0.5) | (loc.points.max(axis=0) >= np.array(frame.shape) - 1.5)
         ratio = found / typical
-        if np.any(ratio > PLAUSIBLE_SIZE_FACTOR) or np.any((ratio < 1 / PLAUSIBLE_SIZE_FACTOR) & ~at_edge):
+        least = np.full(3, 1 / PLAUSIBLE_SIZE_FACTOR)
+        least[1:] *= min(1.0, ratio[0])
+        if np.any(ratio > PLAUSIBLE_SIZE_FACTOR) or np.any((ratio < least) & ~at_edge):
             size = " x ".join(f"{v:.0f}" for v in (found - SIZE_SLACK_MM)[::-1])
             usual = " x ".join(f"{v:.0f}" for v in (typical - SIZE_SLACK_MM)[::-1])
             loc.box, loc.implausible = None, True
