@@ -5,7 +5,7 @@ quality signals and its true DSC, for automatic prompts and for per-slice label 
 kind of prompt a ridge regression of DSC on standardised signals is fitted; which signals it uses
 is chosen by greedy forward selection on leave-one-patient-out error, so that a signal enters only
 if it predicts patients the fit has not seen. The Review threshold on the predicted DSC is the
-highest one that flags at most 30 % of the training organs with DSC >= 0.7 (leave-one-patient-out
+highest one that flags at most 20 % of the training organs with DSC >= 0.7 (leave-one-patient-out
 predictions), so that it catches as many poor organs as that budget of needless reviews allows.
 
     python scripts/fit_quality.py docs/results/end-to-end/train
@@ -36,7 +36,11 @@ from measure_end_to_end import scored_rows  # noqa: E402
 MODEL_FILE = Path(__file__).resolve().parent.parent / "Resources" / "quality.json"
 RIDGE = 1.0
 """L2 penalty on the standardised coefficients (with a few dozen organs, unpenalised fits swing)."""
-MAX_GOOD_FLAGGED = 0.3
+MAX_GOOD_FLAGGED = 0.2
+"""The share of good training organs (DSC >= 0.7) the Review threshold may flag, leave one patient out. The
+goal on new patients is at most 30 %; a threshold set at exactly 30 % on training lands above it about half
+the time (the model of 10 training patients flagged 27 % of them and 36 % of 11 validation patients), so
+the threshold keeps 10 points in hand. On the 16 training patients it still flags every poor organ."""
 RUN_OF_KIND = {"automatic": "auto", "given": "label"}
 
 
