@@ -124,6 +124,10 @@ def test_scores_from_crops_equal_whole_volume_scores():
     inside = organ.box_region
     errors = organ.ensemble_mask != (labels[organ.region] == 1)
     assert rows["ensemble"]["auroc"] == auroc(organ.uncertainty[inside], errors[inside])
+    from URSAMLib.error_map import error_likelihood
+
+    likelihood = error_likelihood(organ, (3.0, 1.5, 1.5), result.settings.num_aug)
+    assert rows["ensemble"]["auroc_error_map"] == auroc(likelihood[inside], errors[inside])
     assert 0 < rows["ensemble"]["reference_in_boxes"] < 1  # the prompt misses part of the organ
 
 

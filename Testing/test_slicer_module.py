@@ -398,7 +398,7 @@ def test_a_full_run_through_the_widget(env):
     ui.previousRegionButton.click()
     assert ui.statusLabel.text.startswith(f"Uncertain region {len(outputs.regions)} of")
     table.emit("cellClicked(int,int)", 1, 0)
-    assert ui.statusLabel.text == f"{outputs.statistics[1].name}: centred on its most uncertain region."
+    assert ui.statusLabel.text == f"{outputs.statistics[1].name}: centred on its region most in need of review."
 
     # α_h and the threshold mode re-rectify the kept result: no SAM, URSAM's segments updated
     calls = list(backbone.embedded)

@@ -109,3 +109,25 @@ def test_a_region_mask_is_exactly_its_component():
     masks = [regions.region_mask(organ, r) for r in (first, second)]
     assert [int(m.sum()) for m in masks] == [first.voxels, second.voxels]
     assert not (masks[0] & masks[1]).any() and not ((masks[0] | masks[1]) & ~organ.rectification.uncertain).any()
+
+
+def test_with_an_error_likelihood_regions_are_ranked_by_their_expected_wrong_voxels():
+    result = hand_made_result()
+    organ = result.organs[0]
+    likelihood = np.zeros(organ.uncertainty.shape, np.float32)
+    likelihood[3, 7:10, 9:12] = 0.5  # blob B, less uncertain than A, holds more expected errors: 9 x 0.5
+    likelihood[0:2, 0:2, 0:2] = 0.25  # blob A: 8 x 0.25
+    found = regions.organ_regions(organ, likelihood)
+    assert [(r.voxels, r.expected_errors) for r in found] == [(9, pytest.approx(4.5)), (8, pytest.approx(2.0))]
+    assert [r.voxels for r in regions.organ_regions(organ)] == [8, 9]  # without it: summed uncertainty
+
+
+def test_given_the_spacing_the_shipped_error_model_ranks_the_regions():
+    from URSAMLib.error_map import error_likelihood
+
+    result = hand_made_result()
+    found = regions.uncertain_regions(result, spacing_zyx=(2.0, 0.5, 0.5))
+    likelihood = error_likelihood(result.organs[0], (2.0, 0.5, 0.5), result.settings.num_aug)
+    sums = [float(likelihood[regions.region_mask(result.organs[0], r)].sum()) for r in found]
+    assert [r.expected_errors for r in found] == pytest.approx(sums) and sums == sorted(sums, reverse=True)
+    assert regions.organ_focus(result, 5, (2.0, 0.5, 0.5)) == found[0].centre

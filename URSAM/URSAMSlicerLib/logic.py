@@ -198,7 +198,8 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
         assessed = (quality.assess_result(outputs.result, outputs.qualityContext)
                     if outputs.qualityContext is not None else None)
         outputs.statistics = regions.organ_statistics(outputs.result, outputs.frame.spacing, labels, assessed)
-        outputs.regions = regions.uncertain_regions(outputs.result, [row.name for row in outputs.statistics])
+        outputs.regions = regions.uncertain_regions(outputs.result, [row.name for row in outputs.statistics],
+                                                    outputs.frame.spacing)
 
     @staticmethod
     def _remember(outputs: URSAMOutputs) -> None:

@@ -4,7 +4,9 @@ All indices are URSAMLib's axial ``(z, y, x)`` (see :mod:`URSAMLib.io`).
 
 *Uncertain regions* are the connected components (26-connectivity) of each organ's uncertain
 voxels — those its rectification looked at, ``u > T`` inside the prompt boxes (Eq. 4) — ranked
-by their summed uncertainty, so the first regions are where a reviewer's time is best spent.
+by how many wrong voxels they are expected to hold (the sum of :mod:`URSAMLib.error_map`'s error
+likelihood; without that model, their summed uncertainty), so the first regions are where a
+reviewer's time is best spent.
 
 Each organ's *predicted DSC* and *Review* flag come from :mod:`URSAMLib.quality` (a model fitted
 on training patients, as in ``summary.json``). The table lists organs in review order, the lowest
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from URSAMLib.error_map import error_likelihood
 from URSAMLib.pipeline import OrganResult, SegmentationResult
 from URSAMLib.quality import review_order
 
@@ -52,9 +55,17 @@ class UncertainRegion:
     label: int
     voxels: int
     total_uncertainty: float
-    """Sum of the uncertainty of its voxels (nats), the ranking key."""
+    """Sum of the uncertainty of its voxels (nats), the ranking key without an error model."""
     centre: tuple[int, int, int]
     """The region's voxel nearest to its centroid, axial ``(z, y, x)`` — always inside the region."""
+    expected_errors: float | None = None
+    """Sum of its voxels' error likelihood: how many of them the ensemble is expected to have wrong
+    (None without the error model); the ranking key when known."""
+
+    @property
+    def need(self) -> float:
+        """How much the region needs a reviewer: its expected wrong voxels, else its summed uncertainty."""
+        return self.total_uncertainty if self.expected_errors is None else self.expected_errors
 
 
 def organ_statistics(result: SegmentationResult, spacing_zyx: tuple[float, float, float],
@@ -88,8 +99,11 @@ def _uncertain_voxels(organ: OrganResult) -> np.ndarray:
     return np.zeros(organ.uncertainty.shape, bool)
 
 
-def organ_regions(organ: OrganResult) -> list[UncertainRegion]:
-    """One organ's uncertain regions, most uncertain first."""
+def organ_regions(organ: OrganResult, likelihood: np.ndarray | None = None) -> list[UncertainRegion]:
+    """One organ's uncertain regions, the one most in need of review first.
+
+    likelihood: the organ's error likelihood on its crop (:func:`URSAMLib.error_map.error_likelihood`);
+    None ranks by summed uncertainty."""
     from scipy import ndimage  # only needed once a result exists
 
     uncertain = _uncertain_voxels(organ)
@@ -99,6 +113,7 @@ def organ_regions(organ: OrganResult) -> list[UncertainRegion]:
     index = np.arange(1, count + 1)
     sizes = ndimage.sum_labels(uncertain, components, index).astype(int)
     totals = ndimage.sum_labels(organ.uncertainty, components, index)
+    expected = ndimage.sum_labels(likelihood, components, index) if likelihood is not None else None
     large = sizes >= MIN_REGION_VOXELS
     keep = set((index[large] if large.any() else index[[np.argmax(sizes)]]).tolist())
     offset = np.array([s.start for s in organ.region])
@@ -109,8 +124,14 @@ def organ_regions(organ: OrganResult) -> list[UncertainRegion]:
         points = np.argwhere(components[box] == number) + [s.start for s in box]
         nearest = points[np.argmin(((points - points.mean(axis=0)) ** 2).sum(axis=1))]
         regions.append(UncertainRegion(organ.name, organ.label, int(sizes[number - 1]),
-                                       float(totals[number - 1]), tuple(int(v) for v in nearest + offset)))
-    return sorted(regions, key=lambda r: -r.total_uncertainty)
+                                       float(totals[number - 1]), tuple(int(v) for v in nearest + offset),
+                                       None if expected is None else float(expected[number - 1])))
+    return sorted(regions, key=lambda r: -r.need)
+
+
+def _likelihood(result: SegmentationResult, organ: OrganResult,
+                spacing_zyx: tuple[float, float, float] | None) -> np.ndarray | None:
+    return None if spacing_zyx is None else error_likelihood(organ, spacing_zyx, result.settings.num_aug)
 
 
 def region_mask(organ: OrganResult, region: UncertainRegion) -> np.ndarray:
@@ -122,24 +143,31 @@ def region_mask(organ: OrganResult, region: UncertainRegion) -> np.ndarray:
     return components == components[centre]
 
 
-def uncertain_regions(result: SegmentationResult, organ_order: list[str] | None = None) -> list[UncertainRegion]:
+def uncertain_regions(result: SegmentationResult, organ_order: list[str] | None = None,
+                      spacing_zyx: tuple[float, float, float] | None = None) -> list[UncertainRegion]:
     """Every organ's uncertain regions (at most :data:`MAX_REGIONS`): organ by organ in
-    ``organ_order`` (the review order; default: the most uncertain regions first over all organs),
-    each organ's most uncertain first."""
-    regions = [region for organ in result.organs for region in organ_regions(organ)]
+    ``organ_order`` (the review order; default: the regions most in need first over all organs),
+    each organ's most in need first.
+
+    spacing_zyx: the volume's voxel size in mm; with it regions are ranked by expected wrong voxels
+    (:mod:`URSAMLib.error_map`), without it by summed uncertainty."""
+    regions = [region for organ in result.organs
+               for region in organ_regions(organ, _likelihood(result, organ, spacing_zyx))]
     if organ_order is None:
-        return sorted(regions, key=lambda r: -r.total_uncertainty)[:MAX_REGIONS]
+        return sorted(regions, key=lambda r: -r.need)[:MAX_REGIONS]
     rank = {name: k for k, name in enumerate(organ_order)}
-    return sorted(regions, key=lambda r: (rank.get(r.organ, len(rank)), -r.total_uncertainty))[:MAX_REGIONS]
+    return sorted(regions, key=lambda r: (rank.get(r.organ, len(rank)), -r.need))[:MAX_REGIONS]
 
 
-def organ_focus(result: SegmentationResult, label: int) -> tuple[int, int, int] | None:
-    """Where to look first for an organ: its most uncertain region, else the middle of its
-    segment, else (nothing segmented) the middle of its prompt boxes. Axial ``(z, y, x)``."""
+def organ_focus(result: SegmentationResult, label: int,
+                spacing_zyx: tuple[float, float, float] | None = None) -> tuple[int, int, int] | None:
+    """Where to look first for an organ: its region most in need of review (see
+    :func:`uncertain_regions`), else the middle of its segment, else (nothing segmented) the
+    middle of its prompt boxes. Axial ``(z, y, x)``."""
     organ = next((o for o in result.organs if o.label == label), None)
     if organ is None:
         return None
-    regions = organ_regions(organ)
+    regions = organ_regions(organ, _likelihood(result, organ, spacing_zyx))
     if regions:
         return regions[0].centre
     voxels = np.argwhere(organ.mask) if organ.mask.any() else np.argwhere(organ.box_region)

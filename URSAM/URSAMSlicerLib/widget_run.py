@@ -230,10 +230,11 @@ class RunControls:
         if self.outputs is None or not 0 <= row < len(self.outputs.statistics):
             return
         statistics = self.outputs.statistics[row]
-        focus = regions.organ_focus(self.outputs.result, statistics.label)
+        focus = regions.organ_focus(self.outputs.result, statistics.label, self.outputs.frame.spacing)
         if focus is not None:
             self.logic.centreOn(self.outputs, focus)
-            self.ui.statusLabel.text = _("{organ}: centred on its most uncertain region.").format(organ=statistics.name)
+            self.ui.statusLabel.text = _("{organ}: centred on its region most in need of review.").format(
+                organ=statistics.name)
 
     def updateOutputs(self) -> None:
         """Fill the organ table and enable the region buttons for the current result."""

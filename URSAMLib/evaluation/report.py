@@ -57,22 +57,26 @@ def claims(rows: list[dict], main: str, refine_variant: str | None) -> list[str]
 # Uncertainty quality.
 def uncertainty_lines(rows: list[dict], organs: list[str], variants: list[tuple[str, str]]) -> list[str]:
     """Per organ and prompt source: AUROC of voxel uncertainty for the ensemble's errors inside the
-    boxes, and Spearman's rho between an organ's mean uncertainty and its ensemble DSC."""
-    lines = ["| prompts | organ | AUROC (mean ± sd) | ρ(mean uncertainty, DSC) | p | n |",
-             "|---|---|---|---|---|---|"]
+    boxes (the paper's entropy, and the error likelihood of :mod:`URSAMLib.error_map`), and
+    Spearman's rho between an organ's mean uncertainty and its ensemble DSC."""
+    keys = ("auroc", "auroc_error_map") if any(by_organ(rows, "auroc_error_map", organs).values()) else ("auroc",)
+    titles = {"auroc": "AUROC, entropy (mean ± sd)", "auroc_error_map": "AUROC, error likelihood"}
+    lines = ["| prompts | organ | " + "".join(f"{titles[key]} | " for key in keys)
+             + "ρ(mean uncertainty, DSC) | p | n |", "|---" * (5 + len(keys)) + "|"]
     for variant, title in variants:
         ensemble = [r for r in pick(rows, variant=variant, method="ensemble") if r["found"]]
         if not ensemble:
             continue
-        aurocs = by_organ(ensemble, "auroc", organs)
+        aurocs = {key: by_organ(ensemble, key, organs) for key in keys}
         for organ in organs + ["all organs"]:
             subset = ensemble if organ == "all organs" else pick(ensemble, organ=organ)
             if not subset:
                 continue
-            values = [a for v in aurocs.values() for a in v] if organ == "all organs" else aurocs[organ]
+            values = {key: [a for v in found.values() for a in v] if organ == "all organs" else found[organ]
+                      for key, found in aurocs.items()}
             rho, p, n = spearman([r["mean_uncertainty"] for r in subset], [r["dsc"] for r in subset])
-            lines.append(f"| {title} | {short_name(organ)} | {cell(values)} | {fmt(rho, 2)} | {fmt(p, 2, 'g')} "
-                         f"| {n} |")
+            lines.append(f"| {title} | {short_name(organ)} | " + "".join(f"{cell(values[key])} | " for key in keys)
+                         + f"{fmt(rho, 2)} | {fmt(p, 2, 'g')} | {n} |")
     return lines
 
 
@@ -190,7 +194,9 @@ def write_report(output: Path, records: list[dict], context: dict) -> list[str]:
         lines += sweep_lines(rows, sweep_patients, main, config["num_aug"], config["ratio"])
     lines += ["## Uncertainty quality", "",
               "AUROC: inside each organ's prompt boxes, how well voxel uncertainty ranks the ensemble's error "
-              "voxels (ensemble mask ≠ reference) above its correct ones (0.5 = chance). ρ: Spearman correlation, "
+              "voxels (ensemble mask ≠ reference) above its correct ones (0.5 = chance): the paper's entropy, and "
+              "where scored the error likelihood (`URSAMLib.error_map`) that ranks regions for review. "
+              "ρ: Spearman correlation, "
               "over patients, between an organ's mean uncertainty in its boxes and its ensemble DSC — negative "
               "means the reliability score works (more uncertain, worse).", ""]
     uvariants = [(v, PROMPT_TITLES[v.split("-")[0]]) for v in (main, "box3d", "slice") if v in variants]

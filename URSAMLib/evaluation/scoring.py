@@ -10,6 +10,7 @@ import numpy as np
 
 from ..backbones import window_ct
 from ..localize import box_iou, prompts_from_template
+from ..error_map import error_likelihood
 from ..metrics import auroc, dice, hausdorff95
 from ..pipeline import OrganResult, SegmentationResult, segment_variants
 from ..progress import Progress
@@ -82,7 +83,7 @@ def score_variant(result: SegmentationResult, variant: Variant, loaded: LoadedCa
     base = {"patient": loaded.case.name, "prompt": variant.prompt, "variant": variant.key,
             "num_aug": variant.settings.num_aug, "ratio": variant.settings.ratio,
             "refine": variant.settings.refine, "setting": variant.setting}
-    per_organ = {organ.label: _organ_constants(organ, loaded) for organ in result.organs}
+    per_organ = {organ.label: _organ_constants(organ, loaded, variant.settings.num_aug) for organ in result.organs}
     for method in variant.methods:
         if method != "one-box":
             result.rerectify(method=method)
@@ -116,7 +117,8 @@ def score_variant(result: SegmentationResult, variant: Variant, loaded: LoadedCa
                          "hd95_mm": float("nan"), "threshold": float("nan"), "uncertain_voxels": 0,
                          "changed_voxels": 0, "predicted_ml": 0.0,
                          "reference_ml": reference_counts[label] * voxel_ml, "mean_uncertainty": float("nan"),
-                         "auroc": float("nan"), "ensemble_error_voxels": 0, "reference_in_boxes": 0.0})
+                         "auroc": float("nan"), "auroc_error_map": float("nan"), "ensemble_error_voxels": 0,
+                         "reference_in_boxes": 0.0})
     return rows
 
 
@@ -143,21 +145,24 @@ def score_atlas_vote(localizations: dict, loaded: LoadedCase) -> list[dict]:
                      "hd95_mm": hausdorff95(mask, reference, loaded.spacing) if mask.any() else float("nan"),
                      "threshold": float("nan"), "uncertain_voxels": 0, "changed_voxels": 0,
                      "predicted_ml": float(mask.sum()) * voxel_ml, "reference_ml": float(reference.sum()) * voxel_ml,
-                     "mean_uncertainty": float("nan"), "auroc": float("nan"), "ensemble_error_voxels": 0,
+                     "mean_uncertainty": float("nan"), "auroc": float("nan"), "auroc_error_map": float("nan"),
+                     "ensemble_error_voxels": 0,
                      "reference_in_boxes": float("nan")})
     return rows
 
 
-def _organ_constants(organ: OrganResult, loaded: LoadedCase) -> dict:
+def _organ_constants(organ: OrganResult, loaded: LoadedCase, num_aug: int) -> dict:
     """What depends only on the ensemble: mean uncertainty in the boxes, the AUROC of voxel
-    uncertainty for the ensemble's errors inside the boxes, and how much of the reference
-    organ the boxes cover."""
+    uncertainty (the paper's entropy, and :mod:`URSAMLib.error_map`'s error likelihood) for the
+    ensemble's errors inside the boxes, and how much of the reference organ the boxes cover."""
     reference = loaded.labels[organ.region] == organ.label
     inside = organ.box_region
     errors = (organ.ensemble_mask != reference)[inside]
     total_reference = int(np.count_nonzero(loaded.labels == organ.label))
+    likelihood = error_likelihood(organ, loaded.spacing, num_aug)
     return {"mean_uncertainty": organ.mean_uncertainty,
             "auroc": auroc(organ.uncertainty[inside], errors),
+            "auroc_error_map": float("nan") if likelihood is None else auroc(likelihood[inside], errors),
             "ensemble_error_voxels": int(errors.sum()),
             "reference_in_boxes": float(np.count_nonzero(reference & inside)) / max(total_reference, 1)}
 

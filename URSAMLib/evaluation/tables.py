@@ -35,7 +35,8 @@ PROMPT_TITLES = {
     "atlas": "multi-atlas vote (no SAM)",
 }
 CSV_COLUMNS = ["patient", "organ", "prompt", "variant", "setting", "num_aug", "ratio", "refine", "method",
-               "found", "dsc", "hd95_mm", "mean_uncertainty", "auroc", "ensemble_error_voxels", "threshold",
+               "found", "dsc", "hd95_mm", "mean_uncertainty", "auroc", "auroc_error_map",
+               "ensemble_error_voxels", "threshold",
                "uncertain_voxels", "changed_voxels", "predicted_ml", "reference_ml", "reference_in_boxes",
                "predicted_dsc", "review"]
 REVIEW_THRESHOLD = 0.1
@@ -98,8 +99,9 @@ def by_organ(rows: list[dict], key: str, organs: list[str]) -> dict[str, list[fl
     """organ → the per-patient values of ``key`` (NaN dropped)."""
     values = defaultdict(list)
     for r in rows:
-        if r[key] is not None and not (isinstance(r[key], float) and math.isnan(r[key])):
-            values[r["organ"]].append(float(r[key]))
+        value = r.get(key)  # None also where a row predates the key
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            values[r["organ"]].append(float(value))
     return {o: values.get(o, []) for o in organs}
 
 
