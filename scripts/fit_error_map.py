@@ -13,7 +13,8 @@ OUTPUT/rows.jsonl, their means to OUTPUT/table.md.
     python scripts/fit_error_map.py --abdomen -o docs/results/error-map/abdomen --evaluate
 
 ``--abdomen`` scores abdomen-ts' 12 FLARE22 organs with per-slice boxes from its labels (one per
-part), as ``ursam evaluate`` prompts it. Features are cached per patient in ``--cache``.
+part), as ``ursam evaluate`` prompts it. Features are cached per patient in ``--cache``: delete it after
+a change to the product, or the fit reads what the old product computed.
 """
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ FLARE12 = ("spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "sto
 L2 = 1e-3
 
 
-def segmented(case: str, ct_path: Path, labels_path: Path, classes: dict[int, str], automatic: bool):
-    """The product's run on one CT: (result, axial reference labels, spacing (z, y, x))."""
+def segmented(ct_path: Path, labels_path: Path, classes: dict[int, str], automatic: bool):
+    """The product's run on one CT: (result, axial reference labels, spacing (z, y, x), n).
+    automatic: the built-in head-and-neck template; else per-slice boxes of ``classes`` from the labels."""
     from URSAMLib.job import SegmentJob, load_job_backbone, set_up_backbone, template_organs
     from URSAMLib.localize import prompts_from_template
     from URSAMLib.pipeline import segment
@@ -69,7 +71,7 @@ def case_voxels(case: str, ct_path: Path, labels_path: Path, classes: dict[int, 
         with np.load(stored) as data:
             names = [str(n) for n in data["names"]]
             return {n: (data[f"{n}/x"], data[f"{n}/y"], data[f"{n}/h"]) for n in names}
-    result, reference, spacing, num_aug = segmented(case, ct_path, labels_path, classes, automatic)
+    result, reference, spacing, num_aug = segmented(ct_path, labels_path, classes, automatic)
     found = {}
     for organ in result.organs:
         truth = reference[organ.region] == organ.label
