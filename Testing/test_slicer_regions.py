@@ -126,8 +126,9 @@ def test_given_the_spacing_the_shipped_error_model_ranks_the_regions():
     from URSAMLib.error_map import error_likelihood
 
     result = hand_made_result()
-    found = regions.uncertain_regions(result, spacing_zyx=(2.0, 0.5, 0.5))
+    likelihoods = regions.error_likelihoods(result, (2.0, 0.5, 0.5))
+    found = regions.uncertain_regions(result, likelihoods=likelihoods)
     likelihood = error_likelihood(result.organs[0], (2.0, 0.5, 0.5), result.settings.num_aug)
     sums = [float(likelihood[regions.region_mask(result.organs[0], r)].sum()) for r in found]
     assert [r.expected_errors for r in found] == pytest.approx(sums) and sums == sorted(sums, reverse=True)
-    assert regions.organ_focus(result, 5, (2.0, 0.5, 0.5)) == found[0].centre
+    assert regions.organ_focus(result, 5, likelihoods) == found[0].centre

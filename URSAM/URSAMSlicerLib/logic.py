@@ -186,7 +186,8 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
                 scene.RemoveNode(node)
             raise
         outputs = URSAMOutputs(volume, segmentation, ensemble, uncertainty, result, frame, organs, [], [],
-                               {**prepared.missing, **(notFound or {})}, qualityContext=qualityContext)
+                               {**prepared.missing, **(notFound or {})}, qualityContext=qualityContext,
+                               errorLikelihoods=regions.error_likelihoods(result, frame.spacing))
         self._assess(outputs, rectifiedLabels)
         self._remember(outputs)
         return outputs
@@ -199,7 +200,7 @@ class URSAMLogic(ScriptedLoadableModuleLogic, PromptReading):
                     if outputs.qualityContext is not None else None)
         outputs.statistics = regions.organ_statistics(outputs.result, outputs.frame.spacing, labels, assessed)
         outputs.regions = regions.uncertain_regions(outputs.result, [row.name for row in outputs.statistics],
-                                                    outputs.frame.spacing)
+                                                    outputs.errorLikelihoods)
 
     @staticmethod
     def _remember(outputs: URSAMOutputs) -> None:

@@ -129,9 +129,12 @@ def organ_regions(organ: OrganResult, likelihood: np.ndarray | None = None) -> l
     return sorted(regions, key=lambda r: -r.need)
 
 
-def _likelihood(result: SegmentationResult, organ: OrganResult,
-                spacing_zyx: tuple[float, float, float] | None) -> np.ndarray | None:
-    return None if spacing_zyx is None else error_likelihood(organ, spacing_zyx, result.settings.num_aug)
+def error_likelihoods(result: SegmentationResult, spacing_zyx: tuple[float, float, float]) -> dict[str, np.ndarray]:
+    """Organ name → its error likelihood on its crop (:func:`URSAMLib.error_map.error_likelihood`);
+    empty without the error model. It depends only on the ensemble, so a run computes it once and
+    re-rectifications reuse it. spacing_zyx: the volume's voxel size in mm."""
+    found = {organ.name: error_likelihood(organ, spacing_zyx, result.settings.num_aug) for organ in result.organs}
+    return {name: likelihood for name, likelihood in found.items() if likelihood is not None}
 
 
 def region_mask(organ: OrganResult, region: UncertainRegion) -> np.ndarray:
@@ -144,15 +147,15 @@ def region_mask(organ: OrganResult, region: UncertainRegion) -> np.ndarray:
 
 
 def uncertain_regions(result: SegmentationResult, organ_order: list[str] | None = None,
-                      spacing_zyx: tuple[float, float, float] | None = None) -> list[UncertainRegion]:
+                      likelihoods: dict[str, np.ndarray] | None = None) -> list[UncertainRegion]:
     """Every organ's uncertain regions (at most :data:`MAX_REGIONS`): organ by organ in
     ``organ_order`` (the review order; default: the regions most in need first over all organs),
     each organ's most in need first.
 
-    spacing_zyx: the volume's voxel size in mm; with it regions are ranked by expected wrong voxels
-    (:mod:`URSAMLib.error_map`), without it by summed uncertainty."""
-    regions = [region for organ in result.organs
-               for region in organ_regions(organ, _likelihood(result, organ, spacing_zyx))]
+    likelihoods: :func:`error_likelihoods` of the result; an organ with one has its regions ranked by
+    expected wrong voxels, one without by summed uncertainty."""
+    likelihoods = likelihoods or {}
+    regions = [region for organ in result.organs for region in organ_regions(organ, likelihoods.get(organ.name))]
     if organ_order is None:
         return sorted(regions, key=lambda r: -r.need)[:MAX_REGIONS]
     rank = {name: k for k, name in enumerate(organ_order)}
@@ -160,14 +163,14 @@ def uncertain_regions(result: SegmentationResult, organ_order: list[str] | None 
 
 
 def organ_focus(result: SegmentationResult, label: int,
-                spacing_zyx: tuple[float, float, float] | None = None) -> tuple[int, int, int] | None:
+                likelihoods: dict[str, np.ndarray] | None = None) -> tuple[int, int, int] | None:
     """Where to look first for an organ: its region most in need of review (see
     :func:`uncertain_regions`), else the middle of its segment, else (nothing segmented) the
     middle of its prompt boxes. Axial ``(z, y, x)``."""
     organ = next((o for o in result.organs if o.label == label), None)
     if organ is None:
         return None
-    regions = organ_regions(organ, _likelihood(result, organ, spacing_zyx))
+    regions = organ_regions(organ, (likelihoods or {}).get(organ.name))
     if regions:
         return regions[0].centre
     voxels = np.argwhere(organ.mask) if organ.mask.any() else np.argwhere(organ.box_region)

@@ -151,3 +151,6 @@ class URSAMOutputs:
     notice the user's edits before they would be replaced."""
     qualityContext: object = None
     """The run's :class:`URSAMLib.quality.QualityContext` (None: no predicted DSC)."""
+    errorLikelihoods: dict = field(default_factory=dict)
+    """Organ name → its error likelihood (:func:`URSAMSlicerLib.regions.error_likelihoods`), computed
+    once per run: it ranks the uncertain regions after every re-rectification."""

@@ -230,7 +230,7 @@ class RunControls:
         if self.outputs is None or not 0 <= row < len(self.outputs.statistics):
             return
         statistics = self.outputs.statistics[row]
-        focus = regions.organ_focus(self.outputs.result, statistics.label, self.outputs.frame.spacing)
+        focus = regions.organ_focus(self.outputs.result, statistics.label, self.outputs.errorLikelihoods)
         if focus is not None:
             self.logic.centreOn(self.outputs, focus)
             self.ui.statusLabel.text = _("{organ}: centred on its region most in need of review.").format(

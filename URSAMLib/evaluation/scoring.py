@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..backbones import window_ct
-from ..localize import box_iou, prompts_from_template
 from ..error_map import error_likelihood
+from ..localize import box_iou, prompts_from_template
 from ..metrics import auroc, dice, hausdorff95
 from ..pipeline import OrganResult, SegmentationResult, segment_variants
 from ..progress import Progress
