@@ -39,13 +39,14 @@ def test_the_job_loader_loads_with_the_pin_and_the_runtime_once_per_runtime(monk
     monkeypatch.setattr(job_module, "_BACKBONES", {})
     calls = []
 
-    def load_backbone(name, checkpoint=None, device="auto", checkpoint_sha256=None, runtime="auto", warn=None):
-        calls.append((checkpoint_sha256, runtime))
+    def load_backbone(name, checkpoint=None, device="auto", checkpoint_sha256=None, runtime="auto",
+                      precision="float32", warn=None):
+        calls.append((checkpoint_sha256, runtime, precision))
         return StandInBackbone()
 
     monkeypatch.setattr(backbones, "load_backbone", load_backbone)
     job = SegmentJob(ct="a.nii.gz", output="a", checkpoint="/w.pth", checkpoint_sha256="cd" * 32)
     cached_backbone(job)
     cached_backbone(replace(job, ct="b.nii.gz"))
-    cached_backbone(replace(job, precision="bfloat16"))  # the faster runtimes run float32 only
-    assert calls == [("cd" * 32, "auto"), ("cd" * 32, "torch")]
+    cached_backbone(replace(job, precision="bfloat16"))  # a runtime's engine is compiled for one precision
+    assert calls == [("cd" * 32, "auto", "float32"), ("cd" * 32, "auto", "bfloat16")]

@@ -77,6 +77,36 @@ def test_runtime_masks_equal_pytorchs_on_a_real_slice(name, torch_backbone, cach
     assert {"encoder.onnx", "decoder.onnx", "manifest.json"} <= set(built)
 
 
+def _cpu_computes_in_bfloat16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def test_openvino_in_bfloat16_is_close_to_pytorchs_float32_masks(torch_backbone, cache, abdomen_slice):
+    pytest.importorskip("openvino")
+    hu, boxes = abdomen_slice
+    backbone = load_backbone("litemedsam", device="cpu", runtime="openvino", precision="bfloat16")
+    assert backbone.runtime == "openvino" and backbone.engine.precision == backbone.precision == "bfloat16"
+    windowed = window_ct(hu[None], torch_backbone.window)
+    reference_embedding = torch_backbone.embed(windowed)
+    embedding = backbone.embed(windowed)
+    reference = torch_backbone.decode(reference_embedding, boxes, hu.shape) > 0.5
+    found = backbone.decode(embedding, boxes, hu.shape) > 0.5
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+    assert dice(found, reference) > 0.98  # all organs' pixels together: nearly the same masks
+    large = [(mask, expected) for mask, expected in zip(found, reference) if expected.sum() >= 100]
+    assert len(large) >= 5 and all(dice(mask, expected) > 0.97 for mask, expected in large)  # each organ, too
+    if _cpu_computes_in_bfloat16():  # elsewhere OpenVINO computes in f32 despite the hint
+        assert float((embedding - reference_embedding).abs().max()) > 1e-3
+    backbone.precision = "float32"  # an engine compiled for bfloat16 does not run float32
+    assert backbone.runtime == "torch"
+
+
 def test_cache_key_changes_with_weights_runtime_version_and_export_settings(torch_backbone, cache, monkeypatch):
     from dataclasses import replace
 
@@ -162,7 +192,7 @@ def test_an_engine_that_disagrees_with_pytorch_is_not_used(torch_backbone, cache
             return self.engine.decode(embedding, boxes)
 
     monkeypatch.setitem(runtime.RUNTIMES, "onnxruntime", runtime.Runtime(
-        "onnxruntime", "onnxruntime", lambda folder, threads: Off(real_load(folder, threads))))
+        "onnxruntime", "onnxruntime", lambda folder, threads, precision: Off(real_load(folder, threads, precision))))
     warnings = []
     assert runtime.attach_runtime(torch_backbone, "onnxruntime", tmp_path, warnings.append) == "torch"
     assert len(warnings) == 1 and "differ from PyTorch" in warnings[0]
@@ -176,6 +206,7 @@ def test_impossible_runtime_choices_are_user_errors():
         runtime.check_runtime_choice("openvino", "cuda:0")
     with pytest.raises(URSAMError, match="float32 only"):
         runtime.check_runtime_choice("onnxruntime", "cpu", "bfloat16")
+    runtime.check_runtime_choice("openvino", "cpu", "bfloat16")  # compiled with the bf16 hint
     runtime.check_runtime_choice("auto", "cuda", "bfloat16")  # auto: PyTorch there
 
 

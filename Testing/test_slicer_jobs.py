@@ -523,8 +523,8 @@ def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(mon
     calls = []
 
     def load_backbone(name, checkpoint=None, device="auto", vit_config=None, checkpoint_sha256=None,
-                      runtime="auto", warn=None):
-        calls.append((name, checkpoint, checkpoint_sha256, runtime))
+                      runtime="auto", precision="float32", warn=None):
+        calls.append((name, checkpoint, checkpoint_sha256, runtime, precision))
         return BrightInBox()
 
     monkeypatch.setattr(backbones, "load_backbone", load_backbone)
@@ -541,8 +541,9 @@ def test_the_job_sets_the_window_and_precision_and_asks_urSAMLib_for_the_pin(mon
                               window=(-50.0, 150.0)))
     jobs.compute(with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32))
     jobs.compute(with_options(small_job(), checkpoint="/w.pth", checkpoint_sha256="cd" * 32, precision="bfloat16"))
-    # through URSAMLib.job, as `ursam segment` loads it: with the pin, and the faster CPU runtime only at float32
-    assert calls == [("bright", "/w.pth", "cd" * 32, "auto"), ("bright", "/w.pth", "cd" * 32, "torch")]
+    # through URSAMLib.job, as `ursam segment` loads it: with the pin, the runtime compiled for the precision
+    assert calls == [("bright", "/w.pth", "cd" * 32, "auto", "float32"),
+                     ("bright", "/w.pth", "cd" * 32, "auto", "bfloat16")]
     # the next job on the kept model: the model's own window again
     assert seen == [((-50.0, 150.0), "float32"), (BrightInBox.window, "float32"), (BrightInBox.window, "bfloat16")]
 

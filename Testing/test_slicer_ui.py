@@ -39,7 +39,7 @@ COMBOS = {  # name: items (empty: filled by URSAMWidget.setup)
                              "Template folder (automatic localization)", "Template from labelled CTs in the scene"],
     "promptModeComboBox": ["Per-slice boxes", f"3-D box (+{MARGIN} mm margin)"],
     "deviceComboBox": ["Automatic (GPU if present)", "CPU", "CUDA GPU", "Apple GPU (MPS)"],
-    "precisionComboBox": ["float32", "bfloat16 (GPU)"],
+    "precisionComboBox": ["float32", "bfloat16 (faster)"],
     "thresholdModeComboBox": ["Per organ, as measured", "Class-specific (Eq. 3)", "Fixed (ln 2 / 2)"],
     "organSetComboBox": [],
     "backboneComboBox": [],

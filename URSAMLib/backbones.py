@@ -104,10 +104,11 @@ class SamBackbone:
     """Whether the weights matched a known SHA-256 (the catalogue's, or one the user pinned);
     False for a checkpoint nothing vouches for (still loaded as weights only)."""
     precision: str = "float32"
-    """``float32``, or ``bfloat16``: the networks run under autocast (weights stay float32)."""
+    """``float32``, or ``bfloat16``: PyTorch runs the networks under autocast (weights stay float32),
+    an engine compiled for bfloat16 computes in it."""
     engine: object | None = None
-    """An inference-runtime engine (:mod:`URSAMLib.runtime`) that runs the networks in float32 on the
-    CPU instead of PyTorch; None: PyTorch. See :func:`URSAMLib.runtime.attach_runtime`."""
+    """An inference-runtime engine (:mod:`URSAMLib.runtime`) that runs the networks on the CPU instead
+    of PyTorch, in its own precision; None: PyTorch. See :func:`URSAMLib.runtime.attach_runtime`."""
     embedding_cache: object | None = None
     """A :class:`URSAMLib.embedding_cache.EmbeddingCache` the pipeline takes slice embeddings from
     and adds them to; None: every run embeds its slices."""
@@ -117,12 +118,12 @@ class SamBackbone:
 
     @property
     def runtime(self) -> str:
-        """What runs the networks now: the engine's runtime, or ``torch`` (also for bfloat16, which
-        engines do not run)."""
+        """What runs the networks now: the engine's runtime, or ``torch`` (also when the precision was
+        changed to one the engine was not compiled for)."""
         return self.engine.name if self._use_engine() else "torch"
 
     def _use_engine(self) -> bool:
-        return self.engine is not None and self.precision == "float32"
+        return self.engine is not None and self.engine.precision == self.precision
 
     def embed(self, slices: np.ndarray) -> "torch.Tensor":
         """Image embeddings of windowed slices.
@@ -294,7 +295,7 @@ def resolve_device(device: str = "auto") -> str:
 
 def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = None,
                   device: str = "auto", vit_config: SamViTConfig | None = None,
-                  checkpoint_sha256: str | None = None, runtime: str = "torch",
+                  checkpoint_sha256: str | None = None, runtime: str = "torch", precision: str = "float32",
                   warn: Callable[[str], None] | None = None) -> SamBackbone:
     """Build a backbone from the catalogue and load its weights.
 
@@ -308,8 +309,11 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
     runtime: what runs the networks: ``torch``, ``auto`` or an inference runtime of
         :data:`URSAMLib.runtime.RUNTIMES` (exported and cached on first use; PyTorch with one
         ``warn`` line if it cannot be used). See :func:`URSAMLib.runtime.attach_runtime`.
+    precision: one of :data:`PRECISIONS`, what the networks compute in.
     """
-    runtimes.check_runtime_choice(runtime, device)
+    if precision not in PRECISIONS:
+        raise URSAMError(f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)} (--precision).")
+    runtimes.check_runtime_choice(runtime, device, precision)
     entries = catalogue()
     if name not in entries:
         raise URSAMError(f"Unknown backbone {name!r}; choose one of: {', '.join(entries)}.")
@@ -337,7 +341,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | Path | None = 
     backbone = SamBackbone(name=name, model=model, preprocessing=preprocessing,
                            device=resolve_device(device), window=tuple(entry["window"]),
                            weights=f"{path} (sha256 {digest})", weights_sha256=digest,
-                           weights_verified=any(known.sha256 for known in expected))
+                           weights_verified=any(known.sha256 for known in expected), precision=precision)
     if runtime != "torch":
         runtimes.attach_runtime(backbone, runtime, **({"warn": warn} if warn else {}))
     return backbone

@@ -205,10 +205,10 @@ PIN_HINT = "--checkpoint-sha256 {sha256}"
 
 
 def load_job_backbone(job: SegmentJob, warn: Warn = _no_warn):
-    """The job's backbone: its checkpoint (checked against the pin), device, and runtime (the
-    faster CPU runtimes run float32 only, so another precision runs in PyTorch)."""
+    """The job's backbone: its checkpoint (checked against the pin), device, and runtime compiled for
+    the job's precision."""
     return backbones.load_backbone(job.backbone, job.checkpoint, job.device, checkpoint_sha256=job.checkpoint_sha256,
-                         runtime=job.runtime if job.precision == "float32" else "torch", warn=warn)
+                                   runtime=job.runtime, precision=job.precision, warn=warn)
 
 
 def set_up_backbone(job: SegmentJob, backbone, warn: Warn = _no_warn, pin_hint: str = PIN_HINT) -> None:
@@ -236,13 +236,15 @@ def cached_backbone(job: SegmentJob, loader: BackboneLoader | None = None, warn:
     """The job's backbone, loaded once per process and kept (loading weights costs seconds), as a
     shallow copy set up for this job by :func:`set_up_backbone`: its window (or the model's own),
     precision and embedding cache, so nothing one job sets reaches the next. Only one model is kept:
-    asking for another (backbone, checkpoint, device, pin, runtime or loader) drops the previous one.
+    asking for another (backbone, checkpoint, device, pin, runtime, a runtime's precision or loader) drops
+    the previous one.
 
     loader: ``(name, checkpoint, device) -> backbone`` instead of :func:`load_job_backbone` (which
     checks the checkpoint's pin and attaches the runtime). warn: loading and unverified-weights notes."""
-    runtime = job.runtime if job.precision == "float32" else "torch"  # as load_job_backbone loads it
+    # PyTorch runs any precision with one model; a runtime's engine is compiled for one
+    precision = None if job.runtime == "torch" else job.precision
     # the loader in use belongs to the key: a test that swaps backbones.load_backbone gets its own model
-    key = (job.backbone, job.checkpoint, job.device, job.checkpoint_sha256, runtime,
+    key = (job.backbone, job.checkpoint, job.device, job.checkpoint_sha256, job.runtime, precision,
            loader if loader is not None else backbones.load_backbone)
     if key not in _BACKBONES:
         _BACKBONES.clear()  # one model in memory, not one per setting tried

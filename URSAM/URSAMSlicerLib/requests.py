@@ -43,7 +43,8 @@ LOCALIZER_TITLES = {"auto": "Automatic: atlas, MedLAM on blanked scans",
 PROMPT_MODES = ("slice", "box3d")
 """URSAMLib prompt modes, in the order of promptModeComboBox's items."""
 PRECISIONS = ("float32", "bfloat16")
-"""Model precisions, in the order of precisionComboBox's items (bfloat16: autocast on the GPU)."""
+"""Model precisions, in the order of precisionComboBox's items (bfloat16: OpenVINO's bf16 on a CPU,
+autocast on a GPU)."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """Devices, in the order of deviceComboBox's items."""
 THRESHOLD_MODES = ("per-organ", "ursam", "fixed")

@@ -36,8 +36,9 @@ def model_parent() -> argparse.ArgumentParser:
                         help="CT window in HU mapped to [0, 1] (default: the backbone's)")
     parent.add_argument("--device", default=JOB.device, help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     parent.add_argument("--precision", choices=PRECISIONS, default=JOB.precision,
-                        help="bfloat16 runs the networks under autocast: about 2x faster encoding on CPUs with "
-                        f"AVX512-BF16/AMX and on GPUs, same DSC on abdomen-ts (default {JOB.precision})")
+                        help="bfloat16 computes in bfloat16 (OpenVINO on a CPU, autocast in PyTorch): about 1.7x "
+                        "faster on CPUs with AVX512-BF16/AMX, masks slightly different (docs/performance.md) "
+                        f"(default {JOB.precision})")
     parent.add_argument("--runtime", choices=RUNTIMES, default=JOB.runtime,
                         help="what runs the networks: auto (default: on a CPU the fastest installed inference "
                         "runtime that matches PyTorch, built and cached on first use; PyTorch on a GPU), torch, "
