@@ -51,7 +51,10 @@ PRECISIONS = ("float32", "bfloat16")
 def window_ct(hu: np.ndarray, window: tuple[float, float] = DEFAULT_WINDOW) -> np.ndarray:
     """Map HU linearly from ``window`` onto [0, 1] (float32), clipping outside values."""
     low, high = window
-    return np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+    # one new float32 array, computed in place: a whole CT's temporaries would be as large as the CT
+    windowed = np.subtract(hu, np.float32(low), dtype=np.float32)
+    windowed /= np.float32(high - low)
+    return np.clip(windowed, 0.0, 1.0, out=windowed)
 
 
 @dataclass(frozen=True)

@@ -351,14 +351,15 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
     files = (list(outputs.OUTPUT_FILES) + (["boxes.json"] if prompting.boxes_json else [])
              + dicom_out.filenames(job.dicom_out))
     with outputs.staged_output(outdir, job.overwrite) as staging:
-        outputs.write_results(staging, result, ct_image)
-        save_overview(staging / "overview.png", hu, rectified, result.uncertainty_map(),
+        # each whole volume made once: a 512 x 512 x 300 CT's uncertainty alone is 315 MB
+        maps = {"rectified": rectified, "ensemble": ensemble, "uncertainty": result.uncertainty_map()}
+        outputs.write_results(staging, maps, ct_image)
+        save_overview(staging / "overview.png", hu, rectified, maps["uncertainty"],
                       {o.label: quality.legend(o.name, summary["organs"][o.name]) for o in result.organs},
                       frame.spacing)
         if prompting.boxes_json:
             (staging / "boxes.json").write_text(json.dumps(prompting.boxes_json, indent=1) + "\n")
         if source is not None:
-            maps = {"rectified": rectified, "ensemble": ensemble, "uncertainty": result.uncertainty_map()}
             dicom_out.write_outputs(staging, job.dicom_out, source, {k: frame.from_axial(v) for k, v in maps.items()},
                                     {o.label: o.name for o in result.organs},
                                     {"backbone": backbone.name, **summary["parameters"]})

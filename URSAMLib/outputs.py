@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from . import __version__
 from .errors import URSAMError
 from .io import AxialFrame, image_from_axial, write_image
-from .pipeline import OrganResult, SegmentationResult
+from .pipeline import OrganResult
 
 OUTPUT_FILES = ("ensemble.nii.gz", "rectified.nii.gz", "uncertainty.nii.gz", "summary.json",
                 "overview.png")
@@ -87,11 +87,16 @@ def label_image(labels: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image_from_axial(labels.astype(dtype), reference)
 
 
-def write_results(staging: Path, result: SegmentationResult, reference: sitk.Image) -> None:
-    """The three volumes of a run, each on exactly the grid of the input CT."""
-    write_image(label_image(result.label_map("ensemble"), reference), staging / "ensemble.nii.gz")
-    write_image(label_image(result.label_map("rectified"), reference), staging / "rectified.nii.gz")
-    write_image(image_from_axial(result.uncertainty_map(), reference), staging / "uncertainty.nii.gz")
+def write_results(staging: Path, maps: dict[str, np.ndarray], reference: sitk.Image) -> None:
+    """The three volumes of a run, each on exactly the grid of the input CT.
+
+    maps: axial arrays ``[z, y, x]``: ``ensemble`` and ``rectified`` label maps
+    (:meth:`~URSAMLib.pipeline.SegmentationResult.label_map`) and the ``uncertainty``
+    (:meth:`~URSAMLib.pipeline.SegmentationResult.uncertainty_map`).
+    """
+    write_image(label_image(maps["ensemble"], reference), staging / "ensemble.nii.gz")
+    write_image(label_image(maps["rectified"], reference), staging / "rectified.nii.gz")
+    write_image(image_from_axial(maps["uncertainty"], reference), staging / "uncertainty.nii.gz")
 
 
 def organ_summary(organ: OrganResult, frame: AxialFrame, reference: sitk.Image) -> dict:

@@ -30,7 +30,7 @@ def save_overview(path, ct: np.ndarray, labels: np.ndarray, uncertainty: np.ndar
 
     slices = representative_slices(labels) or [ct.shape[0] // 2]
     colours = matplotlib.colormaps["tab20"]
-    image = window_ct(ct, (-160, 240))
+    image = window_ct(ct[slices], (-160, 240))  # the slices shown, not the whole CT
     top = max(float(uncertainty.max()), 1e-6)
     aspect = spacing[1] / spacing[2]
     figure, axes = plt.subplots(2, len(slices), figsize=(3.0 * len(slices) + 1.2, 6.4), squeeze=False,
@@ -38,7 +38,7 @@ def save_overview(path, ct: np.ndarray, labels: np.ndarray, uncertainty: np.ndar
     for column, z in enumerate(slices):
         for row in range(2):
             axis = axes[row, column]
-            axis.imshow(image[z], cmap="gray", aspect=aspect, interpolation="nearest")
+            axis.imshow(image[column], cmap="gray", aspect=aspect, interpolation="nearest")
             axis.set_axis_off()
         for label in np.unique(labels[z]):
             if label:

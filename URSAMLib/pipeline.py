@@ -169,11 +169,17 @@ class SegmentationResult:
         A voxel claimed by several organs goes to the one with the highest probability.
         """
         labels = np.zeros(self.shape, np.uint16)
-        best = np.full(self.shape, -1.0, np.float32)
+        if not self.organs:
+            return labels
+        # the winning probability so far, kept over the organs' joint extent only (not a second whole volume)
+        extent = [slice(min(o.region[axis].start for o in self.organs), max(o.region[axis].stop for o in self.organs))
+                  for axis in range(3)]
+        best = np.full([s.stop - s.start for s in extent], -1.0, np.float32)
         for organ in self.organs:
             probability = organ.plain if which == "plain" else organ.ensemble
             mask = {"rectified": organ.mask, "ensemble": organ.ensemble_mask, "plain": organ.plain > 0.5}[which]
-            organ_labels, organ_best = labels[organ.region], best[organ.region]
+            organ_labels = labels[organ.region]
+            organ_best = best[tuple(slice(r.start - e.start, r.stop - e.start) for r, e in zip(organ.region, extent))]
             wins = mask & (probability > organ_best)
             organ_labels[wins] = organ.label
             organ_best[wins] = probability[wins]
@@ -357,7 +363,6 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     if not any(prompts for prompts, _ in variants.values()):
         raise URSAMError("No organ has a prompt box; nothing to segment.")
     start = time.perf_counter()
-    intensity = window_ct(ct, backbone.window)
     plans = {key: [_plan(p, settings, ct.shape) for p in prompts] for key, (prompts, settings) in variants.items()}
     sums = {key: [np.zeros(tuple(s.stop - s.start for s in plan.region), np.float32) for plan in group]
             for key, group in plans.items()}
@@ -375,7 +380,9 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
             raise Cancelled()
         zs = needed[first:first + batch]
         tick = time.perf_counter()
-        embeddings, cached = embed_slices(backbone, intensity[zs], getattr(backbone, "embedding_cache", None))
+        # windowed slice by slice, and each organ's crop below: a windowed copy of a whole CT is as large as the CT
+        embeddings, cached = embed_slices(backbone, window_ct(ct[zs], backbone.window),
+                                          getattr(backbone, "embedding_cache", None))
         timings["cached_slices"] += cached
         backbone.synchronize()
         timings["embed_s"] += time.perf_counter() - tick
@@ -417,7 +424,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
             prior = _prior_on_crop(plan, total.shape)
             ensemble = _ensemble(total, prior, settings)
             organ = OrganResult(plan.prompt.name, plan.prompt.label, plan.region, plan.boxes,
-                                _box_region(plan, ensemble.shape), intensity[plan.region].copy(),
+                                _box_region(plan, ensemble.shape), window_ct(ct[plan.region], backbone.window),
                                 ensemble, predictive_entropy(ensemble), plain, votes=vote, prior=prior,
                                 preferred_method=plan.prompt.method)
             organ.rectify(settings)
