@@ -77,14 +77,6 @@ def test_runtime_masks_equal_pytorchs_on_a_real_slice(name, torch_backbone, cach
     assert {"encoder.onnx", "decoder.onnx", "manifest.json"} <= set(built)
 
 
-def _cpu_computes_in_bfloat16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def test_openvino_in_bfloat16_is_close_to_pytorchs_float32_masks(torch_backbone, cache, abdomen_slice):
     pytest.importorskip("openvino")
     hu, boxes = abdomen_slice
@@ -101,7 +93,7 @@ def test_openvino_in_bfloat16_is_close_to_pytorchs_float32_masks(torch_backbone,
     assert dice(found, reference) > 0.98  # all organs' pixels together: nearly the same masks
     large = [(mask, expected) for mask, expected in zip(found, reference) if expected.sum() >= 100]
     assert len(large) >= 5 and all(dice(mask, expected) > 0.97 for mask, expected in large)  # each organ, too
-    if _cpu_computes_in_bfloat16():  # elsewhere OpenVINO computes in f32 despite the hint
+    if runtime.cpu_computes_in_bfloat16():  # elsewhere OpenVINO computes in f32 despite the hint
         assert float((embedding - reference_embedding).abs().max()) > 1e-3
     backbone.precision = "float32"  # an engine compiled for bfloat16 does not run float32
     assert backbone.runtime == "torch"

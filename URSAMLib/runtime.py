@@ -174,6 +174,16 @@ def check_runtime_choice(runtime: str, device: str = "cpu", precision: str = "fl
                          f"choose --precision float32, or --runtime auto (or torch) for {precision}.")
 
 
+def cpu_computes_in_bfloat16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where ``--precision
+    bfloat16`` pays off; False where the CPU's flags cannot be read (``/proc/cpuinfo``: Linux only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _warn_stderr(message: str) -> None:
     print(f"ursam: warning: {message}", file=sys.stderr, flush=True)
 

@@ -72,12 +72,13 @@ print("BENCH " + json.dumps({"code": code, "wall_s": time.perf_counter() - start
 def machine() -> dict:
     import torch
 
+    from URSAMLib.runtime import cpu_computes_in_bfloat16
+
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor() or platform.machine()) \
         if Path("/proc/cpuinfo").exists() else platform.processor()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cpu_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+            "cpu_bf16": cpu_computes_in_bfloat16(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
             if torch.cuda.is_available() else None,

@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib import atomic, io  # noqa: E402
+from URSAMLib.catalogue import organ_sets  # noqa: E402
 from URSAMLib.error_map import ERROR_MODEL, ErrorModel, voxel_features  # noqa: E402
 from URSAMLib.metrics import auroc  # noqa: E402
 
@@ -35,8 +36,6 @@ from measure_end_to_end import DATA, patient_ids  # noqa: E402
 
 MODEL_FILE = Path(__file__).resolve().parent.parent / "Resources" / ERROR_MODEL
 ABDOMEN = DATA.parent / "abdomen-ts"
-FLARE12 = ("spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
-           "adrenal_gland_right", "adrenal_gland_left", "aorta", "inferior_vena_cava", "duodenum")
 L2 = 1e-3
 
 
@@ -139,7 +138,9 @@ def main() -> None:
     if args.abdomen and not args.evaluate:
         raise SystemExit("the model is fitted on OpenKBP training patients only; use --abdomen with --evaluate")
     if args.abdomen:
-        classes = {v: n for v, n in io.read_classes(ABDOMEN / "classes.json").items() if n in FLARE12}
+        # FLARE22's organs; abdomen-ts has no esophagus voxels, so 12 are scored
+        flare22 = organ_sets()["abdomen"].organs
+        classes = {v: n for v, n in io.read_classes(ABDOMEN / "classes.json").items() if n in flare22}
         cases = {"abdomen-ts": case_voxels("abdomen-ts", ABDOMEN / "ct.nii.gz", ABDOMEN / "labels.nii.gz", classes,
                                            False, args.cache)}
     else:
