@@ -79,6 +79,16 @@ def test_sam_vit_b_decodes_many_boxes_at_slice_resolution(tiny_checkpoint):
     assert backbone.window == (-500, 1000)
 
 
+def test_images_of_different_sizes_embed_in_one_call_as_each_would_alone(tiny_checkpoint):
+    backbone = load_backbone("sam-vit-b", checkpoint=tiny_checkpoint, device="cpu", vit_config=TINY_VIT)
+    rng = np.random.default_rng(2)
+    views = [rng.random((90, 130)).astype(np.float32), rng.random((40, 40)).astype(np.float32)]  # zoomed views
+    together = backbone.embed(views)
+    assert together.shape == (2, 256, 64, 64)
+    for row, image in enumerate(views):
+        assert torch.allclose(together[row], backbone.embed(image[None])[0], atol=1e-5)
+
+
 def test_medsam_vit_b_path_stretches_to_a_square(tiny_checkpoint):
     backbone = load_backbone("medsam-vit-b", checkpoint=tiny_checkpoint, device="cpu", vit_config=TINY_VIT)
     assert backbone.preprocessing.resize == "square" and backbone.preprocessing.pixel_mean is None

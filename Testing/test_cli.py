@@ -83,6 +83,7 @@ def test_summary_records_organs_parameters_and_timings(abdomen_run):
     assert liver["rectification"] == "ursam" and summary["parameters"]["method"] == "per-organ"  # labels: no choice
     assert len(liver["box_ijk"]) == 2 and len(liver["box_lps_mm"]) == 2
     assert summary["parameters"]["num_aug"] == 3 and summary["parameters"]["ratio"] == 0.01
+    assert summary["parameters"]["max_zoom"] == 1.0  # the whole slice (docs/atlas-prompts.md, zoom)
     assert summary["backbone"]["name"] == "litemedsam" and "sha256" in summary["backbone"]["weights"]
     assert summary["timings_s"]["boxes"] > 0 and summary["timings_s"]["all_s"] > 0
     assert (abdomen_run / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -165,6 +166,7 @@ def test_bad_parameters(capsys, args):
     out, make = args
     assert_user_error(capsys, out, make() + ["--num-aug", "0"], "augmented prompts")
     assert_user_error(capsys, out, make() + ["--ratio", "0.9"], "ratio")
+    assert_user_error(capsys, out, make() + ["--max-zoom", "0.5"], "zoom")
 
 
 def test_existing_output_folder_without_overwrite(capsys, args):
@@ -408,7 +410,7 @@ def test_segment_batch_and_evaluate_take_their_defaults_from_the_code():
     # evaluate's UR-SAM parameters are segment's, with its defaults (it scores every rectification
     # method, so it has no --method)
     in_evaluate = [name for name in in_settings if name in evaluate]
-    assert {"num_aug", "ratio", "seed", "alpha_h", "lower_bound", "prior_weight"} <= set(in_evaluate)
+    assert {"num_aug", "ratio", "seed", "alpha_h", "lower_bound", "prior_weight", "max_zoom"} <= set(in_evaluate)
     for name in in_evaluate:
         assert evaluate[name] == getattr(config.settings, name), name
     assert evaluate["box_margin"] == config.margin and evaluate["jitter"] == config.jitter

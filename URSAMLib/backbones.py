@@ -29,7 +29,7 @@ import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -128,30 +128,40 @@ class SamBackbone:
     def _use_engine(self) -> bool:
         return self.engine is not None and self.engine.precision == self.precision
 
-    def embed(self, slices: np.ndarray) -> "torch.Tensor":
+    def embed(self, slices: "np.ndarray | Sequence[np.ndarray]") -> "torch.Tensor":
         """Image embeddings of windowed slices.
 
-        slices: ``B x H x W`` float in [0, 1] (see :func:`window_ct`).
+        slices: ``B x H x W`` float in [0, 1] (see :func:`window_ct`), or a sequence of B such
+        ``H_i x W_i`` images of any sizes (zoomed views of slices, :mod:`URSAMLib.zoom`).
         Returns ``B x C x h x w`` on the backbone's device (C = 256, h = w = 64).
         """
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            if isinstance(slices, np.ndarray) and slices.ndim == 3:
+                x = self._model_input(slices)
+            else:
+                x = torch.cat([self._model_input(np.asarray(image)[None]) for image in slices])
+            if self._use_engine():
+                return torch.from_numpy(self.engine.encode(x.contiguous().numpy()))
+            return self.model.image_encoder(x)
+
+    def _model_input(self, slices: np.ndarray) -> "torch.Tensor":
+        """``B x H x W`` windowed slices → the model's ``B x 3 x S x S`` input."""
         import torch
         import torch.nn.functional as F
 
         prep = self.preprocessing
-        with torch.inference_mode(), self._autocast():
-            x = torch.as_tensor(np.asarray(slices, dtype=np.float32), device=self.device)[:, None]
-            x = F.interpolate(x, size=prep.resized_shape(*x.shape[-2:]), mode="bilinear",
-                              align_corners=False, antialias=True)
-            x = (x * prep.scale).expand(-1, 3, -1, -1)
-            if prep.pixel_mean is not None:
-                mean = torch.tensor(prep.pixel_mean, device=self.device).view(1, 3, 1, 1)
-                std = torch.tensor(prep.pixel_std, device=self.device).view(1, 3, 1, 1)
-                x = (x - mean) / std
-            # SAM pads after normalising, so padding is the mean pixel; LiteMedSAM pads with 0.
-            x = F.pad(x, (0, prep.input_size - x.shape[-1], 0, prep.input_size - x.shape[-2]))
-            if self._use_engine():
-                return torch.from_numpy(self.engine.encode(x.contiguous().numpy()))
-            return self.model.image_encoder(x)
+        x = torch.as_tensor(np.asarray(slices, dtype=np.float32), device=self.device)[:, None]
+        x = F.interpolate(x, size=prep.resized_shape(*x.shape[-2:]), mode="bilinear",
+                          align_corners=False, antialias=True)
+        x = (x * prep.scale).expand(-1, 3, -1, -1)
+        if prep.pixel_mean is not None:
+            mean = torch.tensor(prep.pixel_mean, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(prep.pixel_std, device=self.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        # SAM pads after normalising, so padding is the mean pixel; LiteMedSAM pads with 0.
+        return F.pad(x, (0, prep.input_size - x.shape[-1], 0, prep.input_size - x.shape[-2]))
 
     def decode(self, embedding: "torch.Tensor", boxes: np.ndarray,
                slice_shape: tuple[int, int]) -> np.ndarray:

@@ -20,7 +20,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -169,12 +169,13 @@ def attach(backbone, enabled: bool = True) -> None:
         backbone.embedding_cache = EmbeddingCache() if enabled else None
 
 
-def embed_slices(backbone: "SamBackbone", windowed: np.ndarray, cache: EmbeddingCache | None = None
-                 ) -> tuple["torch.Tensor", int]:
+def embed_slices(backbone: "SamBackbone", windowed: "np.ndarray | Sequence[np.ndarray]",
+                 cache: EmbeddingCache | None = None) -> tuple["torch.Tensor", int]:
     """Embeddings of windowed slices, from ``cache`` where it has them.
 
-    windowed: ``B x H x W`` float32 in [0, 1]. Returns (``B x C x h x w`` on the backbone's device,
-    the number of slices taken from the cache). The encoder runs once, on the slices not cached.
+    windowed: ``B x H x W`` float32 in [0, 1], or B such images of any sizes (zoomed views).
+    Returns (``B x C x h x w`` on the backbone's device, the number of slices taken from the cache).
+    The encoder runs once, on the slices not cached.
     """
     if cache is None:
         return backbone.embed(windowed), 0
@@ -185,7 +186,7 @@ def embed_slices(backbone: "SamBackbone", windowed: np.ndarray, cache: Embedding
     found = [cache.get(key) for key in keys]
     missing = [i for i, embedding in enumerate(found) if embedding is None]
     if missing:
-        computed = backbone.embed(windowed[missing])
+        computed = backbone.embed([windowed[i] for i in missing])
         for row, i in enumerate(missing):
             found[i] = computed[row]
             cache.put(keys[i], computed[row])

@@ -324,7 +324,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
                      "window_hu": list(backbone.window)},
         "parameters": {k: getattr(settings, k) for k in
                        ("num_aug", "ratio", "seed", "method", "alpha_h", "lower_bound", "fixed_threshold",
-                        "prior_weight")},
+                        "prior_weight", "max_zoom")},
         "organs": {},
         "not_found": prompting.missing,
         "warnings": warnings,

@@ -18,64 +18,10 @@ from .embedding_cache import embed_slices
 from .errors import Cancelled, URSAMError
 from .progress import Progress
 from .prompts import OrganPrompt, augment_box, augmentation_rng, clip_boxes
-from .rectify import (DEFAULT_ALPHA_H, DEFAULT_FIXED_THRESHOLD, DEFAULT_LOWER_BOUND, METHOD_CHOICES, PER_ORGAN,
-                      Rectification, rectify)
+from .rectify import PER_ORGAN, Rectification, rectify
+from .settings import Settings
 from .uncertainty import predictive_entropy
-
-"""Called with (fraction done in [0, 1], message)."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Parameters of a UR-SAM run (defaults: the paper's best setting, n = 3 and ratio 0.01; the
-    rectification as measured per organ where a built-in template chose one, else the paper's)."""
-
-    num_aug: int = 3
-    """Boxes per slice and organ (1 = no augmentation)."""
-    ratio: float = 0.01
-    """Perturbation of the augmented boxes, a fraction of the slice's longest side."""
-    seed: int = 0
-    method: str = PER_ORGAN
-    """Rectification method: a key of :data:`URSAMLib.rectify.METHODS` for every organ, or
-    :data:`~URSAMLib.rectify.PER_ORGAN`: each organ's measured choice where its prompt has one
-    (a built-in template's), else ``ursam`` (the paper's)."""
-    alpha_h: float = DEFAULT_ALPHA_H
-    lower_bound: str = DEFAULT_LOWER_BOUND
-    fixed_threshold: float = DEFAULT_FIXED_THRESHOLD
-    refine: bool = False
-    """Slice-wise box refinement: re-prompt each slice with the box of its own first prediction."""
-    refine_margin: int = 2
-    """Pixels added around the first prediction's box when refining."""
-    prior_weight: float = 6.0
-    """Weight of an organ's prior probability (:attr:`URSAMLib.prompts.OrganPrompt.prior`: the atlas
-    vote of atlas prompts; other prompts have none) as a member of the ensemble:
-    ŷ = (Σ SAM members + w · prior) / (n + w). Where SAM and the prior disagree, ŷ lands between
-    them, so the voxel becomes uncertain and the rectification decides it. 0: SAM alone (the paper).
-    6 (twice the n = 3 SAM members together) was best of 0, 3, 6, 10 on OpenKBP training patients
-    (docs/atlas-prompts.md)."""
-    slice_batch: int = 0
-    """Slices embedded per encoder call; 0 = 1 on CPU, 8 on a GPU."""
-    box_batch: int = 0
-    """Boxes decoded per decoder call; 0 = 36 on CPU, 64 on a GPU. Speed only (maps agree to ~1e-5).
-    The boxes of a call share the decoder's first image-side projections, so larger calls pay less
-    per box: on 2 CPU cores 36-box calls were the fastest of 1, 4, 12, 36 with OpenVINO and ONNX
-    Runtime, and on a par with 12 in PyTorch (docs/performance.md)."""
-
-    def validate(self) -> "Settings":
-        if not 1 <= self.num_aug <= 64:
-            raise URSAMError(f"The number of augmented prompts must be 1..64, not {self.num_aug}.")
-        if not 0.0 <= self.ratio <= 0.5:
-            raise URSAMError(f"The perturbation ratio must be between 0 and 0.5, not {self.ratio}.")
-        if self.method not in METHOD_CHOICES:
-            raise URSAMError(f"Unknown rectification method {self.method!r}; "
-                             f"choose one of {', '.join(METHOD_CHOICES)}.")
-        if not 1.0 <= self.alpha_h <= 3.0:
-            raise URSAMError(f"alpha_h must be between 1 and 3, not {self.alpha_h}.")
-        if not 0.0 <= self.prior_weight <= 64:
-            raise URSAMError(f"The prior's weight must be between 0 and 64, not {self.prior_weight}.")
-        if self.lower_bound not in ("midpoint", "paper"):
-            raise URSAMError(f"The lower bound must be 'midpoint' or 'paper', not {self.lower_bound!r}.")
-        return self
+from .zoom import View, slice_view
 
 
 @dataclass
@@ -238,6 +184,14 @@ def _plan(prompt: OrganPrompt, settings: Settings, shape: tuple[int, int, int]) 
     return _Plan(prompt, augmented, region, boxes)
 
 
+def _views(plans: list[_Plan], settings: Settings, slice_shape: tuple[int, int]) -> dict[int, View]:
+    """The view (:mod:`URSAMLib.zoom`) of every slice that one run's organs are prompted on."""
+    zs = sorted({z for plan in plans for z in plan.augmented})
+    return {z: slice_view(np.concatenate([plan.boxes[z] for plan in plans if z in plan.boxes]),
+                          np.concatenate([plan.augmented[z] for plan in plans if z in plan.augmented]),
+                          slice_shape, settings.max_zoom) for z in zs}
+
+
 def _box_region(plan: _Plan, crop_shape: tuple[int, int, int]) -> np.ndarray:
     region = np.zeros(crop_shape, bool)
     z0, y0, x0 = plan.region[0].start, plan.region[1].start, plan.region[2].start
@@ -254,9 +208,10 @@ def boxes_per_call(settings: Settings, backbone: SamBackbone) -> int:
 
 
 def _decode_groups(backbone: SamBackbone, embedding, groups: list[np.ndarray], slice_shape: tuple[int, int],
-                   box_batch: int) -> tuple[list[np.ndarray], int]:
-    """Decode groups of boxes (``k x 4`` each) on one slice together; one ``k x H x W`` map per group,
-    and the number of boxes actually decoded.
+                   view: View, box_batch: int) -> tuple[list[np.ndarray], int]:
+    """Decode groups of boxes (``k x 4`` each, slice pixels) on one slice together, against the
+    embedding of the slice's ``view``; one ``k x H x W`` map per group (0 outside the view), and the
+    number of boxes actually decoded.
 
     Identical boxes are decoded once: variants that share prompts (a run and its refined
     version before refinement, or n = 3, 5, 7 drawn from one seeded stream, whose first rows
@@ -264,8 +219,14 @@ def _decode_groups(backbone: SamBackbone, embedding, groups: list[np.ndarray], s
     """
     boxes = np.concatenate(groups)
     unique, inverse = np.unique(boxes, axis=0, return_inverse=True)
-    maps = np.concatenate([backbone.decode(embedding, unique[i:i + box_batch], slice_shape)
-                           for i in range(0, len(unique), box_batch)])
+    in_view = clip_boxes(view.to_view(unique), view.shape)
+    decoded = np.concatenate([backbone.decode(embedding, in_view[i:i + box_batch], view.shape)
+                              for i in range(0, len(unique), box_batch)])
+    if view.shape == tuple(slice_shape):
+        maps = decoded
+    else:
+        maps = np.zeros((len(unique), *slice_shape), np.float32)
+        maps[(slice(None), *view.window)] = decoded
     return np.split(maps[inverse.ravel()], np.cumsum([len(g) for g in groups])[:-1]), len(unique)
 
 
@@ -292,7 +253,7 @@ def _inside(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np.ndarray], settings: Settings,
-                  slice_shape: tuple[int, int]) -> tuple[int, int]:
+                  slice_shape: tuple[int, int], view: View) -> tuple[int, int]:
     """Slice-wise refinement, in place: an organ the first pass found on slice ``z`` is
     prompted again with the box of what it found (a 3-D box projected on a slice is loose
     near the organ's top and bottom). Returns the number of extra boxes (requested, decoded)."""
@@ -309,7 +270,8 @@ def _refine_slice(backbone, embedding, z: int, plans: list[_Plan], maps: list[np
             plan.boxes[z] = np.array(boxes)
     decoded = 0
     if refined:
-        groups, decoded = _decode_groups(backbone, embedding, refined, slice_shape, boxes_per_call(settings, backbone))
+        groups, decoded = _decode_groups(backbone, embedding, refined, slice_shape, view,
+                                         boxes_per_call(settings, backbone))
         for j, group in zip(where, groups):
             maps[j] = group
     return sum(len(g) for g in refined), decoded
@@ -368,7 +330,9 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
             for key, group in plans.items()}
     plains = {key: [np.zeros_like(total) for total in group] for key, group in sums.items()}
     votes = {key: [np.zeros(total.shape, np.uint8) for total in group] for key, group in sums.items()}
-    needed = sorted({z for group in plans.values() for plan in group for z in plan.augmented})
+    # each variant's view of each slice it needs; a (slice, view) is embedded once for every variant showing it
+    views = {key: _views(group, variants[key][1], ct.shape[1:]) for key, group in plans.items()}
+    needed = sorted({(z, view) for by_slice in views.values() for z, view in by_slice.items()})
     first_settings = next(iter(variants.values()))[1]
     batch = first_settings.slice_batch or (1 if backbone.device == "cpu" else 8)
     batch_of_boxes = boxes_per_call(first_settings, backbone)
@@ -378,20 +342,23 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
     for first in range(0, len(needed), batch):
         if cancel is not None and cancel():
             raise Cancelled()
-        zs = needed[first:first + batch]
+        items = needed[first:first + batch]
         tick = time.perf_counter()
-        # windowed slice by slice, and each organ's crop below: a windowed copy of a whole CT is as large as the CT
-        embeddings, cached = embed_slices(backbone, window_ct(ct[zs], backbone.window),
+        # windowed view by view, and each organ's crop below: a windowed copy of a whole CT is as large as the CT
+        images = [window_ct(ct[z][view.window], backbone.window) for z, view in items]
+        same_size = len({image.shape for image in images}) == 1
+        embeddings, cached = embed_slices(backbone, np.stack(images) if same_size else images,
                                           getattr(backbone, "embedding_cache", None))
         timings["cached_slices"] += cached
         backbone.synchronize()
         timings["embed_s"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        for row, z in enumerate(zs):
+        for row, (z, view) in enumerate(items):
             embedding = embeddings[row:row + 1]
-            owners = [(key, k) for key, group in plans.items() for k, plan in enumerate(group) if z in plan.augmented]
+            owners = [(key, k) for key, group in plans.items() if views[key].get(z) == view
+                      for k, plan in enumerate(group) if z in plan.augmented]
             groups = [plans[key][k].augmented[z] for key, k in owners]
-            maps, decoded = _decode_groups(backbone, embedding, groups, ct.shape[1:], batch_of_boxes)
+            maps, decoded = _decode_groups(backbone, embedding, groups, ct.shape[1:], view, batch_of_boxes)
             timings["boxes"] += sum(len(g) for g in groups)
             timings["decoded_boxes"] += decoded
             for key, (_, settings) in variants.items():
@@ -399,7 +366,7 @@ def segment_variants(ct: np.ndarray, variants: dict[str, tuple[list[OrganPrompt]
                 if settings.refine and mine:
                     mine_maps = [maps[i] for i in mine]
                     requested, decoded = _refine_slice(backbone, embedding, z, [plans[key][owners[i][1]] for i in mine],
-                                                       mine_maps, settings, ct.shape[1:])
+                                                       mine_maps, settings, ct.shape[1:], view)
                     timings["boxes"] += requested
                     timings["decoded_boxes"] += decoded
                     for i, group in zip(mine, mine_maps):

@@ -16,6 +16,7 @@ and ``--table`` summarises a split's rows.
     python scripts/measure_end_to_end.py --split train --patients 1,2,3 -o docs/results/end-to-end/train
     python scripts/measure_end_to_end.py --split validation -o docs/results/end-to-end/validation
     python scripts/measure_end_to_end.py --split validation --table docs/results/end-to-end/validation
+    python scripts/measure_end_to_end.py --split train --patients 33,40,52 --max-zoom 4 -o /tmp/zoom
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from URSAMLib.job import SegmentJob, run_segment_job  # noqa: E402
+from URSAMLib.settings import Settings  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hn-openkbp"
 RUNS = ("auto", "label")
@@ -48,11 +50,13 @@ def patient_ids(split: str, wanted: str | None) -> list[str]:
     return found
 
 
-def run_patient(split: str, patient: str, scratch: Path, runs: tuple[str, ...] = RUNS) -> list[dict]:
+def run_patient(split: str, patient: str, scratch: Path, runs: tuple[str, ...] = RUNS,
+                settings: Settings = Settings()) -> list[dict]:
     ct, labels = DATA / split / f"{patient}_ct.nii.gz", DATA / split / f"{patient}_oar.nii.gz"
-    jobs = {"auto": SegmentJob(str(ct), str(scratch / "auto"), region="head-and-neck", reference=str(labels)),
+    jobs = {"auto": SegmentJob(str(ct), str(scratch / "auto"), region="head-and-neck", reference=str(labels),
+                               settings=settings),
             "label": SegmentJob(str(ct), str(scratch / "label"), prompt_labels=str(labels),
-                                classes=str(DATA / "classes.json"), reference=str(labels))}
+                                classes=str(DATA / "classes.json"), reference=str(labels), settings=settings)}
     jobs = {run: job for run, job in jobs.items() if run in runs}
     labelled = labelled_organs(labels)
     rows = []
@@ -151,6 +155,8 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--table", type=Path, help="print the summary of a finished OUTPUT folder and exit")
     parser.add_argument("--runs", default=",".join(RUNS), help="which runs per patient (default: auto,label)")
+    parser.add_argument("--max-zoom", type=float, default=Settings.max_zoom,
+                        help="Settings.max_zoom of both runs (default: the product's)")
     args = parser.parse_args()
     if args.table:
         text = table(args.table, args.split or "validation")
@@ -164,7 +170,8 @@ def main() -> None:
         if patient in done:
             continue
         with tempfile.TemporaryDirectory() as scratch:
-            rows = run_patient(args.split, patient, Path(scratch), tuple(args.runs.split(",")))
+            rows = run_patient(args.split, patient, Path(scratch), tuple(args.runs.split(",")),
+                               Settings(max_zoom=args.max_zoom))
         with rows_file.open("a") as out:
             out.writelines(json.dumps(row) + "\n" for row in rows)
         auto = [r["dsc"] for r in rows if r["run"] == "auto"]

@@ -16,11 +16,14 @@ class BrightInBox:
 
     def __init__(self):
         self.embedded: list[int] = []
+        self.shapes: list[tuple[int, int]] = []
 
-    def embed(self, slices: np.ndarray) -> np.ndarray:
-        """slices ``B x H x W`` in [0, 1] → the slices themselves (the "embedding")."""
+    def embed(self, slices):
+        """slices ``B x H x W`` in [0, 1], or B images of any sizes (zoomed views) → the slices
+        themselves (the "embedding"), as an array or a list."""
         self.embedded.append(len(slices))
-        return np.asarray(slices)
+        self.shapes.extend(np.shape(image) for image in slices)
+        return np.asarray(slices) if isinstance(slices, np.ndarray) else list(slices)
 
     def synchronize(self) -> None:
         """Nothing runs asynchronously here."""

@@ -50,7 +50,8 @@ def model_parent() -> argparse.ArgumentParser:
 
 
 def augmentation_parent() -> argparse.ArgumentParser:
-    """UR-SAM's parameters: --num-aug, --ratio, --seed, --alpha-h, --lower-bound, --prior-weight, --box-margin."""
+    """UR-SAM's parameters: --num-aug, --ratio, --seed, --alpha-h, --lower-bound, --prior-weight, --max-zoom,
+    --box-margin."""
     parent = _parent()
     parent.add_argument("--num-aug", type=int, default=SETTINGS.num_aug,
                         help=f"augmented boxes per slice (default {SETTINGS.num_aug})")
@@ -66,6 +67,9 @@ def augmentation_parent() -> argparse.ArgumentParser:
     parent.add_argument("--prior-weight", type=float, default=SETTINGS.prior_weight, metavar="W",
                         help="with atlas prompts, the weight of the atlas vote as a member of the ensemble (default "
                         f"{SETTINGS.prior_weight:g}; 0: SAM alone, as in the paper)")
+    parent.add_argument("--max-zoom", type=float, default=SETTINGS.max_zoom, metavar="Z",
+                        help="show the model each slice as the square around its prompt boxes with context, "
+                        f"enlarged at most Z times (default {SETTINGS.max_zoom:g}; 1: the whole slice)")
     parent.add_argument("--box-margin", type=box_margin, default=DEFAULT_BOX_MARGIN, metavar="Z,Y,X[mm]",
                         help="extension of each side of a 3-D box prompt, in mm (5,10,10mm, the default: the "
                         "paper's [2, 10, 10] voxels in physical size) or in voxels (2,10,10)")
