@@ -114,20 +114,14 @@ def test_on_an_unseen_ct_the_error_likelihood_ranks_the_wrong_voxels_better_than
     labels. Measured (scripts/fit_error_map.py): AUROC 0.59 -> 0.77 (brainstem), 0.83 -> 0.97 (mandible)."""
     from conftest import hn_pair
     from URSAMLib import io
-    from URSAMLib.job import SegmentJob, load_job_backbone, set_up_backbone, template_organs
-    from URSAMLib.localize import prompts_from_template
-    from URSAMLib.pipeline import segment
+    from URSAMLib.job import SegmentJob, segment_job_ct
 
     ct_path, labels_path = hn_pair(head_neck, 201, "validation")
     job = SegmentJob(ct_path, "unused", region="head-and-neck", organs="Brainstem,Mandible", embedding_cache=False)
     ct = io.read_ct(ct_path)
     hu, frame = io.axial_array(ct)
     reference = io.axial_array(io.read_label_map(labels_path, ct), np.uint16)[0]
-    chosen = template_organs(job)
-    prompts = prompts_from_template(ct, chosen.template, chosen.organs, chosen.localizer).prompts
-    backbone = load_job_backbone(job)
-    set_up_backbone(job, backbone)
-    result = segment(hu, prompts, backbone, job.settings)
+    result = segment_job_ct(job, ct, hu, frame).result
     assert [organ.name for organ in result.organs] == ["Brainstem", "Mandible"]
     for organ in result.organs:
         box = organ.box_region

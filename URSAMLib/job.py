@@ -22,7 +22,7 @@ from .errors import URSAMError
 from .localize import check_localizer, no_organ_found, prompts_from_template
 from .organs import check_known, select_by_name
 from .overview import save_overview
-from .pipeline import Settings, segment
+from .pipeline import SegmentationResult, Settings, segment
 from .prompts import DEFAULT_BOX_MARGIN, BoxMargin, prompts_from_labels
 from .runtime import check_runtime_choice
 from .template import Template
@@ -93,7 +93,7 @@ def select_organs(classes: dict[int, str], requested: str | None, present: set[i
 
 
 @dataclass
-class _Prompting:
+class Prompting:
     """Where a run's prompts came from, and what to score the result against."""
 
     prompts: list
@@ -107,7 +107,7 @@ class _Prompting:
     """What the organs' predicted DSC is computed from, for automatic prompts (None: given boxes)."""
 
 
-def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
+def _prompts_from_label_map(job: SegmentJob, ct_image) -> Prompting:
     if not job.classes:
         raise URSAMError("--prompt-labels needs --classes CLASSES.json (label value → organ name).")
     classes = io.read_classes(job.classes)
@@ -118,7 +118,7 @@ def _prompts_from_label_map(job: SegmentJob, ct_image) -> _Prompting:
     if not prompts:
         raise URSAMError(f"None of the requested organs has voxels in {job.prompt_labels}; "
                          "nothing to prompt with.")
-    return _Prompting(prompts, missing, {"prompt_labels": str(job.prompt_labels), "classes": str(job.classes),
+    return Prompting(prompts, missing, {"prompt_labels": str(job.prompt_labels), "classes": str(job.classes),
                                          "prompt_mode": job.prompt_mode, "box_jitter": job.box_jitter},
                       labels, "dice_vs_prompt_labels")
 
@@ -134,12 +134,12 @@ class TemplateChoice:
     description: dict
 
 
-def _prompts_from_template(job: SegmentJob, chosen: TemplateChoice, ct_image, frame, progress) -> _Prompting:
+def _prompts_from_template(job: SegmentJob, chosen: TemplateChoice, ct_image, frame, progress) -> Prompting:
     found = prompts_from_template(ct_image, chosen.template, chosen.organs, chosen.localizer,
                                   job.localizer_weights, job.box_margin, progress)
     if not found.prompts:
         raise no_organ_found(found, chosen.template, str(job.ct))
-    return _Prompting(found.prompts, found.missing, chosen.description,
+    return Prompting(found.prompts, found.missing, chosen.description,
                       boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin),
                       quality_context=quality.automatic_context(found.localizations, chosen.template,
                                                                 float(np.prod(frame.spacing)) / 1000.0))
@@ -267,6 +267,47 @@ def check_prompt_source(job: SegmentJob, labels_given: bool | None = None) -> No
         raise URSAMError(f"Give exactly one prompt source: {', or '.join(PROMPT_SOURCES)}.")
 
 
+@dataclass
+class Segmented:
+    """What a job computes before anything is written (:func:`segment_job_ct`)."""
+
+    prompting: Prompting
+    result: SegmentationResult
+    backbone: object
+    """The model, set up for the job (window, precision, embedding cache)."""
+    loaded_at: float
+    """``time.perf_counter()`` once the prompts were found and the model loaded."""
+
+
+def segment_job_ct(job: SegmentJob, ct_image, hu: np.ndarray, frame, progress_bar: ProgressBar = _no_bar,
+                   warn: Warn = _no_warn, backbone=None) -> Segmented:
+    """A job's prompts for its CT (already read: ``ct_image``, its axial ``hu`` and ``frame`` from
+    :func:`URSAMLib.io.axial_array`), the model set up for it, and UR-SAM's result; nothing is written.
+    :func:`run_segment_job` calls it between its input checks and its outputs; scripts that score
+    the product's own run call it directly.
+
+    backbone: an already loaded model to reuse (see :func:`run_segment_job`); None: the job's own.
+    """
+    settings = job.settings.validate()
+    if job.prompt_labels:
+        prompting = _prompts_from_label_map(job, ct_image)
+    else:
+        chosen = template_organs(job)  # checked before any progress bar starts
+        prompting = progress_bar("Localizing", lambda progress: _prompts_from_template(
+            job, chosen, ct_image, frame, progress))
+    if job.reference:
+        prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
+        prompting.reference_key = "dice_vs_reference"
+    if backbone is None:
+        backbone = load_job_backbone(job, warn)
+    set_up_backbone(job, backbone, warn)
+    loaded = time.perf_counter()
+
+    result = progress_bar("UR-SAM", lambda progress: segment(
+        hu, prompting.prompts, backbone, settings, progress=progress))
+    return Segmented(prompting, result, backbone, loaded)
+
+
 def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: Warn = _no_warn,
                     backbone=None) -> dict:
     """Run one job and write its outputs; returns the summary written to summary.json.
@@ -298,22 +339,8 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
 
     note(io.intensity_warning(hu, str(job.ct)))
     source = dicom_out.read_source(job.ct, ct_image, note) if job.dicom_out else None
-    if job.prompt_labels:
-        prompting = _prompts_from_label_map(job, ct_image)
-    else:
-        chosen = template_organs(job)  # checked before any progress bar starts
-        prompting = progress_bar("Localizing", lambda progress: _prompts_from_template(
-            job, chosen, ct_image, frame, progress))
-    if job.reference:
-        prompting.reference = io.axial_array(io.read_label_map(job.reference, ct_image), np.uint16)[0]
-        prompting.reference_key = "dice_vs_reference"
-    if backbone is None:
-        backbone = load_job_backbone(job, note)
-    set_up_backbone(job, backbone, note)
-    loaded = time.perf_counter()
-
-    result = progress_bar("UR-SAM", lambda progress: segment(
-        hu, prompting.prompts, backbone, settings, progress=progress))
+    computed = segment_job_ct(job, ct_image, hu, frame, progress_bar, note, backbone)
+    prompting, result, backbone = computed.prompting, computed.result, computed.backbone
     summary = {
         "input": {"ct": str(job.ct), "size_ijk": list(ct_image.GetSize()),
                   "spacing_mm": list(ct_image.GetSpacing()), **prompting.description,
@@ -364,7 +391,7 @@ def run_segment_job(job: SegmentJob, progress_bar: ProgressBar = _no_bar, warn: 
                                     {o.label: o.name for o in result.organs},
                                     {"backbone": backbone.name, **summary["parameters"]})
         summary["timings_s"] = {**{k: round(v, 3) for k, v in result.timings.items()},
-                                "load_and_localize_s": round(loaded - started, 3),
+                                "load_and_localize_s": round(computed.loaded_at - started, 3),
                                 "all_s": round(time.perf_counter() - started, 3)}
         summary["outputs"] = files
         outputs.write_summary(staging / "summary.json", summary)

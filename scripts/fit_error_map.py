@@ -40,26 +40,20 @@ L2 = 1e-3
 
 
 def segmented(ct_path: Path, labels_path: Path, classes: dict[int, str], automatic: bool):
-    """The product's run on one CT: (result, axial reference labels, spacing (z, y, x), n).
-    automatic: the built-in head-and-neck template; else per-slice boxes of ``classes`` from the labels."""
-    from URSAMLib.job import SegmentJob, load_job_backbone, set_up_backbone, template_organs
-    from URSAMLib.localize import prompts_from_template
-    from URSAMLib.pipeline import segment
-    from URSAMLib.prompts import prompts_from_labels
+    """The product's run on one CT (``URSAMLib.job.segment_job_ct``, as ``ursam segment`` computes it):
+    (result, axial reference labels, spacing (z, y, x), n). automatic: the built-in head-and-neck
+    template; else per-slice boxes of abdomen-ts' organs ``classes`` from the labels."""
+    from URSAMLib.job import SegmentJob, segment_job_ct
 
-    job = SegmentJob(str(ct_path), "unused", region="head-and-neck" if automatic else None)
+    if automatic:
+        job = SegmentJob(str(ct_path), "unused", region="head-and-neck")
+    else:
+        job = SegmentJob(str(ct_path), "unused", prompt_labels=str(labels_path), classes=str(ABDOMEN / "classes.json"),
+                         organs=",".join(classes.values()))
     ct_image = io.read_ct(str(ct_path))
     hu, frame = io.axial_array(ct_image)
     reference = io.axial_array(io.read_label_map(str(labels_path), ct_image), np.uint16)[0]
-    if automatic:
-        chosen = template_organs(job)
-        prompts = prompts_from_template(ct_image, chosen.template, chosen.organs, chosen.localizer).prompts
-    else:
-        prompts, _ = prompts_from_labels(reference, classes, "slice", spacing=frame.spacing)
-    backbone = load_job_backbone(job)
-    set_up_backbone(job, backbone)
-    settings = job.settings.validate()
-    return segment(hu, prompts, backbone, settings), reference, frame.spacing, settings.num_aug
+    return segment_job_ct(job, ct_image, hu, frame).result, reference, frame.spacing, job.settings.num_aug
 
 
 def case_voxels(case: str, ct_path: Path, labels_path: Path, classes: dict[int, str], automatic: bool,
