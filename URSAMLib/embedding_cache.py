@@ -186,7 +186,9 @@ def embed_slices(backbone: "SamBackbone", windowed: "np.ndarray | Sequence[np.nd
     found = [cache.get(key) for key in keys]
     missing = [i for i, embedding in enumerate(found) if embedding is None]
     if missing:
-        computed = backbone.embed([windowed[i] for i in missing])
+        # one array of equal slices stays one batched resize; views of different sizes go as a list
+        computed = backbone.embed(windowed[missing] if isinstance(windowed, np.ndarray)
+                                  else [windowed[i] for i in missing])
         for row, i in enumerate(missing):
             found[i] = computed[row]
             cache.put(keys[i], computed[row])

@@ -119,8 +119,8 @@ def _prompts_from_label_map(job: SegmentJob, ct_image) -> Prompting:
         raise URSAMError(f"None of the requested organs has voxels in {job.prompt_labels}; "
                          "nothing to prompt with.")
     return Prompting(prompts, missing, {"prompt_labels": str(job.prompt_labels), "classes": str(job.classes),
-                                         "prompt_mode": job.prompt_mode, "box_jitter": job.box_jitter},
-                      labels, "dice_vs_prompt_labels")
+                                        "prompt_mode": job.prompt_mode, "box_jitter": job.box_jitter},
+                     labels, "dice_vs_prompt_labels")
 
 
 @dataclass
@@ -140,9 +140,9 @@ def _prompts_from_template(job: SegmentJob, chosen: TemplateChoice, ct_image, fr
     if not found.prompts:
         raise no_organ_found(found, chosen.template, str(job.ct))
     return Prompting(found.prompts, found.missing, chosen.description,
-                      boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin),
-                      quality_context=quality.automatic_context(found.localizations, chosen.template,
-                                                                float(np.prod(frame.spacing)) / 1000.0))
+                     boxes_json=_boxes_json(found.localizations, frame, ct_image, found.margin),
+                     quality_context=quality.automatic_context(found.localizations, chosen.template,
+                                                               float(np.prod(frame.spacing)) / 1000.0))
 
 
 def template_organs(job: SegmentJob) -> TemplateChoice:
